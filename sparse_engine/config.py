@@ -1,0 +1,114 @@
+"""Hyper-parameters of learning one task, and the progress events it reports."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .errors import InvalidInputError
+
+Saliency = Literal["magnitude", "obd", "taylor"]
+Retrain = Literal["finetune", "rewind"]
+Optimizer = Literal["sgd", "adam", "adamw"]
+Phase = Literal["train", "prune", "retrain", "commit"]
+
+SALIENCIES: tuple[str, ...] = ("magnitude", "obd", "taylor")
+RETRAINS: tuple[str, ...] = ("finetune", "rewind")
+OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """How one task is learned: train, prune to ``density``, retrain, commit.
+
+    ``k`` is the k-WTA size of every hidden layer (a count or a fraction), or one value
+    per layer. ``prune_rounds`` > 1 prunes iteratively, shrinking the mask geometrically
+    from 1 to ``density`` with ``retrain_epochs`` of retraining after each round.
+    """
+
+    density: float = 0.1
+    k: int | float | tuple[int | float, ...] = 0.1
+    epochs: int = 2
+    retrain_epochs: int = 2
+    batch_size: int = 128
+    lr: float = 1e-3
+    optimizer: Optimizer = "adam"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    saliency: Saliency = "magnitude"
+    prune_rounds: int = 1
+    retrain: Retrain = "finetune"
+    saliency_batches: int = 16
+    boost_strength: float = 1.0
+    boost_strength_factor: float = 0.9
+    duty_cycle_period: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not (isinstance(self.density, float | int) and 0.0 < self.density <= 1.0):
+            problems.append(f"density must lie in (0, 1], got {self.density}")
+        for name in ("epochs", "retrain_epochs"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.epochs + self.retrain_epochs < 1:
+            problems.append("epochs + retrain_epochs must be at least 1")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            problems.append(f"lr must be a positive number, got {self.lr}")
+        if not 0.0 <= self.momentum < 1.0:
+            problems.append(f"momentum must lie in [0, 1), got {self.momentum}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.saliency not in SALIENCIES:
+            problems.append(f"saliency must be one of {SALIENCIES}, got {self.saliency!r}")
+        if self.retrain not in RETRAINS:
+            problems.append(f"retrain must be one of {RETRAINS}, got {self.retrain!r}")
+        if self.retrain == "rewind" and self.retrain_epochs < 1:
+            problems.append("retrain 'rewind' needs retrain_epochs >= 1")
+        if self.prune_rounds < 1:
+            problems.append(f"prune_rounds must be >= 1, got {self.prune_rounds}")
+        if self.saliency_batches < 1:
+            problems.append(f"saliency_batches must be >= 1, got {self.saliency_batches}")
+        if self.boost_strength < 0:
+            problems.append(f"boost_strength must be >= 0, got {self.boost_strength}")
+        if not 0.0 <= self.boost_strength_factor <= 1.0:
+            problems.append(
+                f"boost_strength_factor must lie in [0, 1], got {self.boost_strength_factor}"
+            )
+        if self.duty_cycle_period < 1:
+            problems.append(f"duty_cycle_period must be >= 1, got {self.duty_cycle_period}")
+        if problems:
+            raise InvalidInputError("; ".join(problems))
+
+    def k_per_layer(self, layers: int) -> tuple[int | float, ...]:
+        """k for each of ``layers`` hidden layers."""
+        if isinstance(self.k, tuple):
+            if len(self.k) != layers:
+                raise InvalidInputError(
+                    f"k gives {len(self.k)} values for a backbone of {layers} hidden layers"
+                )
+            return self.k
+        return (self.k,) * layers
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One step of learning a task, as the server streams it to clients."""
+
+    phase: Phase
+    epoch: int
+    step: int
+    loss: float
+    accuracy: float
+    density: float
+    free_capacity: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+ProgressCallback = Callable[[ProgressEvent], None]

@@ -1,0 +1,121 @@
+"""A task's examples as tensors, and adapters from numpy, torch datasets and Avalanche."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .errors import InvalidInputError
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Examples ``x`` (N × ..., float32) and labels ``y`` (N, int64, any integer values)."""
+
+    x: Tensor
+    y: Tensor
+
+    def __post_init__(self) -> None:
+        if self.x.ndim < 2:
+            raise InvalidInputError(f"x must be N × features, got shape {tuple(self.x.shape)}")
+        if self.y.ndim != 1:
+            raise InvalidInputError(f"y must be a vector of N labels, got shape {tuple(self.y.shape)}")
+        if self.x.shape[0] != self.y.shape[0]:
+            raise InvalidInputError(f"x has {self.x.shape[0]} examples but y has {self.y.shape[0]}")
+        if self.x.shape[0] == 0:
+            raise InvalidInputError("no examples: x and y are empty")
+        if self.x.dtype != torch.float32:
+            raise InvalidInputError(f"x must be float32, got {self.x.dtype}")
+        if self.y.dtype != torch.int64:
+            raise InvalidInputError(f"y must be int64 labels, got {self.y.dtype}")
+        if not bool(torch.isfinite(self.x).all()):
+            raise InvalidInputError("x holds NaN or Inf values")
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def classes(self) -> tuple[int, ...]:
+        """The task's label set: the distinct values of ``y``, sorted."""
+        return tuple(int(c) for c in torch.unique(self.y).tolist())
+
+    def subset(self, index: Tensor | slice) -> TaskData:
+        return TaskData(self.x[index], self.y[index])
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Mini-batches, shuffled when a generator is given."""
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if generator is not None else None
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
+            yield self.x[idx], self.y[idx]
+
+    def split(self, fraction: float, seed: int = 0) -> tuple[TaskData, TaskData]:
+        """A random (1 - fraction, fraction) split, e.g. to carve validation data."""
+        if not 0.0 < fraction < 1.0:
+            raise InvalidInputError(f"split fraction must lie in (0, 1), got {fraction}")
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        cut = len(self) - max(1, round(fraction * len(self)))
+        return self.subset(order[:cut]), self.subset(order[cut:])
+
+
+def as_inputs(x: Any) -> Tensor:
+    """Inputs as float32: uint8 values are scaled by 1/255, floats are used as they are."""
+    array = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+    if array.dtype == np.uint8:
+        return torch.from_numpy(array.astype(np.float32) / 255.0)
+    if array.dtype.kind == "f":
+        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    if array.dtype.kind in "iub":
+        raise InvalidInputError(
+            f"x of integer dtype {array.dtype} is ambiguous: send uint8 (0..255) or float32"
+        )
+    raise InvalidInputError(f"x must be numeric, got dtype {array.dtype}")
+
+
+def as_labels(y: Any) -> Tensor:
+    """Labels as int64; floats are accepted only when they hold whole numbers."""
+    array = y.detach().cpu().numpy() if isinstance(y, Tensor) else np.asarray(y)
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
+            raise InvalidInputError("labels must be integers")
+    elif array.dtype.kind not in "iu":
+        raise InvalidInputError(f"labels must be integers, got dtype {array.dtype}")
+    return torch.from_numpy(array.astype(np.int64).reshape(-1))
+
+
+def from_numpy(x: np.ndarray, y: np.ndarray) -> TaskData:
+    """A task from numpy arrays (x: N × features or N × H × W, y: N labels)."""
+    return TaskData(as_inputs(x), as_labels(y))
+
+
+def from_torch_dataset(dataset: torch.utils.data.Dataset, batch_size: int = 1024) -> TaskData:
+    """A task from any map-style torch dataset whose items start with (x, y)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    xs, ys = [], []
+    for batch in loader:
+        xs.append(as_inputs(batch[0]))
+        ys.append(as_labels(batch[1]))
+    if not xs:
+        raise InvalidInputError("the dataset is empty")
+    return TaskData(torch.cat(xs), torch.cat(ys))
+
+
+def from_avalanche(experience: Any) -> TaskData:
+    """A task from one Avalanche experience (its ``dataset`` yields (x, y, task_label))."""
+    dataset = getattr(experience, "dataset", None)
+    if dataset is None:
+        raise InvalidInputError("an Avalanche experience must have a .dataset")
+    return from_torch_dataset(dataset)
+
+
+def from_avalanche_stream(stream: Any) -> list[TaskData]:
+    """One task per experience of an Avalanche stream (train or test)."""
+    return [from_avalanche(experience) for experience in stream]

@@ -1,0 +1,124 @@
+"""k-winners-take-all activations with boosting by duty cycle (Numenta's KWinners).
+
+Semantics follow nupic.torch: the k units with the largest *boosted* value win and keep
+their original value, every other unit is set to zero; while training, each unit's duty
+cycle (how often it was positive) is tracked and units below the target density are
+boosted by exp((k/n - duty) * strength). The boost strength decays by a factor per
+epoch. Unlike nupic.torch, inference uses the same k as training by default
+(``k_inference_factor=1.0``), so exactly k units per sample are non-zero.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+def resolve_k(k: int | float, units: int) -> int:
+    """Turn k given as a count (int) or a fraction in (0, 1] (float) into a count."""
+    if isinstance(k, bool):
+        raise ValueError("k must be a count or a fraction, not a bool")
+    if isinstance(k, numbers.Integral):
+        count = int(k)
+    else:
+        if not 0.0 < k <= 1.0:
+            raise ValueError(f"k as a fraction must lie in (0, 1], got {k}")
+        count = round(k * units)
+    if not 1 <= count <= units:
+        raise ValueError(f"k={k} gives {count} winners for a layer of {units} units")
+    return count
+
+
+def kwinners(x: Tensor, duty_cycle: Tensor, k: int, boost_strength: float) -> Tensor:
+    """Keep the k largest boosted units per sample (over all non-batch dims), zero the rest."""
+    flat = x.reshape(x.shape[0], -1)
+    if boost_strength > 0.0:
+        target = k / flat.shape[1]
+        boost = torch.exp((target - duty_cycle.reshape(1, -1)) * boost_strength)
+        boosted = flat.detach() * boost
+    else:
+        boosted = flat.detach()
+    winners = boosted.topk(k, dim=1, sorted=False).indices
+    out = torch.zeros_like(flat).scatter(1, winners, flat.gather(1, winners))
+    return out.reshape(x.shape)
+
+
+@dataclass(frozen=True)
+class KWinnersState:
+    """The frozen boost state of one k-WTA layer for one task."""
+
+    k: int
+    boost_strength: float
+    duty_cycle: Tensor
+
+
+class KWinners(nn.Module):
+    """k-WTA over the units of a linear layer, or over C×H×W of a conv layer.
+
+    ``units`` is the number of units one sample has in this layer (width, or C*H*W).
+    """
+
+    def __init__(
+        self,
+        units: int,
+        k: int | float,
+        boost_strength: float = 1.0,
+        boost_strength_factor: float = 0.9,
+        duty_cycle_period: int = 1000,
+        k_inference_factor: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if boost_strength < 0.0:
+            raise ValueError(f"boost_strength must be >= 0, got {boost_strength}")
+        if not 0.0 <= boost_strength_factor <= 1.0:
+            raise ValueError(f"boost_strength_factor must lie in [0, 1], got {boost_strength_factor}")
+        if duty_cycle_period < 1:
+            raise ValueError(f"duty_cycle_period must be >= 1, got {duty_cycle_period}")
+        self.units = units
+        self.k = resolve_k(k, units)
+        self.k_inference = min(units, max(1, round(self.k * k_inference_factor)))
+        self.boost_strength = boost_strength
+        self.boost_strength_factor = boost_strength_factor
+        self.duty_cycle_period = duty_cycle_period
+        self.learning_iterations = 0
+        self.register_buffer("duty_cycle", torch.zeros(units))
+
+    def forward(self, x: Tensor) -> Tensor:
+        duty: Tensor = self.duty_cycle
+        if self.training:
+            out = kwinners(x, duty, self.k, self.boost_strength)
+            self._update_duty_cycle(out)
+            return out
+        return kwinners(x, duty, self.k_inference, self.boost_strength)
+
+    @torch.no_grad()
+    def _update_duty_cycle(self, out: Tensor) -> None:
+        batch = out.shape[0]
+        self.learning_iterations += batch
+        period = min(self.duty_cycle_period, self.learning_iterations)
+        active = out.reshape(batch, -1).gt(0).sum(dim=0, dtype=torch.float)
+        duty: Tensor = self.duty_cycle
+        duty.mul_(period - batch).add_(active).div_(period)
+
+    def update_boost_strength(self) -> None:
+        """Decay the boost strength; called once per epoch while training."""
+        self.boost_strength *= self.boost_strength_factor
+
+    def state(self) -> KWinnersState:
+        """A copy of the boost state, to freeze with a task at commit."""
+        duty: Tensor = self.duty_cycle
+        return KWinnersState(self.k, self.boost_strength, duty.detach().clone())
+
+    @classmethod
+    def from_state(cls, state: KWinnersState) -> KWinners:
+        """Rebuild a frozen (eval-mode) k-WTA layer from a committed task's state."""
+        layer = cls(state.duty_cycle.numel(), state.k, boost_strength=state.boost_strength)
+        duty: Tensor = layer.duty_cycle
+        duty.copy_(state.duty_cycle)
+        return layer.eval()
+
+    def extra_repr(self) -> str:
+        return f"units={self.units}, k={self.k}, boost_strength={self.boost_strength:.3g}"

@@ -1,0 +1,60 @@
+"""Continual-learning metrics from the accuracy matrix R[i][j]: accuracy on task j after learning task i."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class AccuracyMatrix:
+    """R[i][j] for T tasks, filled row by row as tasks are learned (NaN = not yet measured)."""
+
+    def __init__(self, tasks: int) -> None:
+        if tasks < 1:
+            raise ValueError(f"need at least one task, got {tasks}")
+        self.r = np.full((tasks, tasks), np.nan)
+
+    @classmethod
+    def from_rows(cls, rows: list[list[float]]) -> AccuracyMatrix:
+        matrix = cls(len(rows))
+        matrix.r[:] = np.asarray(rows, dtype=float)
+        return matrix
+
+    def record(self, after: int, task: int, accuracy: float) -> None:
+        """Accuracy on task ``task`` measured after learning task ``after`` (0-based)."""
+        self.r[after, task] = accuracy
+
+    @property
+    def tasks(self) -> int:
+        return int(self.r.shape[0])
+
+    def acc(self) -> float:
+        """Average accuracy over all tasks after learning the last one (Lopez-Paz & Ranzato)."""
+        return float(np.mean(self.r[-1]))
+
+    def bwt(self) -> float:
+        """Backward transfer: mean over j < T of R[T-1, j] - R[j, j]; 0 means no forgetting."""
+        if self.tasks < 2:
+            return 0.0
+        last = self.r[-1, :-1]
+        diag = np.diag(self.r)[:-1]
+        return float(np.mean(last - diag))
+
+    def forgetting(self) -> float:
+        """Mean over j < T of the best earlier accuracy on j minus the final one (Chaudhry et al.)."""
+        if self.tasks < 2:
+            return 0.0
+        best = np.max(self.r[:-1, :-1], axis=0)
+        return float(np.mean(best - self.r[-1, :-1]))
+
+    def format(self, names: list[str] | None = None) -> str:
+        """The matrix as a text table (percent), rows = after learning, columns = task."""
+        names = names or [f"t{i + 1}" for i in range(self.tasks)]
+        width = max(7, *(len(n) for n in names))
+        head = " " * width + "".join(f"{n:>{width}}" for n in names)
+        lines = [head]
+        for i, name in enumerate(names):
+            cells = "".join(
+                f"{'':>{width}}" if np.isnan(v) else f"{100 * v:>{width}.2f}" for v in self.r[i]
+            )
+            lines.append(f"{name:<{width}}{cells}")
+        return "\n".join(lines)

@@ -1,0 +1,199 @@
+"""The continual learner: one backbone, its owner map, and the committed tasks."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+from torch import Tensor
+
+from .backbone import Backbone, BackboneSpec
+from .config import ProgressCallback, ProgressEvent, TaskConfig
+from .data import TaskData
+from .kwta import resolve_k
+from .errors import InvalidInputError, NoFreeCapacityError, TaskExistsError, UnknownTaskError
+from .learner import Subnetwork, learn_subnetwork
+from .owners import MAX_TASKS, OwnerMap
+from .task import Task, TaskNet, TaskRecord
+
+MAX_NAME = 128
+_NAME = re.compile(r"^[\w.\-]+$")
+
+
+def check_name(name: str) -> None:
+    """Task names: 1..128 characters of letters, digits, '_', '-' or '.'."""
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME or not _NAME.match(name):
+        raise InvalidInputError(
+            f"task name {name!r} must be 1..{MAX_NAME} characters of letters, digits, '_', '-', '.'"
+        )
+
+
+class SparseCL:
+    """Learns tasks one after another as sparse subnetworks of one backbone, forgetting nothing."""
+
+    def __init__(self, spec: BackboneSpec | str, seed: int = 0) -> None:
+        self.spec = BackboneSpec.parse(spec) if isinstance(spec, str) else spec
+        self.seed = seed
+        self.backbone = Backbone(self.spec, seed)
+        self.owners = OwnerMap(self.spec)
+        self.tasks: dict[str, Task] = {}
+        self._nets: dict[str, TaskNet] = {}
+
+    # ---- learning -------------------------------------------------------------------------
+    def learn_task(
+        self,
+        name: str,
+        train: TaskData,
+        val: TaskData | None = None,
+        config: TaskConfig | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> TaskRecord:
+        """Learn and commit task ``name``; raises before changing anything when input is bad.
+
+        Without ``val``, 10 % of ``train`` is held out for validation.
+        """
+        config = config or TaskConfig()
+        self.check_new_task(name, train, val, config)
+        if val is None:
+            train, val = train.split(0.1, seed=config.seed)
+        free = self.owners.free_count()
+        total = sum(layer.numel for layer in self.spec.layers)
+        sub = learn_subnetwork(
+            self.backbone,
+            self.owners.owned(),
+            train,
+            val,
+            train.classes,
+            config,
+            free_capacity=sum(free) / total,
+            progress=progress,
+        )
+        record = self._commit(name, train.classes, config, sub)
+        if progress is not None:
+            progress(
+                ProgressEvent(
+                    "commit", 0, 0, math.nan, record.val_accuracy, sum(record.density) /
+                    len(record.density), sum(self.owners.free_count()) / total
+                )
+            )
+        return record
+
+    def check_new_task(
+        self, name: str, train: TaskData, val: TaskData | None, config: TaskConfig
+    ) -> None:
+        """Every reason ``learn_task`` would refuse, checked before any work is done."""
+        check_name(name)
+        if name in self.tasks:
+            raise TaskExistsError(f"task {name!r} already exists; choose another name")
+        if len(self.tasks) >= MAX_TASKS:
+            raise NoFreeCapacityError(f"the backbone already holds {MAX_TASKS} tasks")
+        self.check_inputs(train.x)
+        classes = train.classes
+        if len(classes) < 2:
+            raise InvalidInputError(f"a task needs at least 2 classes, the labels hold {classes}")
+        if val is not None:
+            self.check_inputs(val.x)
+            unknown = set(val.classes) - set(classes)
+            if unknown:
+                raise InvalidInputError(f"validation labels {sorted(unknown)} are not in train")
+        elif len(train) < 2:
+            raise InvalidInputError("need at least 2 examples to hold out validation data")
+        for layer, k in zip(self.spec.layers, config.k_per_layer(len(self.spec.layers)),
+                            strict=True):
+            try:
+                resolve_k(k, layer.units)
+            except ValueError as e:
+                raise InvalidInputError(str(e)) from None
+        empty = [i for i, n in enumerate(self.owners.free_count()) if n == 0]
+        if empty:
+            raise NoFreeCapacityError(
+                f"no free weights left in layer(s) {empty} of the backbone "
+                f"(free capacity {self.free_capacity()}); start a larger backbone"
+            )
+
+    def check_inputs(self, x: Tensor) -> None:
+        """Inputs must be N × (backbone input), float32 and finite."""
+        want = math.prod(self.spec.input_shape)
+        if x.ndim < 2 or math.prod(x.shape[1:]) != want:
+            raise InvalidInputError(
+                f"inputs of shape {tuple(x.shape)} do not fit the backbone input "
+                f"{self.spec.input_shape} ({want} values per example)"
+            )
+        if x.dtype != torch.float32:
+            raise InvalidInputError(f"inputs must be float32, got {x.dtype}")
+        if not bool(torch.isfinite(x).all()):
+            raise InvalidInputError("inputs hold NaN or Inf values")
+
+    @torch.no_grad()
+    def _commit(
+        self, name: str, classes: tuple[int, ...], config: TaskConfig, sub: Subnetwork
+    ) -> TaskRecord:
+        task_id = len(self.tasks) + 1
+        claimed = self.owners.claim(task_id, sub.masks)
+        for w, new, c in zip(self.backbone.weights, sub.weights, claimed, strict=True):
+            w[c] = new[c]
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + task_id)
+        self.backbone.reinit_free(self.owners.free(), generator)
+        owned = sum(int(c.sum()) for c in claimed)
+        kept = sum(int(m.sum()) for m in sub.masks)
+        record = TaskRecord(
+            id=task_id,
+            name=name,
+            classes=classes,
+            density=tuple(float(m.float().mean()) for m in sub.masks),
+            weights_owned=owned,
+            weights_read=kept - owned,
+            val_accuracy=sub.val_accuracy,
+            free_capacity=tuple(self.owners.free_capacity()),
+            seconds=sub.seconds,
+            history=sub.history,
+        )
+        self.tasks[name] = Task(
+            record, config, sub.masks, sub.biases, sub.kwta, sub.head_weight, sub.head_bias
+        )
+        return record
+
+    # ---- inference ------------------------------------------------------------------------
+    def task(self, name: str) -> Task:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(self.tasks)) or "none yet"
+            raise UnknownTaskError(f"unknown task {name!r} (tasks: {known})") from None
+
+    def net(self, name: str) -> TaskNet:
+        """The task's reference network (dense masked forward), built once and cached."""
+        if name not in self._nets:
+            self._nets[name] = TaskNet(self.spec, self.backbone.weights, self.task(name))
+        return self._nets[name]
+
+    @torch.no_grad()
+    def logits(self, name: str, x: Tensor) -> Tensor:
+        """Per-class scores of task ``name`` for inputs ``x`` (N × backbone input)."""
+        net = self.net(name)
+        self.check_inputs(x)
+        return net(x)
+
+    def predict(self, name: str, x: Tensor) -> Tensor:
+        """Predicted labels, in the task's own label values."""
+        classes = torch.tensor(self.task(name).classes, dtype=torch.int64)
+        return classes[self.logits(name, x).argmax(1)]
+
+    def accuracy(self, name: str, data: TaskData) -> float:
+        return float((self.predict(name, data.x) == data.y).float().mean())
+
+    def free_capacity(self) -> list[float]:
+        return self.owners.free_capacity()
+
+    def records(self) -> list[TaskRecord]:
+        return [t.record for t in sorted(self.tasks.values(), key=lambda t: t.record.id)]
+
+
+def parameters_per_task(model: SparseCL, name: str) -> int:
+    """Values a task adds to storage: the weights it owns, its biases and its head."""
+    task = model.task(name)
+    own = sum(int(o.sum()) for o in model.owners.owned_by(task.record.id))
+    return own + sum(b.numel() for b in task.biases) + task.head_weight.numel() + task.head_bias.numel()
+
+

@@ -1,0 +1,56 @@
+"""The owner map: one small integer per backbone weight, 0 = free, t = owned by task t."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from .backbone import BackboneSpec
+
+OWNER_DTYPE = torch.int16
+MAX_TASKS = torch.iinfo(OWNER_DTYPE).max
+
+
+class OwnerMap:
+    """Which task owns each backbone weight; only ``claim`` ever changes it."""
+
+    def __init__(self, spec: BackboneSpec) -> None:
+        self.maps: list[Tensor] = [
+            torch.zeros(layer.weight_shape, dtype=OWNER_DTYPE) for layer in spec.layers
+        ]
+
+    def free(self) -> list[Tensor]:
+        """Per layer, a bool tensor of the weights no task owns."""
+        return [m == 0 for m in self.maps]
+
+    def owned(self) -> list[Tensor]:
+        """Per layer, a bool tensor of the weights some task owns (hence frozen)."""
+        return [m != 0 for m in self.maps]
+
+    def free_capacity(self) -> list[float]:
+        """Per layer, the fraction of weights still owned by no task."""
+        return [float((m == 0).float().mean()) for m in self.maps]
+
+    def free_count(self) -> list[int]:
+        return [int((m == 0).sum()) for m in self.maps]
+
+    def owned_by(self, task_id: int) -> list[Tensor]:
+        return [m == task_id for m in self.maps]
+
+    def claim(self, task_id: int, masks: Sequence[Tensor]) -> list[Tensor]:
+        """Give task ``task_id`` the free weights in ``masks``; returns what it claimed."""
+        if not 1 <= task_id <= MAX_TASKS:
+            raise ValueError(f"task id {task_id} outside 1..{MAX_TASKS}")
+        claimed = [mask & (m == 0) for mask, m in zip(masks, self.maps, strict=True)]
+        for m, c in zip(self.maps, claimed, strict=True):
+            m[c] = task_id
+        return claimed
+
+    def load(self, maps: Sequence[Tensor]) -> None:
+        """Replace the maps (rebuilding from storage); shapes must match."""
+        for old, new in zip(self.maps, maps, strict=True):
+            if old.shape != new.shape:
+                raise ValueError(f"owner map shape {tuple(new.shape)} != {tuple(old.shape)}")
+        self.maps = [m.to(OWNER_DTYPE).clone() for m in maps]

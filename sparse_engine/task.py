@@ -1,0 +1,74 @@
+"""A committed task: its mask over the backbone, its own biases, k-WTA state and head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .backbone import BackboneSpec, forward_layers
+from .config import TaskConfig
+from .kwta import KWinners, KWinnersState
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """What a user sees of a committed task."""
+
+    id: int
+    name: str
+    classes: tuple[int, ...]
+    density: tuple[float, ...]  # per layer: mask size / layer size
+    weights_owned: int  # free weights this task claimed, now frozen as its own
+    weights_read: int  # earlier tasks' weights its mask reads
+    val_accuracy: float
+    free_capacity: tuple[float, ...]  # per layer, after the commit
+    seconds: float
+    history: tuple[dict[str, float | int | str], ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class Task:
+    """Everything needed to run a committed task besides the backbone's weight values."""
+
+    record: TaskRecord
+    config: TaskConfig
+    masks: tuple[Tensor, ...]  # bool, one per backbone layer
+    biases: tuple[Tensor, ...]
+    kwta: tuple[KWinnersState, ...]
+    head_weight: Tensor
+    head_bias: Tensor
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def classes(self) -> tuple[int, ...]:
+        return self.record.classes
+
+
+class TaskNet(nn.Module):
+    """The dense masked forward pass of one committed task: the reference for inference."""
+
+    def __init__(self, spec: BackboneSpec, weights: Sequence[Tensor], task: Task) -> None:
+        super().__init__()
+        self.spec = spec
+        for i, (w, m) in enumerate(zip(weights, task.masks, strict=True)):
+            self.register_buffer(f"weight{i}", torch.where(m, w, torch.zeros((), dtype=w.dtype)))
+            self.register_buffer(f"bias{i}", task.biases[i].clone())
+        self.kwta = nn.ModuleList(KWinners.from_state(s) for s in task.kwta)
+        self.head = nn.Linear(task.head_weight.shape[1], task.head_weight.shape[0])
+        with torch.no_grad():
+            self.head.weight.copy_(task.head_weight)
+            self.head.bias.copy_(task.head_bias)
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x: Tensor) -> Tensor:
+        n = len(self.spec.layers)
+        weights = [getattr(self, f"weight{i}") for i in range(n)]
+        biases = [getattr(self, f"bias{i}") for i in range(n)]
+        return self.head(forward_layers(self.spec, x, weights, biases, self.kwta))
