@@ -191,7 +191,7 @@ class _Run:
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += float(loss) * len(y)
+                total += float(loss.detach()) * len(y)
                 seen += len(y)
                 correct += int((logits.argmax(1) == y).sum())
                 if self.progress is not None and step % STEP_EVENT_EVERY == 0:

@@ -15,6 +15,7 @@ from .kwta import resolve_k
 from .errors import InvalidInputError, NoFreeCapacityError, TaskExistsError, UnknownTaskError
 from .learner import Subnetwork, learn_subnetwork
 from .owners import MAX_TASKS, OwnerMap
+from .state import TaskState
 from .task import Task, TaskNet, TaskRecord
 
 MAX_NAME = 128
@@ -53,6 +54,28 @@ class SparseCL:
 
         Without ``val``, 10 % of ``train`` is held out for validation.
         """
+        state = self.prepare_task(name, train, val, config, progress)
+        record = self.commit_task(state)
+        if progress is not None:
+            total = sum(layer.numel for layer in self.spec.layers)
+            progress(
+                ProgressEvent(
+                    "commit", 0, 0, math.nan, record.val_accuracy, sum(record.density) /
+                    len(record.density), sum(self.owners.free_count()) / total
+                )
+            )
+        return record
+
+    def prepare_task(
+        self,
+        name: str,
+        train: TaskData,
+        val: TaskData | None = None,
+        config: TaskConfig | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> TaskState:
+        """Learn task ``name`` without committing it (the model is unchanged until
+        ``commit_task``), so a caller can store the result first."""
         config = config or TaskConfig()
         self.check_new_task(name, train, val, config)
         if val is None:
@@ -69,15 +92,7 @@ class SparseCL:
             free_capacity=sum(free) / total,
             progress=progress,
         )
-        record = self._commit(name, train.classes, config, sub)
-        if progress is not None:
-            progress(
-                ProgressEvent(
-                    "commit", 0, 0, math.nan, record.val_accuracy, sum(record.density) /
-                    len(record.density), sum(self.owners.free_count()) / total
-                )
-            )
-        return record
+        return self._prepared(name, train.classes, config, sub)
 
     def check_new_task(
         self, name: str, train: TaskData, val: TaskData | None, config: TaskConfig
@@ -126,15 +141,12 @@ class SparseCL:
             raise InvalidInputError("inputs hold NaN or Inf values")
 
     @torch.no_grad()
-    def _commit(
+    def _prepared(
         self, name: str, classes: tuple[int, ...], config: TaskConfig, sub: Subnetwork
-    ) -> TaskRecord:
+    ) -> TaskState:
         task_id = len(self.tasks) + 1
-        claimed = self.owners.claim(task_id, sub.masks)
-        for w, new, c in zip(self.backbone.weights, sub.weights, claimed, strict=True):
-            w[c] = new[c]
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + task_id)
-        self.backbone.reinit_free(self.owners.free(), generator)
+        claimed = [m & f for m, f in zip(sub.masks, self.owners.free(), strict=True)]
+        free_after = [f & ~c for f, c in zip(self.owners.free(), claimed, strict=True)]
         owned = sum(int(c.sum()) for c in claimed)
         kept = sum(int(m.sum()) for m in sub.masks)
         record = TaskRecord(
@@ -145,14 +157,48 @@ class SparseCL:
             weights_owned=owned,
             weights_read=kept - owned,
             val_accuracy=sub.val_accuracy,
-            free_capacity=tuple(self.owners.free_capacity()),
+            free_capacity=tuple(float(f.float().mean()) for f in free_after),
             seconds=sub.seconds,
             history=sub.history,
         )
-        self.tasks[name] = Task(
-            record, config, sub.masks, sub.biases, sub.kwta, sub.head_weight, sub.head_bias
+        return TaskState(
+            record=record,
+            config=config,
+            masks=sub.masks,
+            own_values=tuple(w[c].clone() for w, c in zip(sub.weights, claimed, strict=True)),
+            biases=sub.biases,
+            kwta=sub.kwta,
+            head_weight=sub.head_weight,
+            head_bias=sub.head_bias,
         )
-        return record
+
+    @torch.no_grad()
+    def commit_task(self, state: TaskState) -> TaskRecord:
+        """Commit a prepared (or stored) task: it owns the free weights of its mask, which
+        take its values, and the free pool is re-initialised; deterministic, so replaying the
+        stored tasks in id order rebuilds the backbone bit for bit."""
+        task_id, name = state.record.id, state.record.name
+        if name in self.tasks:
+            raise TaskExistsError(f"task {name!r} already exists; choose another name")
+        if task_id != len(self.tasks) + 1:
+            raise ValueError(f"task {name!r} has id {task_id}, expected {len(self.tasks) + 1}")
+        claimed = [m & f for m, f in zip(state.masks, self.owners.free(), strict=True)]
+        for i, (c, v) in enumerate(zip(claimed, state.own_values, strict=True)):
+            if int(c.sum()) != v.numel():
+                raise ValueError(
+                    f"task {name!r} owns {v.numel()} weights of layer {i} but its mask claims "
+                    f"{int(c.sum())} free ones: it was learned against another backbone state"
+                )
+        self.owners.claim(task_id, state.masks)
+        for w, c, v in zip(self.backbone.weights, claimed, state.own_values, strict=True):
+            w[c] = v
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + task_id)
+        self.backbone.reinit_free(self.owners.free(), generator)
+        self.tasks[name] = Task(
+            state.record, state.config, state.masks, state.biases, state.kwta,
+            state.head_weight, state.head_bias,
+        )
+        return state.record
 
     # ---- inference ------------------------------------------------------------------------
     def task(self, name: str) -> Task:

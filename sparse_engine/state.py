@@ -1,0 +1,163 @@
+"""A task's own tensors as one safetensors blob: what storage keeps so a task can be restored.
+
+A ``TaskState`` holds only what the task adds: its mask (bit-packed on disk), the values
+of the weights it owns (the free positions of its mask at commit, in row-major order),
+its biases, k-WTA state and head. Older tasks' weights are never part of it, so storage
+grows with the weights each task owns, not with the backbone's size. No pickle: tensors
+go through safetensors, the record and config through JSON in its metadata.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import Tensor
+
+from .config import TaskConfig
+from .kwta import KWinnersState
+from .task import TaskRecord
+
+FORMAT = "sparsecl.task/1"
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """A learned task ready to commit, or one read back from storage."""
+
+    record: TaskRecord
+    config: TaskConfig
+    masks: tuple[Tensor, ...]  # bool, one per backbone layer
+    own_values: tuple[Tensor, ...]  # float32, 1-D: values at mask ∩ free-at-commit, row-major
+    biases: tuple[Tensor, ...]
+    kwta: tuple[KWinnersState, ...]
+    head_weight: Tensor
+    head_bias: Tensor
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+
+def pack_mask(mask: Tensor) -> Tensor:
+    """A bool mask as uint8 bytes, 8 weights per byte (np.packbits of the flattened mask)."""
+    return torch.from_numpy(np.packbits(mask.reshape(-1).numpy().astype(np.bool_)))
+
+
+def unpack_mask(packed: Tensor, shape: Sequence[int]) -> Tensor:
+    """Inverse of ``pack_mask`` for a mask of ``shape``."""
+    count = int(np.prod(shape))
+    bits = np.unpackbits(packed.numpy(), count=count).astype(np.bool_)
+    return torch.from_numpy(bits).reshape(tuple(shape))
+
+
+def _record_json(record: TaskRecord) -> dict[str, Any]:
+    return dataclasses.asdict(record)
+
+
+def _record_from(data: dict[str, Any]) -> TaskRecord:
+    return TaskRecord(
+        id=int(data["id"]),
+        name=str(data["name"]),
+        classes=tuple(int(c) for c in data["classes"]),
+        density=tuple(float(d) for d in data["density"]),
+        weights_owned=int(data["weights_owned"]),
+        weights_read=int(data["weights_read"]),
+        val_accuracy=float(data["val_accuracy"]),
+        free_capacity=tuple(float(f) for f in data["free_capacity"]),
+        seconds=float(data["seconds"]),
+        history=tuple(dict(h) for h in data.get("history", ())),
+    )
+
+
+def config_from_dict(data: dict[str, Any]) -> TaskConfig:
+    """A TaskConfig from its ``dataclasses.asdict`` form (k lists become tuples)."""
+    values = dict(data)
+    if isinstance(values.get("k"), list):
+        values["k"] = tuple(values["k"])
+    return TaskConfig(**values)
+
+
+def dumps(state: TaskState) -> bytes:
+    """The task as safetensors bytes (tensors) with its record, config and k-WTA in metadata."""
+    tensors: dict[str, Tensor] = {}
+    for i, mask in enumerate(state.masks):
+        tensors[f"mask.{i}"] = pack_mask(mask)
+        tensors[f"own.{i}"] = state.own_values[i].contiguous()
+        tensors[f"bias.{i}"] = state.biases[i].contiguous()
+        tensors[f"kwta.{i}.duty_cycle"] = state.kwta[i].duty_cycle.contiguous()
+    tensors["head.weight"] = state.head_weight.contiguous()
+    tensors["head.bias"] = state.head_bias.contiguous()
+    meta = {
+        "format": FORMAT,
+        "record": json.dumps(_record_json(state.record)),
+        "config": json.dumps(dataclasses.asdict(state.config)),
+        "mask_shapes": json.dumps([list(m.shape) for m in state.masks]),
+        "kwta": json.dumps([{"k": s.k, "boost_strength": s.boost_strength} for s in state.kwta]),
+    }
+    return st_save(tensors, metadata=meta)
+
+
+def loads(blob: bytes) -> TaskState:
+    """Read back what ``dumps`` wrote; raises ValueError on anything malformed."""
+    try:
+        tensors = st_load(blob)
+        meta = _metadata(blob)
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} blob (format {meta.get('format')!r})")
+        shapes = json.loads(meta["mask_shapes"])
+        kwta_meta = json.loads(meta["kwta"])
+        layers = range(len(shapes))
+        return TaskState(
+            record=_record_from(json.loads(meta["record"])),
+            config=config_from_dict(json.loads(meta["config"])),
+            masks=tuple(unpack_mask(tensors[f"mask.{i}"], shapes[i]) for i in layers),
+            own_values=tuple(tensors[f"own.{i}"] for i in layers),
+            biases=tuple(tensors[f"bias.{i}"] for i in layers),
+            kwta=tuple(
+                KWinnersState(
+                    int(kwta_meta[i]["k"]),
+                    float(kwta_meta[i]["boost_strength"]),
+                    tensors[f"kwta.{i}.duty_cycle"],
+                )
+                for i in layers
+            ),
+            head_weight=tensors["head.weight"],
+            head_bias=tensors["head.bias"],
+        )
+    except (KeyError, IndexError, TypeError, json.JSONDecodeError) as e:
+        raise ValueError(f"malformed task blob: {e!r}") from None
+
+
+def _metadata(blob: bytes) -> dict[str, str]:
+    """The safetensors header's ``__metadata__`` (8-byte little-endian length, then JSON)."""
+    size = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8 : 8 + size])
+    return dict(header.get("__metadata__", {}))
+
+
+def export_task(model: Any, name: str) -> TaskState:
+    """The committed task ``name`` of a ``SparseCL`` model as a TaskState (for copies, tests)."""
+    task = model.task(name)
+    owned = model.owners.owned_by(task.record.id)
+    values = tuple(w[o].clone() for w, o in zip(model.backbone.weights, owned, strict=True))
+    return TaskState(
+        record=task.record,
+        config=task.config,
+        masks=tuple(m.clone() for m in task.masks),
+        own_values=values,
+        biases=tuple(b.clone() for b in task.biases),
+        kwta=task.kwta,
+        head_weight=task.head_weight.clone(),
+        head_bias=task.head_bias.clone(),
+    )
+
+
+__all__ = ["TaskState", "dumps", "export_task", "loads", "pack_mask", "unpack_mask"]

@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+import pytest
+
+from sparse_engine.metrics import AccuracyMatrix
+
+ROWS = [[0.9, 0.0, 0.0], [0.8, 0.95, 0.0], [0.7, 0.9, 0.99]]
+
+
+def test_acc_is_the_mean_of_the_last_row() -> None:
+    assert AccuracyMatrix.from_rows(ROWS).acc() == pytest.approx((0.7 + 0.9 + 0.99) / 3)
+
+
+def test_bwt_compares_final_with_just_learned_accuracy() -> None:
+    assert AccuracyMatrix.from_rows(ROWS).bwt() == pytest.approx(((0.7 - 0.9) + (0.9 - 0.95)) / 2)
+
+
+def test_forgetting_uses_the_best_earlier_accuracy() -> None:
+    rows = [[0.8, 0.0], [0.9, 0.9], [0.85, 0.9]]
+    rows = [r + [0.0] for r in rows[:2]] + [[0.6, 0.7, 0.9]]
+    # task 0: best 0.9, final 0.6; task 1: best 0.9, final 0.7
+    assert AccuracyMatrix.from_rows(rows).forgetting() == pytest.approx((0.3 + 0.2) / 2)
+
+
+def test_a_matrix_without_forgetting_has_zero_bwt() -> None:
+    rows = [[0.9, 0, 0], [0.9, 0.8, 0], [0.9, 0.8, 0.7]]
+    matrix = AccuracyMatrix.from_rows(rows)
+    assert matrix.bwt() == 0.0
+    assert matrix.forgetting() == 0.0
+
+
+def test_format_shows_percentages_and_blank_cells() -> None:
+    matrix = AccuracyMatrix(2)
+    matrix.record(0, 0, 0.5)
+    text = matrix.format(["a", "b"])
+    assert "50.00" in text
+    assert "nan" not in text

@@ -1,0 +1,202 @@
+"""The promises of the continual learner: zero forgetting, frozen owned weights, sparsity."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from sparse_engine.config import TaskConfig
+from sparse_engine.data import TaskData
+from sparse_engine.errors import (
+    InvalidInputError,
+    NoFreeCapacityError,
+    TaskExistsError,
+    UnknownTaskError,
+)
+from sparse_engine.mnist import Mnist
+from sparse_engine.model import SparseCL
+
+from .conftest import FAST, TINY, task_of
+
+
+def snapshot(model: SparseCL) -> dict[str, object]:
+    """Everything a refused call must leave unchanged."""
+    return {
+        "weights": [w.clone() for w in model.backbone.weights],
+        "owners": [m.clone() for m in model.owners.maps],
+        "tasks": list(model.tasks),
+    }
+
+
+def assert_unchanged(model: SparseCL, before: dict[str, object]) -> None:
+    after = snapshot(model)
+    assert after["tasks"] == before["tasks"]
+    for a, b in zip(after["weights"], before["weights"], strict=True):  # type: ignore[call-overload]
+        assert torch.equal(a, b)
+    for a, b in zip(after["owners"], before["owners"], strict=True):  # type: ignore[call-overload]
+        assert torch.equal(a, b)
+
+
+def test_zero_forgetting_logits_bit_identical_after_each_later_task(
+    three_tasks: list[TaskData], probe: TaskData
+) -> None:
+    model = SparseCL(TINY)
+    model.learn_task("t1", three_tasks[0], config=FAST)
+    t1_after_1 = model.logits("t1", probe.x)
+    model.learn_task("t2", three_tasks[1], config=FAST)
+    t1_after_2, t2_after_2 = model.logits("t1", probe.x), model.logits("t2", probe.x)
+    model.learn_task("t3", three_tasks[2], config=FAST)
+    assert torch.equal(t1_after_1, t1_after_2)
+    assert torch.equal(t1_after_2, model.logits("t1", probe.x))
+    assert torch.equal(t2_after_2, model.logits("t2", probe.x))
+
+
+def test_zero_forgetting_on_a_cnn_backbone(three_tasks: list[TaskData], probe: TaskData) -> None:
+    model = SparseCL("cnn:1x28x28-c4-c8-32")
+    model.learn_task("t1", three_tasks[0], config=FAST)
+    before = model.logits("t1", probe.x)
+    model.learn_task("t2", three_tasks[1], config=FAST)
+    assert torch.equal(before, model.logits("t1", probe.x))
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.05},
+        {"optimizer": "adam", "weight_decay": 0.05},
+        {"optimizer": "adamw", "weight_decay": 0.5},
+    ],
+    ids=["sgd-momentum-decay", "adam-decay", "adamw-decay"],
+)
+def test_owned_weights_never_written(three_tasks: list[TaskData], optimizer: dict) -> None:
+    config = dataclasses.replace(FAST, **optimizer)
+    model = SparseCL(TINY)
+    for t, data in enumerate(three_tasks, 1):
+        owned = [m != 0 for m in model.owners.maps]
+        values = [w[o].clone() for w, o in zip(model.backbone.weights, owned, strict=True)]
+        model.learn_task(f"t{t}", data, config=config)
+        for w, o, v in zip(model.backbone.weights, owned, values, strict=True):
+            assert torch.equal(w[o], v)
+    assert sum(int((m == 3).sum()) for m in model.owners.maps) > 0  # task 3 claimed weights
+
+
+@pytest.mark.parametrize("saliency", ["obd", "taylor"])
+def test_owned_weights_never_written_with_gradient_saliencies(
+    three_tasks: list[TaskData], saliency: str
+) -> None:
+    config = dataclasses.replace(FAST, saliency=saliency, saliency_batches=2)
+    model = SparseCL(TINY)
+    model.learn_task("t1", three_tasks[0], config=config)
+    owned = [m != 0 for m in model.owners.maps]
+    values = [w[o].clone() for w, o in zip(model.backbone.weights, owned, strict=True)]
+    model.learn_task("t2", three_tasks[1], config=config)
+    for w, o, v in zip(model.backbone.weights, owned, values, strict=True):
+        assert torch.equal(w[o], v)
+
+
+def test_every_mask_holds_its_density_per_layer_from_first_to_tenth_task(mnist: Mnist) -> None:
+    config = dataclasses.replace(FAST, density=0.08, retrain_epochs=0)
+    model = SparseCL(TINY)
+    for t in range(10):
+        model.learn_task(f"t{t + 1}", task_of(mnist, [t, (t + 1) % 10], limit=120), config=config)
+    for task in model.tasks.values():
+        for mask, layer in zip(task.masks, model.spec.layers, strict=True):
+            assert abs(int(mask.sum()) - 0.08 * layer.numel) <= 1
+
+
+def test_kwta_leaves_exactly_k_nonzero_units_per_sample(
+    three_tasks: list[TaskData], probe: TaskData
+) -> None:
+    model = SparseCL(TINY)
+    model.learn_task("t1", three_tasks[0], config=dataclasses.replace(FAST, k=(5, 9)))
+    counts = []
+    hooks = [
+        layer.register_forward_hook(lambda _m, _i, out: counts.append((out != 0).sum(1)))
+        for layer in model.net("t1").kwta
+    ]
+    model.logits("t1", probe.x)
+    for h in hooks:
+        h.remove()
+    assert torch.equal(counts[0], torch.full((len(probe),), 5))
+    assert torch.equal(counts[1], torch.full((len(probe),), 9))
+
+
+def test_task_owns_only_weights_in_its_own_mask(three_tasks: list[TaskData]) -> None:
+    model = SparseCL(TINY)
+    model.learn_task("t1", three_tasks[0], config=FAST)
+    model.learn_task("t2", three_tasks[1], config=FAST)
+    for t, task in enumerate(model.tasks.values(), 1):
+        for owners, mask in zip(model.owners.maps, task.masks, strict=True):
+            assert bool(mask[owners == t].all())
+            # a mask reads only weights owned by itself or by earlier tasks
+            assert bool(((owners[mask] >= 1) & (owners[mask] <= t)).all())
+
+
+def test_no_free_capacity_raises_and_changes_nothing(
+    three_tasks: list[TaskData], probe: TaskData
+) -> None:
+    model = SparseCL(TINY)
+    model.learn_task("t1", three_tasks[0], config=dataclasses.replace(FAST, density=1.0))
+    assert model.free_capacity() == [0.0, 0.0]
+    before, logits = snapshot(model), model.logits("t1", probe.x)
+    with pytest.raises(NoFreeCapacityError, match="no free weights"):
+        model.learn_task("t2", three_tasks[1], config=FAST)
+    assert_unchanged(model, before)
+    assert torch.equal(logits, model.logits("t1", probe.x))
+
+
+def test_taken_name_is_refused_and_changes_nothing(three_tasks: list[TaskData]) -> None:
+    model = SparseCL(TINY)
+    model.learn_task("t1", three_tasks[0], config=FAST)
+    before = snapshot(model)
+    with pytest.raises(TaskExistsError):
+        model.learn_task("t1", three_tasks[1], config=FAST)
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: TaskData(d.x.reshape(len(d), -1)[:, :100], d.y), "do not fit the backbone"),
+        (lambda d: TaskData(d.x.clone().fill_(float("nan")), d.y), "NaN"),
+        (lambda d: TaskData(d.x, torch.zeros_like(d.y)), "at least 2 classes"),
+    ],
+    ids=["wrong-shape", "nan", "one-class"],
+)
+def test_bad_data_is_refused_and_changes_nothing(
+    three_tasks: list[TaskData], make: object, message: str
+) -> None:
+    model = SparseCL(TINY)
+    before = snapshot(model)
+    with pytest.raises(InvalidInputError, match=message):
+        model.learn_task("bad", make(three_tasks[0]), config=FAST)  # type: ignore[operator]
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("name", ["", "x" * 129, "a b", "tab\t"])
+def test_bad_names_are_refused(three_tasks: list[TaskData], name: str) -> None:
+    with pytest.raises(InvalidInputError, match="task name"):
+        SparseCL(TINY).learn_task(name, three_tasks[0], config=FAST)
+
+
+def test_k_larger_than_a_layer_is_refused(three_tasks: list[TaskData]) -> None:
+    with pytest.raises(InvalidInputError, match="winners"):
+        SparseCL(TINY).learn_task("t", three_tasks[0], config=dataclasses.replace(FAST, k=65))
+
+
+def test_unknown_task_names_the_known_ones(three_tasks: list[TaskData]) -> None:
+    model = SparseCL(TINY)
+    model.learn_task("t1", three_tasks[0], config=FAST)
+    with pytest.raises(UnknownTaskError, match="t1"):
+        model.logits("nope", three_tasks[0].x)
+
+
+def test_predictions_use_the_tasks_own_label_values(mnist: Mnist) -> None:
+    data = task_of(mnist, [3, 8], limit=300)
+    model = SparseCL(TINY)
+    record = model.learn_task("t", data, config=FAST)
+    assert record.classes == (3, 8)
+    assert set(model.predict("t", data.x).tolist()) <= {3, 8}
+    assert model.accuracy("t", data) > 0.8  # chance is 0.5
