@@ -7,7 +7,7 @@ the head belong to each task. A task's effective weight is ``W ⊙ mask(t)``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -59,7 +59,8 @@ class BackboneSpec:
         tokens = body.split("-") if sep else []
         if kind not in ("mlp", "cnn") or len(tokens) < 2:
             raise ValueError(
-                f"backbone spec {text!r} must look like 'mlp:784-1000-1000' or 'cnn:1x28x28-c32-c64-256'"
+                f"backbone spec {text!r} must look like 'mlp:784-1000-1000' "
+                "or 'cnn:1x28x28-c32-c64-256'"
             )
         try:
             input_shape = tuple(int(v) for v in tokens[0].split("x"))
@@ -122,7 +123,7 @@ def forward_layers(
     x: Tensor,
     weights: Sequence[Tensor],
     biases: Sequence[Tensor],
-    activations: Sequence[nn.Module],
+    activations: Iterable[nn.Module],
 ) -> Tensor:
     """Run the hidden layers with the given effective weights; returns N × features."""
     h = x.reshape(x.shape[0], *spec.input_shape)

@@ -37,7 +37,9 @@ class TaskConfig:
     optimizer: Optimizer = "adam"
     momentum: float = 0.9
     weight_decay: float = 0.0
-    saliency: Saliency = "magnitude"
+    # taylor by default: magnitude ranks frozen earlier-task weights (already retrained
+    # sparse, hence large) above freshly trained free ones, so late tasks reuse too much
+    saliency: Saliency = "taylor"
     prune_rounds: int = 1
     retrain: Retrain = "finetune"
     saliency_batches: int = 16

@@ -24,7 +24,9 @@ class TaskData:
         if self.x.ndim < 2:
             raise InvalidInputError(f"x must be N × features, got shape {tuple(self.x.shape)}")
         if self.y.ndim != 1:
-            raise InvalidInputError(f"y must be a vector of N labels, got shape {tuple(self.y.shape)}")
+            raise InvalidInputError(
+                f"y must be a vector of N labels, got shape {tuple(self.y.shape)}"
+            )
         if self.x.shape[0] != self.y.shape[0]:
             raise InvalidInputError(f"x has {self.x.shape[0]} examples but y has {self.y.shape[0]}")
         if self.x.shape[0] == 0:
@@ -54,7 +56,11 @@ class TaskData:
         n = len(self)
         order = torch.randperm(n, generator=generator) if generator is not None else None
         for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
+            idx = (
+                order[start : start + batch_size]
+                if order is not None
+                else slice(start, start + batch_size)
+            )
             yield self.x[idx], self.y[idx]
 
     def split(self, fraction: float, seed: int = 0) -> tuple[TaskData, TaskData]:

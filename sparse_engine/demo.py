@@ -13,7 +13,9 @@ from .model import SparseCL
 
 
 def run_demo(
-    backbone: str = "mlp:784-1000-1000", config: TaskConfig | None = None, train_limit: int | None = None
+    backbone: str = "mlp:784-1000-1000",
+    config: TaskConfig | None = None,
+    train_limit: int | None = None,
 ) -> AccuracyMatrix:
     """Learn the five Split-MNIST tasks one after another on one backbone; return R."""
     config = config or TaskConfig(density=0.1, k=0.1, epochs=2, retrain_epochs=2)
@@ -28,22 +30,30 @@ def run_demo(
         )
         with tqdm(total=steps, desc=f"task {i + 1}/{len(stream)} {task.name}", unit="step") as bar:
 
-            def progress(event: ProgressEvent, bar: tqdm = bar) -> None:
+            def progress(event: ProgressEvent, bar: tqdm = bar, steps: int = steps) -> None:
                 if event.step:
                     bar.n = min(steps, bar.n + 50)
-                    bar.set_postfix(phase=event.phase, loss=f"{event.loss:.3f}",
-                                    acc=f"{event.accuracy:.3f}", density=f"{event.density:.2f}")
+                    bar.set_postfix(
+                        phase=event.phase,
+                        loss=f"{event.loss:.3f}",
+                        acc=f"{event.accuracy:.3f}",
+                        density=f"{event.density:.2f}",
+                    )
                     bar.refresh()
 
             record = model.learn_task(task.name, task.train, task.val, config, progress=progress)
             bar.n = steps
-            bar.set_postfix(val_acc=f"{record.val_accuracy:.4f}",
-                            free=f"{sum(record.free_capacity) / len(record.free_capacity):.2f}")
+            bar.set_postfix(
+                val_acc=f"{record.val_accuracy:.4f}",
+                free=f"{sum(record.free_capacity) / len(record.free_capacity):.2f}",
+            )
         for j in range(i + 1):
             matrix.record(i, j, model.accuracy(stream[j].name, stream[j].test))
     names = [t.name for t in stream]
     print("\naccuracy matrix R[i][j] (%, test split): row = after learning task i, column = task j")
     print(matrix.format(names))
-    print(f"\nACC {100 * matrix.acc():.2f} %   BWT {100 * matrix.bwt():+.2f}   "
-          f"forgetting {100 * matrix.forgetting():.2f}   ({time.perf_counter() - start:.0f} s)")
+    print(
+        f"\nACC {100 * matrix.acc():.2f} %   BWT {100 * matrix.bwt():+.2f}   "
+        f"forgetting {100 * matrix.forgetting():.2f}   ({time.perf_counter() - start:.0f} s)"
+    )
     return matrix

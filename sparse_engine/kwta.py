@@ -61,6 +61,8 @@ class KWinners(nn.Module):
     ``units`` is the number of units one sample has in this layer (width, or C*H*W).
     """
 
+    duty_cycle: Tensor
+
     def __init__(
         self,
         units: int,
@@ -74,7 +76,9 @@ class KWinners(nn.Module):
         if boost_strength < 0.0:
             raise ValueError(f"boost_strength must be >= 0, got {boost_strength}")
         if not 0.0 <= boost_strength_factor <= 1.0:
-            raise ValueError(f"boost_strength_factor must lie in [0, 1], got {boost_strength_factor}")
+            raise ValueError(
+                f"boost_strength_factor must lie in [0, 1], got {boost_strength_factor}"
+            )
         if duty_cycle_period < 1:
             raise ValueError(f"duty_cycle_period must be >= 1, got {duty_cycle_period}")
         self.units = units
@@ -87,12 +91,11 @@ class KWinners(nn.Module):
         self.register_buffer("duty_cycle", torch.zeros(units))
 
     def forward(self, x: Tensor) -> Tensor:
-        duty: Tensor = self.duty_cycle
         if self.training:
-            out = kwinners(x, duty, self.k, self.boost_strength)
+            out = kwinners(x, self.duty_cycle, self.k, self.boost_strength)
             self._update_duty_cycle(out)
             return out
-        return kwinners(x, duty, self.k_inference, self.boost_strength)
+        return kwinners(x, self.duty_cycle, self.k_inference, self.boost_strength)
 
     @torch.no_grad()
     def _update_duty_cycle(self, out: Tensor) -> None:
@@ -100,8 +103,7 @@ class KWinners(nn.Module):
         self.learning_iterations += batch
         period = min(self.duty_cycle_period, self.learning_iterations)
         active = out.reshape(batch, -1).gt(0).sum(dim=0, dtype=torch.float)
-        duty: Tensor = self.duty_cycle
-        duty.mul_(period - batch).add_(active).div_(period)
+        self.duty_cycle.mul_(period - batch).add_(active).div_(period)
 
     def update_boost_strength(self) -> None:
         """Decay the boost strength; called once per epoch while training."""
@@ -109,15 +111,13 @@ class KWinners(nn.Module):
 
     def state(self) -> KWinnersState:
         """A copy of the boost state, to freeze with a task at commit."""
-        duty: Tensor = self.duty_cycle
-        return KWinnersState(self.k, self.boost_strength, duty.detach().clone())
+        return KWinnersState(self.k, self.boost_strength, self.duty_cycle.detach().clone())
 
     @classmethod
     def from_state(cls, state: KWinnersState) -> KWinners:
         """Rebuild a frozen (eval-mode) k-WTA layer from a committed task's state."""
         layer = cls(state.duty_cycle.numel(), state.k, boost_strength=state.boost_strength)
-        duty: Tensor = layer.duty_cycle
-        duty.copy_(state.duty_cycle)
+        layer.duty_cycle.copy_(state.duty_cycle)
         return layer.eval()
 
     def extra_repr(self) -> str:

@@ -9,6 +9,7 @@ reach an owned weight. The model commits the result afterwards.
 from __future__ import annotations
 
 import time
+from itertools import islice
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -93,7 +94,8 @@ class TaskTrainer(nn.Module):
     def weights(self) -> list[Tensor]:
         """Effective weights: mask ⊙ (owned constants where owned, own values where free)."""
         return [
-            torch.where(t, p, f) for t, p, f in zip(self.trainable, self.free, self.fixed, strict=True)
+            torch.where(t, p, f)
+            for t, p, f in zip(self.trainable, self.free, self.fixed, strict=True)
         ]
 
     def forward_with(self, weights: Sequence[Tensor], x: Tensor) -> Tensor:
@@ -167,8 +169,13 @@ class _Run:
         )
         if step == 0 or phase in ("prune", "commit"):
             self.history.append(
-                {"phase": phase, "epoch": self.epoch, "loss": loss, "accuracy": acc,
-                 "density": event.density}
+                {
+                    "phase": phase,
+                    "epoch": self.epoch,
+                    "loss": loss,
+                    "accuracy": acc,
+                    "density": event.density,
+                }
             )
         if self.progress is not None:
             self.progress(event)
@@ -209,8 +216,12 @@ class _Run:
         if config.saliency == "magnitude":
             scores = saliency.magnitude(weights)
         else:
-            batches = _take(self.train_data.batches(config.batch_size, self.generator),
-                            config.saliency_batches)
+            batches = list(
+                islice(
+                    self.train_data.batches(config.batch_size, self.generator),
+                    config.saliency_batches,
+                )
+            )
 
             def loss_fn(ws: Sequence[Tensor], x: Tensor, y: Tensor) -> Tensor:
                 return F.cross_entropy(net.forward_with(ws, x), y)
@@ -226,15 +237,6 @@ class _Run:
         net.set_masks(masks)
         net.train()
         self.emit("prune", 0, float("nan"), accuracy(net, self.val, self.val_targets))
-
-
-def _take(batches: object, n: int) -> list[tuple[Tensor, Tensor]]:
-    out = []
-    for i, batch in enumerate(batches):  # type: ignore[attr-defined]
-        if i >= n:
-            break
-        out.append(batch)
-    return out
 
 
 def learn_subnetwork(
@@ -254,8 +256,9 @@ def learn_subnetwork(
     train_targets = torch.tensor([index[int(c)] for c in train.y.tolist()], dtype=torch.int64)
     val_targets = torch.tensor([index[int(c)] for c in val.y.tolist()], dtype=torch.int64)
     trainer = TaskTrainer(backbone, owned, len(classes), config, generator)
-    run = _Run(trainer, train, train_targets, val, val_targets, config, free_capacity, progress,
-               generator)
+    run = _Run(
+        trainer, train, train_targets, val, val_targets, config, free_capacity, progress, generator
+    )
 
     run.fit("train", config.epochs)
     for density in saliency.density_schedule(config.density, config.prune_rounds):

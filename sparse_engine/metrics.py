@@ -1,4 +1,7 @@
-"""Continual-learning metrics from the accuracy matrix R[i][j]: accuracy on task j after learning task i."""
+"""Continual-learning metrics from the accuracy matrix R[i][j].
+
+R[i][j] is the accuracy on task j after learning task i.
+"""
 
 from __future__ import annotations
 
@@ -40,7 +43,7 @@ class AccuracyMatrix:
         return float(np.mean(last - diag))
 
     def forgetting(self) -> float:
-        """Mean over j < T of the best earlier accuracy on j minus the final one (Chaudhry et al.)."""
+        """Mean over j < T of the best earlier accuracy on j minus the final one (Chaudhry)."""
         if self.tasks < 2:
             return 0.0
         best = np.max(self.r[:-1, :-1], axis=0)

@@ -113,7 +113,9 @@ def permuted_mnist(
     return stream
 
 
-def digits_task(digits: list[int], limit: int | None = None, mnist: Mnist | None = None) -> TaskData:
+def digits_task(
+    digits: list[int], limit: int | None = None, mnist: Mnist | None = None
+) -> TaskData:
     """A small real task from the MNIST training split: examples of the given digits."""
     mnist = mnist or load_mnist()
     keep = np.isin(mnist.y_train, digits)

@@ -54,7 +54,7 @@ def hessian_diagonal(
             torch.randint(0, 2, w.shape, generator=generator).to(w.dtype).mul_(2).sub_(1)
             for w in leaves
         ]
-        dot = sum((g * z).sum() for g, z in zip(grads, probes, strict=True))
+        dot = torch.stack([(g * z).sum() for g, z in zip(grads, probes, strict=True)]).sum()
         hz = torch.autograd.grad(dot, leaves, allow_unused=True)
         for d, z, h in zip(diag, probes, hz, strict=True):
             if h is not None:

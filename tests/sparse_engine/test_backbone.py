@@ -25,10 +25,11 @@ def test_cnn_spec_pools_after_each_conv() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["mlp", "rnn:784-10", "mlp:784", "mlp:784-abc", "mlp:1x28x28-10", "cnn:784-c8", "mlp:784-0"]
+    "text",
+    ["mlp", "rnn:784-10", "mlp:784", "mlp:784-abc", "mlp:1x28x28-10", "cnn:784-c8", "mlp:784-0"],
 )
 def test_malformed_specs_are_refused(text: str) -> None:
-    with pytest.raises(ValueError, match="backbone|mlp|cnn|layer"):
+    with pytest.raises(ValueError, match=r"backbone|mlp|cnn|layer"):
         BackboneSpec.parse(text)
 
 
@@ -38,7 +39,10 @@ def test_conv_after_linear_is_refused() -> None:
 
 
 def test_same_seed_gives_same_weights() -> None:
-    a, b = Backbone(BackboneSpec.parse("mlp:20-10"), seed=3), Backbone(BackboneSpec.parse("mlp:20-10"), seed=3)
+    a, b = (
+        Backbone(BackboneSpec.parse("mlp:20-10"), seed=3),
+        Backbone(BackboneSpec.parse("mlp:20-10"), seed=3),
+    )
     assert torch.equal(a.weights[0], b.weights[0])
 
 

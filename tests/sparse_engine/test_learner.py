@@ -34,8 +34,9 @@ def test_progress_reports_every_phase_in_order(three_tasks: list[TaskData]) -> N
 def test_rewind_restores_every_trainable_value_to_its_start() -> None:
     spec = BackboneSpec.parse("mlp:12-6")
     backbone = Backbone(spec)
-    trainer = TaskTrainer(backbone, [torch.zeros(6, 12, dtype=torch.bool)], 3, FAST,
-                          torch.Generator().manual_seed(0))
+    trainer = TaskTrainer(
+        backbone, [torch.zeros(6, 12, dtype=torch.bool)], 3, FAST, torch.Generator().manual_seed(0)
+    )
     start = [p.detach().clone() for p in trainer.parameters()]
     with torch.no_grad():
         for p in trainer.parameters():

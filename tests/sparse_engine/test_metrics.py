@@ -16,8 +16,7 @@ def test_bwt_compares_final_with_just_learned_accuracy() -> None:
 
 
 def test_forgetting_uses_the_best_earlier_accuracy() -> None:
-    rows = [[0.8, 0.0], [0.9, 0.9], [0.85, 0.9]]
-    rows = [r + [0.0] for r in rows[:2]] + [[0.6, 0.7, 0.9]]
+    rows = [[0.8, 0.0, 0.0], [0.9, 0.9, 0.0], [0.6, 0.7, 0.9]]
     # task 0: best 0.9, final 0.6; task 1: best 0.9, final 0.7
     assert AccuracyMatrix.from_rows(rows).forgetting() == pytest.approx((0.3 + 0.2) / 2)
 

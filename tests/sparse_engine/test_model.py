@@ -7,7 +7,6 @@ import dataclasses
 import pytest
 import torch
 
-from sparse_engine.config import TaskConfig
 from sparse_engine.data import TaskData
 from sparse_engine.errors import (
     InvalidInputError,
