@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint install
+.PHONY: demo demo-local test lint install protos
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -13,8 +13,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The service end to end: server on the embedded MLflow store, driven over gRPC.
 demo: $(STAMP)
+	$(VENV)/bin/python -m server.demo_driver
+
+# The same Split-MNIST run in-process, without the server.
+demo-local: $(STAMP)
 	$(VENV)/bin/sparsecl demo
+
+# Regenerate the gRPC stubs in sparsecl/v1 from protos/ (a test fails when they are stale).
+protos: $(STAMP)
+	$(VENV)/bin/python -m sparsecl.protogen
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q

@@ -1,0 +1,23 @@
+"""The sparsecl Python client and CLI (talks to the server over gRPC only)."""
+
+from .client import (
+    BackboneInfo,
+    Client,
+    ClientError,
+    Prediction,
+    Progress,
+    Queued,
+    TaskAccuracy,
+    TaskInfo,
+)
+
+__all__ = [
+    "BackboneInfo",
+    "Client",
+    "ClientError",
+    "Prediction",
+    "Progress",
+    "Queued",
+    "TaskAccuracy",
+    "TaskInfo",
+]

@@ -1,35 +1,305 @@
-"""The ``sparsecl`` command line."""
+"""The ``sparsecl`` command line: run the server, add tasks, predict, list, evaluate."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+def _k(text: str) -> int | float | tuple[int | float, ...]:
+    """--k: a count ('20'), a fraction ('0.1'), or one per layer ('0.1,0.05')."""
+    values: list[int | float] = [float(v) if "." in v else int(v) for v in text.split(",")]
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sparsecl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gRPC server (embedded MLflow by default)")
+    serve.add_argument("--port", type=int, default=50051, help="0 = any free port (default 50051)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("sparsecl-data"),
+        help="embedded store: sqlite + artifacts live here (default ./sparsecl-data)",
+    )
+    serve.add_argument(
+        "--tracking-uri", default=None, help="any MLflow tracking URI instead of the embedded store"
+    )
+    serve.add_argument(
+        "--backbone",
+        default=None,
+        help="backbone of a new store (default mlp:784-1000-1000, an MLP for "
+        "28×28 inputs); an existing store keeps its own",
+    )
+
+    def client_command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help)
+        sub.add_argument(
+            "--address",
+            default=DEFAULT_ADDRESS,
+            help=f"server HOST:PORT (default {DEFAULT_ADDRESS})",
+        )
+        return sub
+
+    add = client_command("add-task", "upload a task from .npz files and follow its learning")
+    add.add_argument("name")
+    add.add_argument("--train", type=Path, required=True, help=".npz with x and y")
+    add.add_argument(
+        "--val",
+        type=Path,
+        default=None,
+        help=".npz with x and y (default: hold out 10 %% of --train)",
+    )
+    add.add_argument("--density", type=float, help="mask density per layer, in (0, 1]")
+    add.add_argument("--k", type=_k, help="k-WTA winners: count, fraction, or one per layer")
+    add.add_argument("--epochs", type=int)
+    add.add_argument("--retrain-epochs", type=int)
+    add.add_argument("--batch-size", type=int)
+    add.add_argument("--lr", type=float)
+    add.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
+    add.add_argument("--momentum", type=float)
+    add.add_argument("--weight-decay", type=float)
+    add.add_argument("--saliency", choices=("magnitude", "obd", "taylor"))
+    add.add_argument("--prune-rounds", type=int)
+    add.add_argument("--retrain", choices=("finetune", "rewind"))
+    add.add_argument("--seed", type=int)
+    add.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    predict = client_command("predict", "predict labels (or scores) of one task")
+    predict.add_argument("name")
+    predict.add_argument("--data", type=Path, required=True, help=".npz with x")
+    predict.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="save a .npy here instead of printing one row per example",
+    )
+    predict.add_argument(
+        "--scores",
+        action="store_true",
+        help="per-class scores (columns in the task's label order) instead",
+    )
+
+    tasks = client_command("tasks", "list the tasks")
+    tasks.add_argument("--json", action="store_true", help="machine-readable output")
+
+    evaluate = client_command("evaluate", "accuracy of one task, or of all, on labelled data")
+    evaluate.add_argument("name", nargs="?", default=None)
+    evaluate.add_argument("--data", type=Path, required=True, help=".npz with x and y")
+
     demo = commands.add_parser("demo", help="learn Split-MNIST task by task in-process")
     demo.add_argument("--backbone", default="mlp:784-1000-1000")
     demo.add_argument("--density", type=float, default=0.1)
     demo.add_argument("--k", type=float, default=0.1)
     demo.add_argument("--epochs", type=int, default=2)
     demo.add_argument("--retrain-epochs", type=int, default=2)
-    demo.add_argument("--train-limit", type=int, default=None,
-                      help="use at most this many training examples per task")
+    demo.add_argument(
+        "--train-limit",
+        type=int,
+        default=None,
+        help="use at most this many training examples per task",
+    )
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "demo":
-        from sparse_engine.config import TaskConfig
-        from sparse_engine.demo import run_demo
+def _serve(args: argparse.Namespace) -> int:
+    from server.config import ServerConfig
+    from server.main import run
 
-        config = TaskConfig(density=args.density, k=args.k, epochs=args.epochs,
-                            retrain_epochs=args.retrain_epochs)
-        run_demo(args.backbone, config, args.train_limit)
+    return run(
+        ServerConfig(
+            host=args.host,
+            port=args.port,
+            data_dir=args.data_dir,
+            tracking_uri=args.tracking_uri,
+            backbone=args.backbone,
+        )
+    )
+
+
+def _add_task(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .client import Client, Progress, Queued, TaskInfo
+    from .convert import load_npz
+
+    train = load_npz(args.train)
+    val = load_npz(args.val) if args.val else None
+    hyper = {
+        name: getattr(args, name)
+        for name in (
+            "density",
+            "k",
+            "epochs",
+            "retrain_epochs",
+            "batch_size",
+            "lr",
+            "optimizer",
+            "momentum",
+            "weight_decay",
+            "saliency",
+            "prune_rounds",
+            "retrain",
+            "seed",
+        )
+        if getattr(args, name) is not None
+    }
+    bar: Any = None
+    info: TaskInfo | None = None
+    with Client(args.address) as client:
+        try:
+            for event in client.add_task(args.name, train, val, **hyper):
+                if isinstance(event, Queued) and event.position and not args.quiet:
+                    print(f"queued behind {event.position} task(s)", file=sys.stderr)
+                elif isinstance(event, Progress) and not args.quiet:
+                    total = max(1, event.total_epochs * event.steps_per_epoch)
+                    if bar is None:
+                        bar = tqdm(total=total, desc=args.name, unit="step", file=sys.stderr)
+                    done = (event.epoch - 1) * event.steps_per_epoch + event.step
+                    if event.step == 0 and event.phase in ("train", "retrain"):
+                        done = event.epoch * event.steps_per_epoch
+                    if event.phase == "commit":
+                        done = total
+                    bar.n = min(total, max(bar.n, done))
+                    bar.set_postfix(
+                        phase=event.phase,
+                        loss=f"{event.loss:.3f}",
+                        acc=f"{event.accuracy:.3f}",
+                        density=f"{event.density:.3f}",
+                    )
+                    bar.refresh()
+                elif isinstance(event, TaskInfo):
+                    info = event
+        finally:
+            if bar is not None:
+                bar.close()
+    if info is None:
+        raise RuntimeError("the server ended the upload without a task record")
+    print(
+        f"task {info.name!r} committed: id {info.id}, classes {list(info.classes)}, "
+        f"val accuracy {info.val_accuracy:.4f}, density "
+        f"{sum(info.density) / len(info.density):.3f}, owns {info.weights_owned} weights, "
+        f"MLflow run {info.mlflow_run_id} (model {info.model_name} v{info.model_version})"
+    )
     return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .client import Client
+    from .convert import load_npz
+
+    x, _ = load_npz(args.data, need_labels=False)
+    with Client(args.address) as client:
+        prediction = client.predict(args.name, x)
+    result = prediction.scores if args.scores else prediction.labels
+    if args.out is not None:
+        np.save(args.out, result)
+        print(
+            f"saved {result.shape} {'scores' if args.scores else 'labels'} to {args.out}",
+            file=sys.stderr,
+        )
+    elif args.scores:
+        np.savetxt(sys.stdout, result, fmt="%.6g")
+    else:
+        np.savetxt(sys.stdout, result, fmt="%d")
+    return 0
+
+
+def _tasks(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .client import Client
+
+    with Client(args.address) as client:
+        tasks = client.tasks()
+    if args.json:
+        rows = [
+            dataclasses.asdict(t) | {"created": t.created.isoformat() if t.created else None}
+            for t in tasks
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not tasks:
+        print("no tasks yet")
+        return 0
+    print(
+        f"{'id':>3}  {'name':<20} {'state':<10} {'classes':<16} {'val_acc':>7} "
+        f"{'density':>7} {'owned':>9}  mlflow"
+    )
+    for t in tasks:
+        density = f"{sum(t.density) / len(t.density):.3f}" if t.density else "-"
+        acc = f"{t.val_accuracy:.4f}" if t.state == "committed" else "-"
+        where = (
+            f"{t.model_name} v{t.model_version} (run {t.mlflow_run_id})"
+            if t.model_name
+            else (t.mlflow_run_id or "") + (f"  {t.error}" if t.error else "")
+        )
+        classes = ",".join(map(str, t.classes)) or "-"
+        print(
+            f"{t.id or '-':>3}  {t.name:<20} {t.state:<10} {classes:<16} {acc:>7} "
+            f"{density:>7} {t.weights_owned:>9}  {where}"
+        )
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .client import Client
+    from .convert import load_npz
+
+    x, y = load_npz(args.data)
+    with Client(args.address) as client:
+        results = client.evaluate(x, y, args.name)
+    for r in results:
+        print(f"{r.task:<24} accuracy {r.accuracy:.4f}  ({r.examples} examples)")
+    if len(results) > 1:
+        print(f"{'mean':<24} accuracy {sum(r.accuracy for r in results) / len(results):.4f}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from sparse_engine.config import TaskConfig
+    from sparse_engine.demo import run_demo
+
+    config = TaskConfig(
+        density=args.density, k=args.k, epochs=args.epochs, retrain_epochs=args.retrain_epochs
+    )
+    run_demo(args.backbone, config, args.train_limit)
+    return 0
+
+
+COMMANDS = {
+    "serve": _serve,
+    "add-task": _add_task,
+    "predict": _predict,
+    "tasks": _tasks,
+    "evaluate": _evaluate,
+    "demo": _demo,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; client errors print the server's status and message, exit 1."""
+    args = build_parser().parse_args(argv)
+    from .client import ClientError
+
+    try:
+        return COMMANDS[args.command](args)
+    except ClientError as e:
+        print(f"sparsecl {args.command}: error: {e.code.name}: {e.message}", file=sys.stderr)
+        return 1
+    except (OSError, KeyError, ValueError) as e:
+        print(f"sparsecl {args.command}: error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

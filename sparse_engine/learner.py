@@ -9,9 +9,9 @@ reach an owned weight. The model commits the result afterwards.
 from __future__ import annotations
 
 import time
-from itertools import islice
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 import torch
 import torch.nn.functional as F

@@ -11,8 +11,9 @@ from torch import Tensor
 from .backbone import Backbone, BackboneSpec
 from .config import ProgressCallback, ProgressEvent, TaskConfig
 from .data import TaskData
-from .kwta import resolve_k
+from .engine import InferenceEngine
 from .errors import InvalidInputError, NoFreeCapacityError, TaskExistsError, UnknownTaskError
+from .kwta import resolve_k
 from .learner import Subnetwork, learn_subnetwork
 from .owners import MAX_TASKS, OwnerMap
 from .state import TaskState
@@ -40,6 +41,7 @@ class SparseCL:
         self.owners = OwnerMap(self.spec)
         self.tasks: dict[str, Task] = {}
         self._nets: dict[str, TaskNet] = {}
+        self.engine = InferenceEngine(self.spec)
 
     # ---- learning -------------------------------------------------------------------------
     def learn_task(
@@ -60,8 +62,13 @@ class SparseCL:
             total = sum(layer.numel for layer in self.spec.layers)
             progress(
                 ProgressEvent(
-                    "commit", 0, 0, math.nan, record.val_accuracy, sum(record.density) /
-                    len(record.density), sum(self.owners.free_count()) / total
+                    "commit",
+                    0,
+                    0,
+                    math.nan,
+                    record.val_accuracy,
+                    sum(record.density) / len(record.density),
+                    sum(self.owners.free_count()) / total,
                 )
             )
         return record
@@ -114,8 +121,9 @@ class SparseCL:
                 raise InvalidInputError(f"validation labels {sorted(unknown)} are not in train")
         elif len(train) < 2:
             raise InvalidInputError("need at least 2 examples to hold out validation data")
-        for layer, k in zip(self.spec.layers, config.k_per_layer(len(self.spec.layers)),
-                            strict=True):
+        for layer, k in zip(
+            self.spec.layers, config.k_per_layer(len(self.spec.layers)), strict=True
+        ):
             try:
                 resolve_k(k, layer.units)
             except ValueError as e:
@@ -195,8 +203,13 @@ class SparseCL:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + task_id)
         self.backbone.reinit_free(self.owners.free(), generator)
         self.tasks[name] = Task(
-            state.record, state.config, state.masks, state.biases, state.kwta,
-            state.head_weight, state.head_bias,
+            state.record,
+            state.config,
+            state.masks,
+            state.biases,
+            state.kwta,
+            state.head_weight,
+            state.head_bias,
         )
         return state.record
 
@@ -216,7 +229,14 @@ class SparseCL:
 
     @torch.no_grad()
     def logits(self, name: str, x: Tensor) -> Tensor:
-        """Per-class scores of task ``name`` for inputs ``x`` (N × backbone input)."""
+        """Per-class scores of task ``name`` for inputs ``x`` (N × backbone input): the engine."""
+        task = self.task(name)
+        self.check_inputs(x)
+        return self.engine.logits(task, self.backbone.weights, x)
+
+    @torch.no_grad()
+    def reference_logits(self, name: str, x: Tensor) -> Tensor:
+        """The same scores by the dense masked forward pass, the engine's reference."""
         net = self.net(name)
         self.check_inputs(x)
         return net(x)
@@ -240,6 +260,9 @@ def parameters_per_task(model: SparseCL, name: str) -> int:
     """Values a task adds to storage: the weights it owns, its biases and its head."""
     task = model.task(name)
     own = sum(int(o.sum()) for o in model.owners.owned_by(task.record.id))
-    return own + sum(b.numel() for b in task.biases) + task.head_weight.numel() + task.head_bias.numel()
-
-
+    return (
+        own
+        + sum(b.numel() for b in task.biases)
+        + task.head_weight.numel()
+        + task.head_bias.numel()
+    )

@@ -41,8 +41,9 @@ def generate(out_dir: Path, proto_root: Path = PROTO_ROOT) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise RuntimeError(f"protoc failed on {[str(f) for f in files]}")
-    return sorted(p.relative_to(out_dir) for p in (out_dir / PACKAGE).iterdir()
-                  if p.name.endswith(SUFFIXES))
+    return sorted(
+        p.relative_to(out_dir) for p in (out_dir / PACKAGE).iterdir() if p.name.endswith(SUFFIXES)
+    )
 
 
 def stale_files(generated_root: Path, committed_root: Path = ROOT) -> list[str]:

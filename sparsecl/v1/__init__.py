@@ -1,1 +1,1 @@
-"""Stubs generated from protos/sparsecl/v1/*.proto by ``python -m sparsecl.protogen``; do not edit."""
+"""Stubs generated from protos/sparsecl/v1/*.proto (``make protos``); do not edit."""

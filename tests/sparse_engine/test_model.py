@@ -115,7 +115,7 @@ def test_kwta_leaves_exactly_k_nonzero_units_per_sample(
         layer.register_forward_hook(lambda _m, _i, out: counts.append((out != 0).sum(1)))
         for layer in model.net("t1").kwta
     ]
-    model.logits("t1", probe.x)
+    model.reference_logits("t1", probe.x)
     for h in hooks:
         h.remove()
     assert torch.equal(counts[0], torch.full((len(probe),), 5))

@@ -1,0 +1,237 @@
+"""Inference speed of the k-WTA sparse engine against dense PyTorch, side by side in one process.
+
+For each MLP 784-W-W-W (3 hidden layers) with weight density d_w and k-WTA density d_a,
+times on the same inputs: (a) dense nn.Linear on the full weights, (b) the dense masked
+forward (the reference, TaskNet), (c) torch.sparse CSR weights, (d) the engine. All four
+apply the task's k-WTA and head. Prints medians, the ratio to (a) and the ideal ratio
+1/(d_w·d_a); ``--json`` prints one JSON object per grid point.
+
+    python benchmarks/engine.py --quick --json     # reduced grid, under two minutes
+    python benchmarks/engine.py                    # full grid (3 widths × 3 × 3 × 3 batches)
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sparse_engine.backbone import Backbone, BackboneSpec
+from sparse_engine.engine import EngineSettings, InferenceEngine, layer_path
+from sparse_engine.kwta import KWinners
+from sparse_engine.synthetic import synthetic_task
+from sparse_engine.task import Task, TaskNet
+
+WIDTHS = (1024, 2048, 4096)
+DENSITIES = (0.05, 0.10, 0.20)
+BATCHES = (1, 16, 256)
+LAYERS = 3
+INPUTS = 784
+
+
+@dataclass(frozen=True)
+class Point:
+    """One grid point's timings (milliseconds, medians) and the engine's error and plan."""
+
+    width: int
+    layers: int
+    d_w: float
+    d_a: float
+    batch: int
+    dense_ms: float
+    masked_ms: float
+    csr_ms: float
+    engine_ms: float
+    speedup: float
+    masked_speedup: float
+    csr_speedup: float
+    ideal: float
+    max_abs_err: float
+    labels_equal: bool
+    paths: str
+    plan_bytes: int
+    plan_bound_bytes: int
+    reps: int
+
+
+Forward = Callable[[Tensor], Tensor]
+
+
+def dense_forward(spec: BackboneSpec, weights: list[Tensor], task: Task) -> Forward:
+    """(a): nn.Linear on the full (unmasked) weights, with the task's k-WTA and head."""
+    linears = []
+    for w, b in zip(weights, task.biases, strict=True):
+        lin = torch.nn.Linear(w.shape[1], w.shape[0])
+        with torch.no_grad():
+            lin.weight.copy_(w)
+            lin.bias.copy_(b)
+        linears.append(lin.requires_grad_(False))
+    acts = [KWinners.from_state(s) for s in task.kwta]
+    head = TaskNet(spec, weights, task).head
+
+    def forward(x: Tensor) -> Tensor:
+        h = x
+        for lin, act in zip(linears, acts, strict=True):
+            h = act(lin(h))
+        return head(h)
+
+    return forward
+
+
+def csr_forward(spec: BackboneSpec, weights: list[Tensor], task: Task) -> Forward:
+    """(c): torch.sparse CSR masked weights, with the task's k-WTA and head."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        csr = [
+            torch.where(m, w, 0.0).to_sparse_csr() for w, m in zip(weights, task.masks, strict=True)
+        ]
+    acts = [KWinners.from_state(s) for s in task.kwta]
+    head = TaskNet(spec, weights, task).head
+
+    def forward(x: Tensor) -> Tensor:
+        h = x
+        for w, b, act in zip(csr, task.biases, acts, strict=True):
+            h = act(torch.sparse.mm(w, h.t()).t() + b)
+        return head(h)
+
+    return forward
+
+
+def time_side_by_side(fns: list[Forward], x: Tensor, budget_s: float) -> tuple[list[float], int]:
+    """Median ms of each function, called in turn on the same input (interleaved reps)."""
+    start = time.perf_counter()
+    for f in fns:
+        f(x)
+    warm = time.perf_counter() - start
+    reps = int(max(3, min(50, budget_s / max(warm, 1e-6))))
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(reps):
+        for f, t in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            f(x)
+            t.append(time.perf_counter() - t0)
+    return [1e3 * statistics.median(t) for t in times], reps
+
+
+@torch.no_grad()
+def run_point(
+    width: int, d_w: float, d_a: float, batches: tuple[int, ...], threads: int, budget_s: float
+) -> list[Point]:
+    spec = BackboneSpec.parse(f"mlp:{INPUTS}-" + "-".join([str(width)] * LAYERS))
+    backbone = Backbone(spec, seed=0)
+    task = synthetic_task(backbone, "bench", d_w, d_a, seed=1)
+    weights = backbone.weights
+    reference = TaskNet(spec, weights, task)
+    engine = InferenceEngine(spec, EngineSettings(threads=threads))
+    plan = engine.plan(task, weights)
+
+    def engine_forward(x: Tensor) -> Tensor:
+        return engine.logits(task, weights, x)
+
+    fns = [
+        dense_forward(spec, weights, task),
+        reference,
+        csr_forward(spec, weights, task),
+        engine_forward,
+    ]
+    points = []
+    g = torch.Generator().manual_seed(width)
+    for batch in batches:
+        x = torch.randn(batch, INPUTS, generator=g)
+        (dense, masked, csr, eng), reps = time_side_by_side(fns, x, budget_s)
+        got, want = engine_forward(x), reference(x)
+        points.append(
+            Point(
+                width=width,
+                layers=LAYERS,
+                d_w=d_w,
+                d_a=d_a,
+                batch=batch,
+                dense_ms=round(dense, 4),
+                masked_ms=round(masked, 4),
+                csr_ms=round(csr, 4),
+                engine_ms=round(eng, 4),
+                speedup=round(dense / eng, 2),
+                masked_speedup=round(dense / masked, 2),
+                csr_speedup=round(dense / csr, 2),
+                ideal=round(1 / (d_w * d_a), 1),
+                max_abs_err=float((got - want).abs().max()),
+                labels_equal=bool((got.argmax(1) == want.argmax(1)).all()),
+                paths="/".join(layer_path(layer, batch) for layer in plan.layers),
+                plan_bytes=plan.memory.total_bytes,
+                plan_bound_bytes=plan.memory.bound_bytes,
+                reps=reps,
+            )
+        )
+    engine.close()
+    return points
+
+
+def markdown(points: list[Point]) -> str:
+    """The results as a markdown table."""
+    lines = [
+        "| width | d_w | d_a | batch | (a) dense ms | (b) masked ms | (c) CSR ms | (d) engine ms "
+        "| (a)/(d) | (a)/(c) | ideal | max abs err | engine paths |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for p in points:
+        lines.append(
+            f"| {p.width} | {p.d_w:.0%} | {p.d_a:.0%} | {p.batch} | {p.dense_ms:.3f} "
+            f"| {p.masked_ms:.3f} | {p.csr_ms:.3f} | {p.engine_ms:.3f} | **{p.speedup:.1f}×** "
+            f"| {p.csr_speedup:.1f}× | {p.ideal:.0f}× | {p.max_abs_err:.1e} | {p.paths} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="reduced grid, under two minutes")
+    parser.add_argument("--json", action="store_true", help="one JSON object per grid point")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--budget", type=float, default=None, help="seconds of timing per point")
+    parser.add_argument("--widths", type=int, nargs="*", default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        widths: tuple[int, ...] = (2048,)
+        pairs = [(0.05, 0.05), (0.10, 0.10), (0.20, 0.20)]
+        budget = args.budget or 1.5
+    else:
+        widths = WIDTHS
+        pairs = list(itertools.product(DENSITIES, DENSITIES))
+        budget = args.budget or 3.0
+    if args.widths:
+        widths = tuple(args.widths)
+    points: list[Point] = []
+    for width, (d_w, d_a) in itertools.product(widths, pairs):
+        for p in run_point(width, d_w, d_a, BATCHES, args.threads, budget):
+            points.append(p)
+            if args.json:
+                print(json.dumps(asdict(p)), flush=True)
+            else:
+                print(
+                    f"width {p.width} d_w {p.d_w:.2f} d_a {p.d_a:.2f} batch {p.batch:>3}: "
+                    f"dense {p.dense_ms:8.3f} ms  masked {p.masked_ms:8.3f}  csr {p.csr_ms:8.3f}"
+                    f"  engine {p.engine_ms:8.3f}  speedup {p.speedup:6.1f}× (ideal "
+                    f"{p.ideal:.0f}×)  err {p.max_abs_err:.1e}",
+                    flush=True,
+                )
+    if not args.json:
+        print()
+        print(markdown(points))
+
+
+if __name__ == "__main__":
+    main()

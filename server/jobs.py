@@ -1,0 +1,202 @@
+"""The training queue: one task trains at a time, in a worker thread, while the server serves.
+
+Each job reports to its listener (the AddTask call that submitted it): progress events,
+then ``Done`` with the committed task or ``Failed`` with the error. A job is stored in
+MLflow first and committed to the in-memory model only after the store's commit point,
+so memory never holds a task that a restart would not bring back.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sparse_engine.config import ProgressEvent, TaskConfig
+from sparse_engine.data import TaskData
+from sparse_engine.model import SparseCL
+
+from .store import CommittedTask, TaskStore
+
+log = logging.getLogger("sparsecl.server")
+
+
+class QueueFullError(Exception):
+    """Too many training jobs are waiting."""
+
+
+class CancelledError(Exception):
+    """The server is shutting down; the job was stopped (it is reported failed)."""
+
+
+@dataclass(frozen=True)
+class Done:
+    """The job's task is committed (stored, then live)."""
+
+    task: CommittedTask
+
+
+@dataclass(frozen=True)
+class Failed:
+    """The job failed; nothing of it was committed."""
+
+    error: Exception
+
+
+JobEvent = ProgressEvent | Done | Failed
+
+
+@dataclass
+class Job:
+    """One task to learn: its data, hyper-parameters, state and listener (mutable, internal)."""
+
+    name: str
+    config: TaskConfig
+    train: TaskData
+    val: TaskData | None
+    listener: Callable[[JobEvent], None]
+    created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    state: str = "queued"  # queued | training | committed | failed
+    error: str = ""
+    run_id: str = ""
+
+    @property
+    def total_epochs(self) -> int:
+        return self.config.epochs + self.config.retrain_epochs * self.config.prune_rounds
+
+    @property
+    def steps_per_epoch(self) -> int:
+        n = len(self.train)
+        if self.val is None:  # the model holds out 10 % for validation
+            n -= max(1, round(0.1 * n))
+        return math.ceil(n / self.config.batch_size)
+
+
+class Trainer:
+    """A FIFO of jobs and the one worker thread that learns, stores and commits them."""
+
+    def __init__(
+        self,
+        model: SparseCL,
+        store: TaskStore,
+        lock: threading.RLock,
+        max_queue: int,
+        on_commit: Callable[[CommittedTask], None],
+    ) -> None:
+        self.model = model
+        self.store = store
+        self.lock = lock  # held while the model's task set changes
+        self.max_queue = max_queue
+        self.on_commit = on_commit
+        self.jobs: dict[str, Job] = {}  # queued, training and failed jobs by name
+        self._queue: queue.Queue[Job | None] = queue.Queue()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="sparsecl-trainer", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def active(self) -> list[Job]:
+        with self.lock:
+            return [j for j in self.jobs.values() if j.state in ("queued", "training")]
+
+    def snapshot(self) -> list[Job]:
+        """Queued, training and failed jobs, oldest first."""
+        with self.lock:
+            return sorted(self.jobs.values(), key=lambda j: j.created_ms)
+
+    def submit(self, job: Job) -> int:
+        """Queue ``job``; returns how many jobs are ahead of it."""
+        if self._stopping.is_set():
+            raise CancelledError("the server is shutting down; no new tasks are accepted")
+        with self.lock:
+            ahead = len(self.active())
+            if ahead >= self.max_queue:
+                raise QueueFullError(
+                    f"the training queue is full ({ahead} tasks queued or training); retry later"
+                )
+            self.jobs[job.name] = job
+            self._queue.put(job)
+            return ahead
+
+    def stop(self) -> None:
+        """Stop: the running job is cancelled at its next progress step, queued ones fail."""
+        self._stopping.set()
+        self._queue.put(None)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def _work(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                break
+            if self._stopping.is_set():
+                self._fail(job, CancelledError("the server shut down before this task trained"))
+                continue
+            self._learn(job)
+        while not self._queue.empty():  # jobs queued after the stop sentinel
+            job = self._queue.get()
+            if job is not None:
+                self._fail(job, CancelledError("the server shut down before this task trained"))
+
+    def _learn(self, job: Job) -> None:
+        job.state = "training"
+        events: list[ProgressEvent] = []
+
+        def progress(event: ProgressEvent) -> None:
+            if self._stopping.is_set():
+                raise CancelledError("the server shut down while this task was training")
+            events.append(event)
+            job.listener(event)
+
+        try:
+            task_id = len(self.model.tasks) + 1
+            examples = {
+                "train_examples": len(job.train),
+                "val_examples": len(job.val) if job.val is not None else 0,
+            }
+            job.run_id, created = self.store.start(
+                job.name, task_id, job.config, str(self.model.spec), examples
+            )
+            state = self.model.prepare_task(job.name, job.train, job.val, job.config, progress)
+            stored = self.store.commit(job.run_id, state, events, job.steps_per_epoch, created)
+            with self.lock:
+                self.model.commit_task(state)
+                self.on_commit(stored)
+                job.state = "committed"
+                del self.jobs[job.name]
+        except Exception as e:
+            self._fail(job, e)
+            return
+        record = state.record
+        total = sum(layer.numel for layer in self.model.spec.layers)
+        job.listener(
+            ProgressEvent(
+                "commit",
+                0,
+                0,
+                math.nan,
+                record.val_accuracy,
+                sum(record.density) / len(record.density),
+                sum(self.model.owners.free_count()) / total,
+            )
+        )
+        job.listener(Done(stored))
+        log.info(
+            "committed task %r (id %d, val accuracy %.4f)", job.name, record.id, record.val_accuracy
+        )
+
+    def _fail(self, job: Job, error: Exception) -> None:
+        job.state, job.error = "failed", str(error) or type(error).__name__
+        if not isinstance(error, CancelledError):
+            log.error("task %r failed:\n%s", job.name, "".join(traceback.format_exception(error)))
+        if job.run_id:
+            self.store.fail(job.run_id, job.error)
+        job.listener(Failed(error))

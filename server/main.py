@@ -1,0 +1,108 @@
+"""Start the server: open the store, rebuild every committed task, serve until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from .config import DEFAULT_BACKBONE, ServerConfig
+
+log = logging.getLogger("sparsecl.server")
+SERVICE = "sparsecl.v1.ContinualLearner"
+
+
+async def serve(config: ServerConfig) -> None:
+    """Load the store, then serve gRPC until a signal asks to stop; shuts down gracefully."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import grpc
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection
+
+    from sparse_engine.model import SparseCL
+    from sparsecl.v1 import sparsecl_pb2 as pb
+    from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
+
+    from .service import ContinualLearnerService
+    from .store import TaskStore, redact
+
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    store = TaskStore(config.resolved_tracking_uri, config.artifact_root, config.experiment)
+    spec, seed = await asyncio.to_thread(store.open, config.backbone, config.seed, DEFAULT_BACKBONE)
+    model = SparseCL(spec, seed)
+    committed, failed = await asyncio.to_thread(store.load)
+    for task in committed:
+        model.commit_task(task.state)
+    await asyncio.to_thread(
+        store.describe_backbone,
+        spec,
+        seed,
+        len(model.tasks),
+        sum(model.free_capacity()) / len(model.spec.layers),
+    )
+
+    limit = config.max_message_bytes
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ]
+    )
+    service = ContinualLearnerService(config, model, store, committed, failed)
+    pb_grpc.add_ContinualLearnerServicer_to_server(service, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = (
+        pb.DESCRIPTOR.services_by_name["ContinualLearner"].full_name,
+        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        reflection.SERVICE_NAME,
+    )
+    reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(config.address)
+    if port == 0:
+        raise OSError(f"cannot listen on {config.address}")
+    await server.start()
+    service.trainer.start()
+    for name in ("", SERVICE):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    print(
+        f"sparsecl serving on {config.host}:{port} | backbone {spec} (seed {seed}) | "
+        f"{len(model.tasks)} tasks, {len(failed)} failed | MLflow {redact(store.tracking_uri)}",
+        flush=True,
+    )
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    print("sparsecl: shutting down", flush=True)
+    for name in ("", SERVICE):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    service.trainer.stop()
+    await server.stop(config.grace_seconds)
+    await asyncio.to_thread(service.trainer.join, 60.0)
+
+
+def run(config: ServerConfig) -> int:
+    """Serve ``config``; returns the process exit status (2 when the store cannot be used)."""
+    # Bit-identical predictions across restarts: MKL must not change its thread count or
+    # code path with the machine's load (set before torch loads MKL).
+    os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+    os.environ.setdefault("MKL_CBWR", "AUTO")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from .store import StoreCorruptError, StoreUnavailableError
+
+    try:
+        asyncio.run(serve(config))
+    except (StoreUnavailableError, StoreCorruptError, OSError, ValueError) as e:
+        print(f"sparsecl serve: error: {e}", file=sys.stderr, flush=True)
+        return 2
+    return 0

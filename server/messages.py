@@ -1,0 +1,117 @@
+"""Conversions between sparse_engine's records/configs and the API's messages."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from sparse_engine.backbone import BackboneSpec
+from sparse_engine.config import ProgressEvent, TaskConfig
+from sparse_engine.owners import MAX_TASKS, OwnerMap
+from sparse_engine.task import TaskRecord
+from sparsecl.v1 import sparsecl_pb2 as pb
+
+SCALARS = tuple(f.name for f in dataclasses.fields(TaskConfig) if f.name != "k")
+
+
+def task_config(hp: pb.HyperParameters) -> TaskConfig:
+    """A TaskConfig from the message: unset fields keep TaskConfig's defaults.
+
+    Raises InvalidInputError (from TaskConfig) when a value is out of range.
+    """
+    values: dict[str, Any] = {name: getattr(hp, name) for name in SCALARS if hp.HasField(name)}
+    ks: list[int | float] = []
+    for k in hp.k:
+        ks.append(int(k.count) if k.WhichOneof("size") == "count" else float(k.fraction))
+    if len(ks) == 1:
+        values["k"] = ks[0]
+    elif ks:
+        values["k"] = tuple(ks)
+    return TaskConfig(**values)
+
+
+def hyper_parameters(config: TaskConfig) -> pb.HyperParameters:
+    """Every field of ``config`` as a message."""
+    ks = config.k if isinstance(config.k, tuple) else (config.k,)
+    sizes = [
+        pb.KSize(count=int(k)) if isinstance(k, int) else pb.KSize(fraction=float(k)) for k in ks
+    ]
+    return pb.HyperParameters(k=sizes, **{name: getattr(config, name) for name in SCALARS})
+
+
+def task_info(
+    record: TaskRecord,
+    config: TaskConfig,
+    *,
+    run_id: str = "",
+    model_name: str = "",
+    model_version: str = "",
+    created_ms: int = 0,
+) -> pb.TaskInfo:
+    """A committed task's record as a message."""
+    return pb.TaskInfo(
+        name=record.name,
+        state=pb.TASK_STATE_COMMITTED,
+        id=record.id,
+        classes=list(record.classes),
+        density=list(record.density),
+        weights_owned=record.weights_owned,
+        weights_read=record.weights_read,
+        val_accuracy=record.val_accuracy,
+        free_capacity=list(record.free_capacity),
+        mlflow_run_id=run_id,
+        model_name=model_name,
+        model_version=model_version,
+        created_unix_ms=created_ms,
+        seconds=record.seconds,
+        hyper_parameters=hyper_parameters(config),
+    )
+
+
+def progress(event: ProgressEvent, total_epochs: int, steps_per_epoch: int) -> pb.Progress:
+    return pb.Progress(
+        phase=event.phase,
+        epoch=event.epoch,
+        step=event.step,
+        loss=event.loss,
+        accuracy=event.accuracy,
+        density=event.density,
+        free_capacity=event.free_capacity,
+        total_epochs=total_epochs,
+        steps_per_epoch=steps_per_epoch,
+    )
+
+
+def backbone_info(
+    spec: BackboneSpec,
+    seed: int,
+    owners: OwnerMap,
+    tasks: int,
+    tracking_uri: str,
+    experiment_id: str,
+) -> pb.BackboneInfo:
+    """The backbone's architecture and free capacity per layer."""
+    free = owners.free_count()
+    layers = [
+        pb.LayerInfo(
+            kind=layer.kind,
+            weight_shape=list(layer.weight_shape),
+            out_shape=list(layer.out_shape),
+            weights=layer.numel,
+            free_weights=n,
+            free_capacity=n / layer.numel,
+        )
+        for layer, n in zip(spec.layers, free, strict=True)
+    ]
+    total = sum(layer.numel for layer in spec.layers)
+    return pb.BackboneInfo(
+        spec=str(spec),
+        seed=seed,
+        input_shape=list(spec.input_shape),
+        layers=layers,
+        free_capacity=sum(free) / total,
+        tasks=tasks,
+        max_tasks=MAX_TASKS,
+        tracking_uri=tracking_uri,
+        experiment_id=experiment_id,
+    )

@@ -1,0 +1,381 @@
+"""The ContinualLearner gRPC service (grpc.aio): validates requests, maps errors to status codes.
+
+Every rejected call changes nothing: uploads are validated completely before a job is
+queued, and tasks become visible only once committed (see jobs.py and store.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+import numpy as np
+import torch
+
+from sparse_engine.data import TaskData
+from sparse_engine.errors import (
+    InvalidInputError,
+    NoFreeCapacityError,
+    TaskExistsError,
+    UnknownTaskError,
+)
+from sparse_engine.model import SparseCL, check_name
+from sparsecl.v1 import sparsecl_pb2 as pb
+from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
+
+from . import messages, tensors
+from .config import ServerConfig
+from .jobs import CancelledError, Done, Failed, Job, JobEvent, QueueFullError, Trainer
+from .store import CommittedTask, FailedTask, StoreUnavailableError, TaskStore, redact
+
+log = logging.getLogger("sparsecl.server")
+T = TypeVar("T")
+
+
+class NotReadyError(Exception):
+    """The task exists but is not committed (queued, training or failed)."""
+
+
+class UploadTooLargeError(Exception):
+    """An AddTask upload exceeds the server's limit."""
+
+
+STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
+    (UnknownTaskError, grpc.StatusCode.NOT_FOUND),
+    (TaskExistsError, grpc.StatusCode.ALREADY_EXISTS),
+    (NoFreeCapacityError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (QueueFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (UploadTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (NotReadyError, grpc.StatusCode.FAILED_PRECONDITION),
+    (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (CancelledError, grpc.StatusCode.UNAVAILABLE),
+)
+
+
+def status_of(error: Exception) -> grpc.StatusCode:
+    """The status code of an error; INTERNAL for anything unexpected."""
+    for kind, code in STATUS:
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+async def answer(context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]) -> T:
+    """Run a handler body; known errors become their status code with their message."""
+    try:
+        return await call()
+    except grpc.aio.AbortError:
+        raise
+    except Exception as e:
+        code = status_of(e)
+        if code == grpc.StatusCode.INTERNAL:
+            log.exception("internal error")
+        await context.abort(code, str(e) or type(e).__name__)
+        raise  # abort raises; this line is never reached
+
+
+class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
+    """One backbone's tasks over gRPC: learn (queued), predict, list, describe, evaluate."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        model: SparseCL,
+        store: TaskStore,
+        committed: list[CommittedTask],
+        failed: list[FailedTask],
+    ) -> None:
+        self.config = config
+        self.model = model
+        self.store = store
+        self.lock = threading.RLock()
+        self.stored: dict[str, CommittedTask] = {t.state.name: t for t in committed}
+        self.failed: dict[str, FailedTask] = {f.name: f for f in failed}
+        self.trainer = Trainer(model, store, self.lock, config.max_queue, self._committed)
+
+    def _committed(self, task: CommittedTask) -> None:
+        """Called by the trainer under the lock right after a task went live."""
+        self.stored[task.state.name] = task
+        self.failed.pop(task.state.name, None)
+        spec = str(self.model.spec)
+        try:
+            self.store.describe_backbone(
+                spec,
+                self.model.seed,
+                len(self.model.tasks),
+                sum(self.model.free_capacity()) / len(self.model.spec.layers),
+            )
+        except StoreUnavailableError:
+            log.warning("could not update the backbone's registered model")
+
+    # ---- lookups --------------------------------------------------------------------------
+    def _committed_info(self, name: str) -> pb.TaskInfo:
+        task = self.model.task(name)
+        stored = self.stored.get(name)
+        return messages.task_info(
+            task.record,
+            task.config,
+            run_id=stored.run_id if stored else "",
+            model_name=stored.model_name if stored else "",
+            model_version=stored.model_version if stored else "",
+            created_ms=stored.created_ms if stored else 0,
+        )
+
+    def _job_info(self, job: Job) -> pb.TaskInfo:
+        states = {
+            "queued": pb.TASK_STATE_QUEUED,
+            "training": pb.TASK_STATE_TRAINING,
+            "failed": pb.TASK_STATE_FAILED,
+        }
+        return pb.TaskInfo(
+            name=job.name,
+            state=states.get(job.state, pb.TASK_STATE_UNSPECIFIED),
+            mlflow_run_id=job.run_id,
+            created_unix_ms=job.created_ms,
+            error=job.error,
+            hyper_parameters=messages.hyper_parameters(job.config),
+        )
+
+    def _failed_info(self, failed: FailedTask) -> pb.TaskInfo:
+        return pb.TaskInfo(
+            name=failed.name,
+            state=pb.TASK_STATE_FAILED,
+            mlflow_run_id=failed.run_id,
+            created_unix_ms=failed.created_ms,
+            error=failed.error,
+        )
+
+    def _info(self, name: str) -> pb.TaskInfo:
+        with self.lock:
+            if name in self.model.tasks:
+                return self._committed_info(name)
+            job = self.trainer.jobs.get(name)
+            if job is not None:
+                return self._job_info(job)
+            if name in self.failed:
+                return self._failed_info(self.failed[name])
+            self.model.task(name)  # raises UnknownTaskError naming the known tasks
+            raise AssertionError("unreachable")
+
+    def _live(self, name: str) -> None:
+        """Raise unless ``name`` is a committed task (NOT_FOUND / FAILED_PRECONDITION)."""
+        if name in self.model.tasks:
+            return
+        info = self._info(name)
+        state = pb.TaskState.Name(info.state).removeprefix("TASK_STATE_").lower()
+        detail = f": {info.error}" if info.error else "; predict once it is committed"
+        raise NotReadyError(f"task {name!r} is {state}{detail}")
+
+    # ---- RPCs -----------------------------------------------------------------------------
+    async def Predict(
+        self, request: pb.PredictRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PredictResponse:
+        async def run() -> pb.PredictResponse:
+            self._live(request.task)
+            x = tensors.inputs(request.x, "x")
+            classes = self.model.task(request.task).classes
+            logits = await asyncio.to_thread(self.model.logits, request.task, x)
+            labels = np.asarray(classes, dtype=np.int64)[logits.argmax(1).numpy()]
+            return pb.PredictResponse(
+                scores=tensors.to_proto(logits.numpy()),
+                labels=tensors.to_proto(labels),
+                classes=list(classes),
+            )
+
+        return await answer(context, run)
+
+    async def ListTasks(
+        self, request: pb.ListTasksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTasksResponse:
+        async def run() -> pb.ListTasksResponse:
+            with self.lock:
+                infos = [self._committed_info(r.name) for r in self.model.records()]
+                jobs = self.trainer.snapshot()
+                infos += [self._job_info(j) for j in jobs]
+                seen = {j.name for j in jobs}
+                infos += [self._failed_info(f) for f in self.failed.values() if f.name not in seen]
+            return pb.ListTasksResponse(tasks=infos)
+
+        return await answer(context, run)
+
+    async def GetTask(
+        self, request: pb.GetTaskRequest, context: grpc.aio.ServicerContext
+    ) -> pb.TaskInfo:
+        async def run() -> pb.TaskInfo:
+            return self._info(request.name)
+
+        return await answer(context, run)
+
+    async def GetBackbone(
+        self, request: pb.GetBackboneRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BackboneInfo:
+        async def run() -> pb.BackboneInfo:
+            with self.lock:
+                return messages.backbone_info(
+                    self.model.spec,
+                    self.model.seed,
+                    self.model.owners,
+                    len(self.model.tasks),
+                    redact(self.store.tracking_uri),
+                    self.store.experiment_id,
+                )
+
+        return await answer(context, run)
+
+    async def Evaluate(
+        self, request: pb.EvaluateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.EvaluateResponse:
+        async def run() -> pb.EvaluateResponse:
+            if request.task:
+                self._live(request.task)
+                names = [request.task]
+            else:
+                with self.lock:
+                    names = [r.name for r in self.model.records()]
+                if not names:
+                    raise NotReadyError("no committed task to evaluate yet")
+            data = TaskData(tensors.inputs(request.x, "x"), tensors.labels(request.y, "y"))
+            self.model.check_inputs(data.x)
+            results = await asyncio.to_thread(self._evaluate, names, data)
+            if request.task and results[0].examples == 0:
+                classes = list(self.model.task(request.task).classes)
+                raise InvalidInputError(
+                    f"no example's label belongs to task {request.task!r} (classes {classes})"
+                )
+            return pb.EvaluateResponse(results=[r for r in results if r.examples > 0])
+
+        return await answer(context, run)
+
+    def _evaluate(self, names: list[str], data: TaskData) -> list[pb.TaskAccuracy]:
+        out = []
+        for name in names:
+            classes = torch.tensor(self.model.task(name).classes, dtype=torch.int64)
+            keep = torch.isin(data.y, classes)
+            n = int(keep.sum())
+            accuracy = (
+                float((self.model.predict(name, data.x[keep]) == data.y[keep]).float().mean())
+                if n
+                else 0.0
+            )
+            out.append(pb.TaskAccuracy(task=name, accuracy=accuracy, examples=n))
+        return out
+
+    async def AddTask(
+        self,
+        request_iterator: AsyncIterator[pb.AddTaskRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.AddTaskEvent]:
+        events: asyncio.Queue[JobEvent] = asyncio.Queue()
+        loop = asyncio.get_running_loop()
+
+        async def accept() -> tuple[int, Job]:
+            header, train, val = await self._receive(request_iterator)
+            config = messages.task_config(header.hyper_parameters)
+            await asyncio.to_thread(self.model.check_new_task, header.name, train, val, config)
+            with self.lock:  # re-checked atomically with the submit
+                if header.name in self.model.tasks or header.name in {
+                    j.name for j in self.trainer.active()
+                }:
+                    raise TaskExistsError(
+                        f"task {header.name!r} already exists or is being learned; "
+                        "choose another name"
+                    )
+
+                def listen(event: JobEvent) -> None:  # called from the trainer thread
+                    loop.call_soon_threadsafe(events.put_nowait, event)
+
+                job = Job(header.name, config, train, val, listen)
+                position = self.trainer.submit(job)
+                self.failed.pop(header.name, None)
+            return position, job
+
+        position, job = await answer(context, accept)
+        yield pb.AddTaskEvent(queued=pb.Queued(position=position))
+        while True:
+            event = await events.get()
+            if isinstance(event, Done):
+                with self.lock:
+                    info = self._committed_info(event.task.state.name)
+                yield pb.AddTaskEvent(task=info)
+                return
+            if isinstance(event, Failed):
+                error = event.error
+
+                async def fail(error: Exception = error) -> None:
+                    raise error
+
+                await answer(context, fail)
+                return
+            yield pb.AddTaskEvent(
+                progress=messages.progress(event, job.total_epochs, job.steps_per_epoch)
+            )
+
+    async def _receive(
+        self, requests: AsyncIterator[pb.AddTaskRequest]
+    ) -> tuple[pb.AddTaskHeader, TaskData, TaskData | None]:
+        """Read a whole upload: the header, then chunks; everything is checked."""
+        header: pb.AddTaskHeader | None = None
+        parts: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {
+            pb.SPLIT_TRAIN: ([], []),
+            pb.SPLIT_VAL: ([], []),
+        }
+        received = 0
+        async for request in requests:
+            kind = request.WhichOneof("item")
+            if header is None:
+                if kind != "header":
+                    raise InvalidInputError("the first AddTask message must be the header")
+                header = request.header
+                check_name(header.name)
+                continue
+            if kind != "chunk":
+                raise InvalidInputError("only the first AddTask message may be a header")
+            chunk = request.chunk
+            if chunk.split not in parts:
+                raise InvalidInputError("each chunk must say its split: SPLIT_TRAIN or SPLIT_VAL")
+            received += len(chunk.x.data) + len(chunk.y.data)
+            if received > self.config.max_upload_bytes:
+                raise UploadTooLargeError(
+                    f"the upload exceeds the server's limit of {self.config.max_upload_bytes} "
+                    "bytes; send fewer examples (or uint8 inputs)"
+                )
+            x, y = tensors.inputs(chunk.x, "x"), tensors.labels(chunk.y, "y")
+            if x.ndim < 2 or x.shape[0] != y.shape[0]:
+                raise InvalidInputError(
+                    f"a chunk holds x of shape {list(x.shape)} and y of shape {list(y.shape)}: "
+                    "x must be N × features with one label per example"
+                )
+            if x.shape[0]:
+                self.model.check_inputs(x)
+            parts[chunk.split][0].append(x.reshape(x.shape[0], -1))
+            parts[chunk.split][1].append(y)
+        if header is None:
+            raise InvalidInputError("empty upload: send a header, then chunks of examples")
+        train = _concat(*parts[pb.SPLIT_TRAIN], "training")
+        val = _concat(*parts[pb.SPLIT_VAL], "validation") if parts[pb.SPLIT_VAL][0] else None
+        for what, data, want in (
+            ("training", train, header.train_examples),
+            ("validation", val, header.val_examples),
+        ):
+            got = len(data) if data is not None else 0
+            if want and got != want:
+                raise InvalidInputError(
+                    f"the header announced {want} {what} examples but {got} arrived"
+                )
+        if header.labels and tuple(sorted(set(header.labels))) != train.classes:
+            raise InvalidInputError(
+                f"the header's label set {sorted(set(header.labels))} differs from the "
+                f"training labels {list(train.classes)}"
+            )
+        return header, train, val
+
+
+def _concat(xs: list[torch.Tensor], ys: list[torch.Tensor], what: str) -> TaskData:
+    if not xs or sum(len(y) for y in ys) == 0:
+        raise InvalidInputError(f"no {what} examples were sent")
+    return TaskData(torch.cat(xs), torch.cat(ys))

@@ -1,0 +1,388 @@
+"""The MLflow store: one run and one registered model per task; the server rebuilds from it.
+
+Commit protocol (so SIGKILL at any moment leaves no half-committed task):
+
+1. ``start``: a run tagged ``sparsecl.state=training`` with the task's parameters.
+2. ``commit``: metrics, plots and the task's tensors (``task/state.safetensors``, whose
+   sha256 goes into a tag) are written first; then one write sets
+   ``sparsecl.state=committed`` — the commit point; then the registry entry and the run's
+   FINISHED status follow (both repaired on the next start if the server dies between).
+3. ``load`` (on start): committed runs are replayed in task-id order; any other run of a
+   task is marked failed.
+
+The backbone's spec and seed are experiment tags, written once when the store is created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from mlflow.entities import Metric, Param
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from sparse_engine.config import ProgressEvent, TaskConfig
+from sparse_engine.state import TaskState, dumps, loads
+
+from . import plots
+
+KIND, TASK, STATE, TASK_ID = "sparsecl.kind", "sparsecl.task", "sparsecl.state", "sparsecl.task_id"
+SHA256, ERROR, VERSION = "sparsecl.sha256", "sparsecl.error", "sparsecl.model_version"
+BACKBONE_TAG, SEED_TAG = "sparsecl.backbone", "sparsecl.seed"
+TRAINING, COMMITTED, FAILED = "training", "committed", "failed"
+STATE_ARTIFACT = "task/state.safetensors"
+INTERRUPTED = "interrupted: the server stopped while this task was training"
+T = TypeVar("T")
+
+
+class StoreUnavailableError(Exception):
+    """The MLflow tracking store could not be reached or refused a write."""
+
+
+class StoreCorruptError(Exception):
+    """The store's contents contradict each other (or this server's configuration)."""
+
+
+@dataclass(frozen=True)
+class CommittedTask:
+    """A task read back from (or just written to) the store."""
+
+    state: TaskState
+    run_id: str
+    model_name: str
+    model_version: str
+    created_ms: int
+
+
+@dataclass(frozen=True)
+class FailedTask:
+    """A task whose training failed or was cut off; its name may be used again."""
+
+    name: str
+    run_id: str
+    error: str
+    created_ms: int
+
+
+def redact(uri: str) -> str:
+    """The URI without a password, safe to log or send to clients."""
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def event_metrics(events: Sequence[ProgressEvent], steps_per_epoch: int) -> list[Metric]:
+    """Metrics per training step, per epoch and per phase from a task's progress events."""
+    now = int(time.time() * 1000)
+    out: list[Metric] = []
+
+    def add(key: str, value: float, step: int) -> None:
+        if math.isfinite(value):
+            out.append(Metric(key, float(value), now, step))
+
+    for e in events:
+        if e.phase in ("train", "retrain") and e.step > 0:
+            step = (e.epoch - 1) * steps_per_epoch + e.step
+            add(f"{e.phase}/step_loss", e.loss, step)
+            add(f"{e.phase}/step_accuracy", e.accuracy, step)
+        elif e.phase in ("train", "retrain"):
+            add(f"{e.phase}/epoch_loss", e.loss, e.epoch)
+            add(f"{e.phase}/val_accuracy", e.accuracy, e.epoch)
+            add(f"{e.phase}/density", e.density, e.epoch)
+        elif e.phase == "prune":
+            add("prune/val_accuracy", e.accuracy, e.epoch)
+            add("prune/density", e.density, e.epoch)
+    return out
+
+
+class TaskStore:
+    """Tasks and the backbone's identity in one MLflow experiment (any tracking URI)."""
+
+    def __init__(self, tracking_uri: str, artifact_root: Path | None, experiment: str) -> None:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+        self.experiment = experiment
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.experiment_id = ""
+
+    # ---- plumbing -------------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except (StoreUnavailableError, StoreCorruptError):
+            raise
+        except Exception as e:  # MLflow wraps HTTP, SQL and file errors in many types
+            raise StoreUnavailableError(
+                f"MLflow store {redact(self.tracking_uri)} failed to {what}: {e}"
+            ) from e
+
+    def model_name(self, task: str) -> str:
+        """The registered model that shows task ``task`` in the MLflow UI."""
+        return f"{self.experiment}.{task}"
+
+    # ---- backbone -------------------------------------------------------------------------
+    def open(self, backbone: str | None, seed: int, default: str) -> tuple[str, int]:
+        """Create or open the experiment; returns the backbone (spec, seed) to run.
+
+        A new store records ``backbone`` (or ``default``); an existing one keeps its own,
+        and asking for a different backbone raises StoreCorruptError.
+        """
+
+        def run() -> tuple[str, int]:
+            if self.artifact_root is not None:
+                self.artifact_root.mkdir(parents=True, exist_ok=True)
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if exp is None:
+                location = self.artifact_root.as_uri() if self.artifact_root else None
+                self.experiment_id = self.client.create_experiment(
+                    self.experiment, artifact_location=location
+                )
+                tags: dict[str, str] = {}
+            else:
+                self.experiment_id = exp.experiment_id
+                tags = dict(exp.tags)
+            if BACKBONE_TAG in tags:
+                stored, stored_seed = tags[BACKBONE_TAG], int(tags.get(SEED_TAG, "0"))
+                if backbone is not None and backbone != stored:
+                    raise StoreCorruptError(
+                        f"the store {redact(self.tracking_uri)} (experiment {self.experiment!r})"
+                        f" holds backbone {stored}; start with --backbone {stored}, or use "
+                        "another --data-dir / --tracking-uri for a new backbone"
+                    )
+                return stored, stored_seed
+            spec = backbone or default
+            self.client.set_experiment_tag(self.experiment_id, SEED_TAG, str(seed))
+            self.client.set_experiment_tag(self.experiment_id, BACKBONE_TAG, spec)
+            return spec, seed
+
+        return self._call("open the experiment", run)
+
+    def describe_backbone(self, spec: str, seed: int, tasks: int, free_capacity: float) -> None:
+        """Keep the registered model '<experiment>.backbone' current (best effort)."""
+        name = f"{self.experiment}.backbone"
+        tags = {
+            "spec": spec,
+            "seed": str(seed),
+            "tasks": str(tasks),
+            "free_capacity": f"{free_capacity:.4f}",
+            "experiment_id": self.experiment_id,
+        }
+
+        def run() -> None:
+            try:
+                self.client.create_registered_model(
+                    name,
+                    description=f"sparsecl backbone {spec} (seed {seed}): every task of "
+                    f"experiment {self.experiment!r} is a sparse subnetwork of it",
+                )
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+            for key, value in tags.items():
+                self.client.set_registered_model_tag(name, key, value)
+
+        self._call("describe the backbone", run)
+
+    # ---- tasks ----------------------------------------------------------------------------
+    def start(
+        self, name: str, task_id: int, config: TaskConfig, spec: str, examples: dict[str, int]
+    ) -> tuple[str, int]:
+        """Open the run of a task about to be trained; returns (run id, start time in ms)."""
+
+        def run() -> tuple[str, int]:
+            r = self.client.create_run(
+                self.experiment_id,
+                run_name=name,
+                tags={KIND: "task", TASK: name, STATE: TRAINING, TASK_ID: str(task_id)},
+            )
+            params = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+            params.update(backbone=spec, task_id=task_id, **examples)
+            self.client.log_batch(
+                r.info.run_id, params=[Param(k, str(v)) for k, v in params.items()]
+            )
+            return r.info.run_id, int(r.info.start_time)
+
+        return self._call("start a run", run)
+
+    def commit(
+        self,
+        run_id: str,
+        state: TaskState,
+        events: Sequence[ProgressEvent],
+        steps_per_epoch: int,
+        created_ms: int,
+    ) -> CommittedTask:
+        """Write everything of the task, then mark it committed (see the module docstring)."""
+        record = state.record
+        blob = dumps(state)
+        metrics = event_metrics(events, steps_per_epoch)
+        now = int(time.time() * 1000)
+        summary: dict[str, float] = {
+            "val_accuracy": record.val_accuracy,
+            "weights_owned": record.weights_owned,
+            "weights_read": record.weights_read,
+            "seconds": record.seconds,
+            "state_bytes": len(blob),
+            "density": sum(record.density) / len(record.density),
+            "capacity_used": 1.0 - sum(record.free_capacity) / len(record.free_capacity),
+        }
+        for i, (d, f) in enumerate(zip(record.density, record.free_capacity, strict=True)):
+            summary[f"density/layer{i}"] = d
+            summary[f"free_capacity/layer{i}"] = f
+        metrics += [Metric(k, float(v), now, 0) for k, v in summary.items()]
+
+        def write() -> None:
+            for start in range(0, len(metrics), 900):
+                self.client.log_batch(run_id, metrics=metrics[start : start + 900])
+            with tempfile.TemporaryDirectory() as tmp:
+                root = Path(tmp)
+                (root / "task").mkdir()
+                (root / "plots").mkdir()
+                (root / STATE_ARTIFACT).write_bytes(blob)
+                (root / "task" / "record.json").write_text(
+                    json.dumps(dataclasses.asdict(record), indent=2, default=str)
+                )
+                plots.training_curve(events, record.name, root / "plots" / "training.png")
+                plots.density_per_layer(record, root / "plots" / "density.png")
+                self.client.log_artifacts(run_id, str(root))
+            self.client.set_tag(run_id, SHA256, hashlib.sha256(blob).hexdigest())
+            self.client.set_tag(run_id, STATE, COMMITTED)  # the commit point
+
+        self._call("store the task", write)
+        version = self._register(run_id, state)
+        self._finish(run_id)
+        return CommittedTask(state, run_id, self.model_name(record.name), version, created_ms)
+
+    def _register(self, run_id: str, state: TaskState) -> str:
+        """One registered model per task, version tagged for the UI; '' if the registry failed."""
+        record = state.record
+        name = self.model_name(record.name)
+        spec = self.client.get_experiment(self.experiment_id).tags.get(BACKBONE_TAG, "")
+        tags = {
+            "backbone": spec,
+            "task_id": str(record.id),
+            "classes": ",".join(map(str, record.classes)),
+            "density": f"{sum(record.density) / len(record.density):.4f}",
+            "accuracy": f"{record.val_accuracy:.4f}",
+            "capacity_used": f"{1 - sum(record.free_capacity) / len(record.free_capacity):.4f}",
+            "weights_owned": str(record.weights_owned),
+        }
+        try:
+            try:
+                self.client.create_registered_model(
+                    name,
+                    tags=tags,
+                    description=f"sparsecl task {record.name!r}: a sparse "
+                    "subnetwork of the backbone (mask, own weights, head in the run's task/)",
+                )
+            except MlflowException as e:
+                if e.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+                for key, value in tags.items():
+                    self.client.set_registered_model_tag(name, key, value)
+            found = self.client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+            if found:  # registered before a crash cut off the tag below
+                mv = found[0]
+            else:
+                source = f"{self.client.get_run(run_id).info.artifact_uri}/task"
+                mv = self.client.create_model_version(name, source, run_id=run_id, tags=tags)
+            self.client.set_tag(run_id, VERSION, str(mv.version))
+            return str(mv.version)
+        except Exception:  # the commit already happened; the next start repairs the registry
+            return ""
+
+    def _finish(self, run_id: str) -> None:
+        with contextlib.suppress(Exception):  # repaired on the next start
+            self.client.set_terminated(run_id, "FINISHED")
+
+    def fail(self, run_id: str, error: str) -> None:
+        """Mark a task's run failed (best effort: ``load`` does it on the next start anyway)."""
+        try:
+            self.client.set_tag(run_id, ERROR, error[:4000])
+            self.client.set_tag(run_id, STATE, FAILED)
+            self.client.set_terminated(run_id, "FAILED")
+        except Exception:
+            pass
+
+    def _runs(self) -> list[Any]:
+        runs: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`{KIND}` = 'task'",
+                max_results=1000,
+                page_token=token,
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+    def load(self) -> tuple[list[CommittedTask], list[FailedTask]]:
+        """Committed tasks in id order, checked; every other task run is marked failed."""
+
+        def run() -> tuple[list[CommittedTask], list[FailedTask]]:
+            committed, failed = [], []
+            for r in self._runs():
+                tags = r.data.tags
+                if tags.get(STATE) == COMMITTED:
+                    committed.append(r)
+                    continue
+                error = tags.get(ERROR, INTERRUPTED)
+                if tags.get(STATE) != FAILED or r.info.status == "RUNNING":
+                    self.fail(r.info.run_id, error)
+                failed.append(
+                    FailedTask(
+                        tags.get(TASK, r.info.run_name),
+                        r.info.run_id,
+                        error,
+                        int(r.info.start_time),
+                    )
+                )
+            committed.sort(key=lambda r: int(r.data.tags[TASK_ID]))
+            ids = [int(r.data.tags[TASK_ID]) for r in committed]
+            if ids != list(range(1, len(ids) + 1)):
+                raise StoreCorruptError(f"committed task ids {ids} are not 1..{len(ids)}")
+            tasks = [self._read(r) for r in committed]
+            names = {t.state.name for t in tasks}
+            latest: dict[str, FailedTask] = {}
+            for f in sorted(failed, key=lambda f: f.created_ms):
+                if f.name not in names:
+                    latest[f.name] = f
+            return tasks, list(latest.values())
+
+        return self._call("load the tasks", run)
+
+    def _read(self, r: Any) -> CommittedTask:
+        run_id = r.info.run_id
+        with tempfile.TemporaryDirectory() as tmp:
+            path = self.client.download_artifacts(run_id, STATE_ARTIFACT, tmp)
+            blob = Path(path).read_bytes()
+        if hashlib.sha256(blob).hexdigest() != r.data.tags.get(SHA256):
+            raise StoreCorruptError(f"run {run_id}: {STATE_ARTIFACT} does not match its sha256")
+        try:
+            state = loads(blob)
+        except ValueError as e:
+            raise StoreCorruptError(f"run {run_id}: {e}") from None
+        version = r.data.tags.get(VERSION) or self._register(run_id, state)
+        if r.info.status != "FINISHED":
+            self._finish(run_id)
+        return CommittedTask(
+            state, run_id, self.model_name(state.name), version, int(r.info.start_time)
+        )

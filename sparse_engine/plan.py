@@ -1,0 +1,193 @@
+"""Compile a committed task into the engine's plan: only the weights the task reads.
+
+A plan holds, per layer, the task's masked weights in the layout its input calls for
+(see ``kernels``), its bias and its frozen k-WTA boost factors; then the head. It depends
+only on frozen values (the task's mask, biases, k-WTA state, head, and backbone weights
+the mask covers, which no later task may write), so it never needs rebuilding while the
+task exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .backbone import BackboneSpec, LayerSpec
+from .kwta import KWinnersState, resolve_k
+from .task import Task
+
+LayerFormat = Literal["conv", "input_major", "output_major", "dense_rows"]
+
+# Weight density from which a layer is stored dense: then Wᵀ takes no more memory than
+# CSR values + indices, and dense kernels beat sparse ones.
+DENSE_FROM = 1 / 3
+# Input activation density below which a linear layer is laid out input-major (its
+# active inputs index their rows); at or above it, output-major suits a dense input.
+SPARSE_INPUT_BELOW = 0.5
+
+
+@dataclass(frozen=True)
+class PlanMemory:
+    """Bytes one plan holds, and the budget: 1.5 × a plain CSR of its non-zero weights."""
+
+    nnz: int  # non-zero weights read by the task, head included
+    value_bytes: int
+    index_bytes: int
+    other_bytes: int  # biases, boost factors, head bias
+    csr_bytes: int  # nnz × 4 + int32 column indices + int64 row pointers (head: dense)
+
+    @property
+    def weight_bytes(self) -> int:
+        """Values and indices: what grows with the weights the task reads."""
+        return self.value_bytes + self.index_bytes
+
+    @property
+    def total_bytes(self) -> int:
+        return self.value_bytes + self.index_bytes + self.other_bytes
+
+    @property
+    def bound_bytes(self) -> int:
+        return int(1.5 * self.csr_bytes)
+
+
+@dataclass(frozen=True, eq=False)
+class LayerPlan:
+    """One compiled layer: weights in ``format``, bias, k and boost factors for k-WTA.
+
+    ``values``/``indices``/``indptr`` are: CSR of W (output-major), CSR of Wᵀ
+    (input-major), dense Wᵀ with empty index arrays (dense_rows), or the non-zero values
+    and their flat positions in the C_out×C_in×3×3 kernel (conv).
+    """
+
+    format: LayerFormat
+    layer: LayerSpec
+    k: int
+    boost: np.ndarray  # float32, units
+    bias: np.ndarray  # float32, out features or channels
+    values: np.ndarray
+    indices: np.ndarray  # uint32 (int32 for conv)
+    indptr: np.ndarray  # uint32
+    nnz: int
+
+    @property
+    def n_in(self) -> int:
+        return self.layer.fan_in
+
+    @property
+    def units(self) -> int:
+        return self.layer.units
+
+    def conv_weight(self) -> Tensor:
+        """The dense masked conv kernel, rebuilt from the non-zeros (a few µs, never stored)."""
+        flat = torch.zeros(self.layer.numel)
+        flat[torch.from_numpy(self.indices).long()] = torch.from_numpy(self.values)
+        return flat.reshape(self.layer.weight_shape)
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """A task compiled for inference: its layers, its head (stored as Wᵀ) and memory use."""
+
+    name: str
+    spec: BackboneSpec
+    layers: tuple[LayerPlan, ...]
+    head_weight_t: np.ndarray  # float32, features × classes
+    head_bias: np.ndarray
+    memory: PlanMemory
+
+    @property
+    def n_conv(self) -> int:
+        return sum(1 for layer in self.layers if layer.format == "conv")
+
+
+def boost_factors(state: KWinnersState, units: int) -> np.ndarray:
+    """exp((k/n − duty)·strength): computed with the same float32 ops as ``kwinners``."""
+    k = resolve_k(state.k, units)
+    if state.boost_strength > 0.0:
+        boost = torch.exp((k / units - state.duty_cycle.reshape(-1)) * state.boost_strength)
+    else:
+        boost = torch.ones(units)
+    return np.ascontiguousarray(boost.to(torch.float32).numpy())
+
+
+def _csr(weight: Tensor, mask: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CSR (values, uint32 column indices, uint32 row pointers) of the mask's entries of weight.
+
+    Below 2**31 entries the same buffers viewed as int32 serve ``torch.sparse``.
+    """
+    rows, cols = mask.nonzero(as_tuple=True)
+    if rows.numel() >= 2**31:
+        raise ValueError("a layer with 2**31 or more non-zero weights does not fit int32 indices")
+    counts = torch.bincount(rows, minlength=mask.shape[0])
+    indptr = torch.zeros(mask.shape[0] + 1, dtype=torch.int64)
+    indptr[1:] = counts.cumsum(0)
+    values = weight[rows, cols].to(torch.float32).contiguous()
+    return (
+        values.numpy(),
+        cols.to(torch.int32).numpy().view(np.uint32),
+        indptr.to(torch.int32).numpy().view(np.uint32),
+    )
+
+
+def layer_format(layer: LayerSpec, weight_density: float, input_density: float) -> LayerFormat:
+    """The layout that serves a layer best, given its mask density and its input's density."""
+    if layer.kind == "conv":
+        return "conv"
+    if weight_density >= DENSE_FROM:
+        return "dense_rows"
+    return "input_major" if input_density < SPARSE_INPUT_BELOW else "output_major"
+
+
+@torch.no_grad()
+def compile_task(spec: BackboneSpec, weights: Sequence[Tensor], task: Task) -> Plan:
+    """Compile ``task`` against the backbone's current weights (which its mask keeps frozen)."""
+    layers: list[LayerPlan] = []
+    input_density = 1.0  # the backbone's input (pixels, features) is dense
+    value_bytes = index_bytes = other_bytes = csr_bytes = nnz_total = 0
+    for layer, w, mask, bias, state in zip(
+        spec.layers, weights, task.masks, task.biases, task.kwta, strict=True
+    ):
+        nnz = int(mask.sum())
+        k = resolve_k(state.k, layer.units)
+        fmt = layer_format(layer, nnz / layer.numel, input_density)
+        if fmt == "conv":
+            flat_mask = mask.reshape(-1)
+            values = w.reshape(-1)[flat_mask].to(torch.float32).numpy()
+            indices = flat_mask.nonzero().reshape(-1).to(torch.int32).numpy()
+            indptr = np.zeros(0, dtype=np.uint32)
+        elif fmt == "dense_rows":
+            wt = torch.where(mask, w, torch.zeros((), dtype=w.dtype)).t().contiguous()
+            values = wt.to(torch.float32).numpy()
+            indices = indptr = np.zeros(0, dtype=np.uint32)
+        elif fmt == "output_major":
+            values, indices, indptr = _csr(w, mask)
+        else:
+            values, indices, indptr = _csr(w.t(), mask.t())
+        boost = boost_factors(state, layer.units)
+        bias_np = np.ascontiguousarray(bias.detach().to(torch.float32).numpy().copy())
+        layers.append(
+            LayerPlan(
+                fmt, layer, k, boost, bias_np, np.ascontiguousarray(values), indices, indptr, nnz
+            )
+        )
+        value_bytes += values.nbytes
+        index_bytes += indices.nbytes + indptr.nbytes
+        other_bytes += boost.nbytes + bias_np.nbytes
+        csr_bytes += nnz * 8 + (w.shape[0] + 1) * 8
+        nnz_total += nnz
+        input_density = k / layer.units
+    head_t = np.ascontiguousarray(task.head_weight.detach().to(torch.float32).t().numpy())
+    head_b = np.ascontiguousarray(task.head_bias.detach().to(torch.float32).numpy().copy())
+    memory = PlanMemory(
+        nnz=nnz_total + head_t.size,
+        value_bytes=value_bytes + head_t.nbytes,
+        index_bytes=index_bytes,
+        other_bytes=other_bytes + head_b.nbytes,
+        csr_bytes=csr_bytes + head_t.nbytes,
+    )
+    return Plan(task.name, spec, tuple(layers), head_t, head_b, memory)

@@ -1,0 +1,113 @@
+"""The server on a real `mlflow server` process (any tracking URI works, not only sqlite)."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from client import Client, ClientError
+from sparse_engine.mnist import Mnist
+
+from ..serving import FAST, ServerProcess, digits
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Remote:
+    mlflow: subprocess.Popen[bytes]
+    uri: str
+    server: ServerProcess
+    client: Client
+    probe: np.ndarray
+    before: bytes
+    mnist: Mnist
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Iterator[Remote]:
+    root: Path = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    mlflow = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--backend-store-uri",
+            f"sqlite:///{root / 'server.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--workers",
+            "1",
+        ],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{uri}/health", timeout=2)
+            break
+        except OSError:
+            if mlflow.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("mlflow server did not start") from None
+            time.sleep(0.5)
+    server = ServerProcess(root / "data", tracking_uri=uri).start()
+    client = Client(server.address, timeout=120)
+    client.learn("A", digits(mnist, [0, 1]), **FAST)
+    probe = mnist.x_test[:200]
+    yield Remote(
+        mlflow, uri, server, client, probe, client.predict("A", probe).scores.tobytes(), mnist
+    )
+    client.close()
+    server.terminate()
+    if mlflow.poll() is None:
+        mlflow.send_signal(signal.SIGTERM)
+        mlflow.wait(30)
+
+
+def test_task_is_stored_in_the_mlflow_server(remote: Remote) -> None:
+    info = remote.client.task("A")
+    store = MlflowClient(remote.uri)
+    run = store.get_run(info.mlflow_run_id)
+    assert run.data.tags["sparsecl.state"] == "committed" and run.info.status == "FINISHED"
+    assert {a.path for a in store.list_artifacts(run.info.run_id, "task")} >= {
+        "task/state.safetensors"
+    }
+    assert store.get_model_version(info.model_name, info.model_version).run_id == run.info.run_id
+    assert remote.client.backbone().tracking_uri == remote.uri
+
+
+def test_unreachable_store_is_unavailable_and_changes_nothing(remote: Remote) -> None:
+    remote.mlflow.send_signal(signal.SIGTERM)
+    remote.mlflow.wait(30)
+    with pytest.raises(ClientError) as info:
+        remote.client.learn("B", digits(remote.mnist, [2, 3]), **FAST)
+    assert info.value.code == grpc.StatusCode.UNAVAILABLE
+    assert "MLflow" in info.value.message
+    committed = [t.name for t in remote.client.tasks() if t.state == "committed"]
+    assert committed == ["A"]
+    assert remote.client.predict("A", remote.probe).scores.tobytes() == remote.before

@@ -1,0 +1,301 @@
+"""The service against a real server process and a real sqlite MLflow store.
+
+One server for the module: tasks A and B are learned once; every error path is then
+checked to answer its status code and to leave the task list and predictions unchanged.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from client import Client, ClientError
+from client.convert import tensor
+from sparse_engine.mnist import Mnist
+from sparsecl.v1 import sparsecl_pb2 as pb
+from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
+
+from ..serving import FAST, ServerProcess, digits
+
+
+@dataclass
+class Served:
+    server: ServerProcess
+    client: Client
+    stub: pb_grpc.ContinualLearnerStub
+    probe: np.ndarray
+    a_before_b: np.ndarray  # A's scores on the probe right after A was committed
+    mnist: Mnist
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Iterator[Served]:
+    server = ServerProcess(tmp_path_factory.mktemp("store")).start()
+    client = Client(server.address, timeout=120)
+    probe = mnist.x_test[:200]
+    client.learn("A", digits(mnist, [0, 1]), **FAST)
+    a_before_b = client.predict("A", probe).scores
+    client.learn("B", digits(mnist, [2, 3]), **FAST)
+    channel = grpc.insecure_channel(server.address)
+    yield Served(server, client, pb_grpc.ContinualLearnerStub(channel), probe, a_before_b, mnist)
+    channel.close()
+    client.close()
+    server.terminate()
+
+
+def snapshot(s: Served) -> tuple[list[tuple[str, str, int]], bytes, bytes]:
+    """The task list and both tasks' scores on the probe, as bytes for bit comparison."""
+    tasks = [(t.name, t.state, t.id) for t in s.client.tasks()]
+    return (
+        tasks,
+        s.client.predict("A", s.probe).scores.tobytes(),
+        s.client.predict("B", s.probe).scores.tobytes(),
+    )
+
+
+def rejected(s: Served, code: grpc.StatusCode, call: Callable[[], object]) -> str:
+    """Run a call that must fail with ``code`` and change nothing; returns its message."""
+    before = snapshot(s)
+    with pytest.raises((ClientError, grpc.RpcError)) as info:
+        call()
+    error = info.value
+    got = error.code if isinstance(error, ClientError) else error.code()  # type: ignore[operator]
+    message = error.message if isinstance(error, ClientError) else error.details()  # type: ignore[operator]
+    assert got == code, message
+    assert snapshot(s) == before
+    return str(message)
+
+
+def upload(s: Served, *requests: pb.AddTaskRequest) -> list[pb.AddTaskEvent]:
+    return list(s.stub.AddTask(iter(requests), timeout=60))
+
+
+def header(name: str = "C", **hp: float) -> pb.AddTaskRequest:
+    return pb.AddTaskRequest(
+        header=pb.AddTaskHeader(name=name, hyper_parameters=pb.HyperParameters(**hp))
+    )
+
+
+def chunk(x: np.ndarray, y: np.ndarray, split: int = pb.SPLIT_TRAIN) -> pb.AddTaskRequest:
+    return pb.AddTaskRequest(chunk=pb.ExampleChunk(split=split, x=tensor(x), y=tensor(y)))
+
+
+# ---- the promises ----------------------------------------------------------------------------
+def test_predictions_of_a_are_bit_identical_after_b(served: Served) -> None:
+    after = served.client.predict("A", served.probe).scores
+    assert after.tobytes() == served.a_before_b.tobytes()
+
+
+def test_tasks_are_listed_committed_in_id_order_with_their_mlflow_run(served: Served) -> None:
+    tasks = served.client.tasks()
+    assert [(t.name, t.state, t.id, t.classes) for t in tasks[:2]] == [
+        ("A", "committed", 1, (0, 1)),
+        ("B", "committed", 2, (2, 3)),
+    ]
+    assert all(t.mlflow_run_id and t.model_version == "1" for t in tasks[:2])
+
+
+def test_predicted_labels_are_the_tasks_own_label_values(served: Served) -> None:
+    x, y = digits(served.mnist, [2, 3], n=100, offset=1000)
+    prediction = served.client.predict("B", x)
+    assert set(np.unique(prediction.labels)) <= {2, 3}
+    assert (prediction.labels == y).mean() > 0.8
+
+
+def test_evaluate_scores_every_task_on_its_own_labels(served: Served) -> None:
+    x, y = served.mnist.x_test[:1000], served.mnist.y_test[:1000]
+    results = {r.task: r for r in served.client.evaluate(x, y)}
+    assert set(results) == {"A", "B"}
+    assert results["A"].examples == int(np.isin(y, [0, 1]).sum())
+    assert results["A"].accuracy > 0.9
+
+
+def test_backbone_reports_free_capacity_per_layer(served: Served) -> None:
+    backbone = served.client.backbone()
+    assert backbone.spec == "mlp:784-64-64"
+    assert backbone.tasks == len(served.client.tasks())
+    assert [lay.weight_shape for lay in backbone.layers] == [(64, 784), (64, 64)]
+    owned = sum(t.weights_owned for t in served.client.tasks())
+    assert sum(lay.weights - lay.free_weights for lay in backbone.layers) == owned > 0
+
+
+def test_predictions_for_a_are_served_while_b_trains(served: Served) -> None:
+    expected = served.client.predict("A", served.probe).scores.tobytes()
+    x, y = digits(served.mnist, [6, 7], n=1500)
+    events: list[object] = []
+    errors: list[Exception] = []
+
+    def learn() -> None:
+        try:
+            events.extend(served.client.add_task("slow", (x, y), **{**FAST, "epochs": 4}))
+        except Exception as e:
+            errors.append(e)
+
+    def state() -> str:
+        try:
+            return served.client.task("slow").state
+        except ClientError:
+            return ""  # not queued yet
+
+    thread = threading.Thread(target=learn)
+    thread.start()
+    served_during_training = 0
+    while thread.is_alive():
+        before = state()
+        assert served.client.predict("A", served.probe).scores.tobytes() == expected
+        if before == "training" and state() == "training":
+            served_during_training += 1
+        time.sleep(0.02)
+    thread.join()
+    assert not errors, errors
+    assert served_during_training >= 3
+    assert served.client.task("slow").state == "committed"
+
+
+# ---- every error path: its status code, and nothing changed ---------------------------------
+def test_unknown_task_is_not_found(served: Served) -> None:
+    message = rejected(
+        served, grpc.StatusCode.NOT_FOUND, lambda: served.client.predict("nope", served.probe)
+    )
+    assert "nope" in message and "A" in message
+
+
+def test_get_unknown_task_is_not_found(served: Served) -> None:
+    rejected(served, grpc.StatusCode.NOT_FOUND, lambda: served.client.task("nope"))
+
+
+def test_taken_name_is_already_exists(served: Served) -> None:
+    rejected(
+        served,
+        grpc.StatusCode.ALREADY_EXISTS,
+        lambda: served.client.learn("A", digits(served.mnist, [4, 5]), **FAST),
+    )
+
+
+def test_inputs_of_the_wrong_shape_are_invalid(served: Served) -> None:
+    message = rejected(
+        served,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: served.client.predict("A", np.zeros((3, 100), np.float32)),
+    )
+    assert "784" in message
+
+
+def test_integer_inputs_are_invalid(served: Served) -> None:
+    request = pb.PredictRequest(task="A", x=tensor(np.zeros((2, 784), np.int32)))
+    rejected(served, grpc.StatusCode.INVALID_ARGUMENT, lambda: served.stub.Predict(request))
+
+
+def test_nan_inputs_are_invalid(served: Served) -> None:
+    x = np.zeros((2, 784), np.float32)
+    x[1, 5] = np.nan
+    message = rejected(
+        served, grpc.StatusCode.INVALID_ARGUMENT, lambda: served.client.predict("A", x)
+    )
+    assert "NaN" in message
+
+
+def test_tensor_bytes_not_matching_its_shape_are_invalid(served: Served) -> None:
+    bad = pb.Tensor(shape=[2, 784], dtype=pb.DTYPE_FLOAT32, data=b"\0" * 100)
+    rejected(
+        served,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: served.stub.Predict(pb.PredictRequest(task="A", x=bad)),
+    )
+
+
+def test_message_over_4_mib_is_resource_exhausted(served: Served) -> None:
+    x = np.zeros((1500, 784), np.float32)  # 4.7 MB in one message
+    request = pb.PredictRequest(task="A", x=tensor(x))
+    rejected(served, grpc.StatusCode.RESOURCE_EXHAUSTED, lambda: served.stub.Predict(request))
+
+
+def test_hyper_parameter_out_of_range_is_invalid(served: Served) -> None:
+    message = rejected(
+        served,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: served.client.learn("C", digits(served.mnist, [4, 5]), **{**FAST, "density": 1.5}),
+    )
+    assert "density" in message
+
+
+def test_k_larger_than_a_layer_is_invalid(served: Served) -> None:
+    rejected(
+        served,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: served.client.learn("C", digits(served.mnist, [4, 5]), **{**FAST, "k": 65}),
+    )
+
+
+def test_single_class_is_invalid(served: Served) -> None:
+    rejected(
+        served,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: served.client.learn("C", digits(served.mnist, [4]), **FAST),
+    )
+
+
+def test_bad_task_name_is_invalid(served: Served) -> None:
+    rejected(
+        served,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: served.client.learn("no spaces/allowed", digits(served.mnist, [4, 5]), **FAST),
+    )
+
+
+def test_upload_without_examples_is_invalid(served: Served) -> None:
+    rejected(served, grpc.StatusCode.INVALID_ARGUMENT, lambda: upload(served, header()))
+
+
+def test_upload_not_starting_with_a_header_is_invalid(served: Served) -> None:
+    x, y = digits(served.mnist, [4, 5], n=50)
+    rejected(served, grpc.StatusCode.INVALID_ARGUMENT, lambda: upload(served, chunk(x, y)))
+
+
+def test_label_set_not_matching_the_labels_is_invalid(served: Served) -> None:
+    x, y = digits(served.mnist, [4, 5], n=50)
+    first = header()
+    first.header.labels.extend([4, 5, 9])
+    rejected(served, grpc.StatusCode.INVALID_ARGUMENT, lambda: upload(served, first, chunk(x, y)))
+
+
+def test_incomplete_upload_is_invalid(served: Served) -> None:
+    x, y = digits(served.mnist, [4, 5], n=50)
+    first = header()
+    first.header.train_examples = 80
+    message = rejected(
+        served, grpc.StatusCode.INVALID_ARGUMENT, lambda: upload(served, first, chunk(x, y))
+    )
+    assert "80" in message
+
+
+def test_validation_labels_outside_the_task_are_invalid(served: Served) -> None:
+    rejected(
+        served,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: served.client.learn(
+            "C", digits(served.mnist, [4, 5]), digits(served.mnist, [6, 7], n=50), **FAST
+        ),
+    )
+
+
+def test_evaluate_with_no_label_of_the_task_is_invalid(served: Served) -> None:
+    x, y = digits(served.mnist, [8, 9], n=50)
+    rejected(
+        served, grpc.StatusCode.INVALID_ARGUMENT, lambda: served.client.evaluate(x, y, task="A")
+    )
+
+
+def test_rejected_uploads_leave_no_mlflow_run(served: Served) -> None:
+    from mlflow.tracking import MlflowClient
+
+    store = MlflowClient(f"sqlite:///{Path(served.server.data_dir) / 'mlflow.db'}")
+    runs = store.search_runs([served.client.backbone().experiment_id])
+    assert sorted(r.info.run_name for r in runs) == sorted(t.name for t in served.client.tasks())

@@ -1,0 +1,206 @@
+"""The sparse inference engine matches the dense masked forward pass, with compact cached plans."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from torch import Tensor
+
+from sparse_engine import kernels
+from sparse_engine.backbone import Backbone, BackboneSpec
+from sparse_engine.config import TaskConfig
+from sparse_engine.engine import EngineSettings, InferenceEngine, layer_path
+from sparse_engine.mnist import Mnist
+from sparse_engine.model import SparseCL
+from sparse_engine.plan import compile_task
+from sparse_engine.synthetic import synthetic_task
+from sparse_engine.task import Task, TaskNet
+
+from .conftest import task_of
+
+BATCHES = (1, 3, 16, 70)
+MLP = "mlp:784-300-200-100"
+CNN = "cnn:1x28x28-c8-c16-64"
+CNN_RGB = "cnn:3x12x12-c6-40-30"
+
+_backbones: dict[str, Backbone] = {}
+
+
+def backbone(spec: str) -> Backbone:
+    if spec not in _backbones:
+        _backbones[spec] = Backbone(BackboneSpec.parse(spec), seed=3)
+    return _backbones[spec]
+
+
+def assert_matches_reference(
+    engine: InferenceEngine, bb: Backbone, task: Task, batches: tuple[int, ...] = BATCHES
+) -> None:
+    reference = TaskNet(bb.spec, bb.weights, task)
+    g = torch.Generator().manual_seed(len(task.name))
+    for batch in batches:
+        x = torch.randn(batch, *bb.spec.input_shape, generator=g)
+        got, want = engine.logits(task, bb.weights, x), reference(x)
+        assert got.shape == want.shape
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), (
+            f"batch {batch}: max |Δ| {(got - want).abs().max():.2e}"
+        )
+        assert torch.equal(got.argmax(1), want.argmax(1))
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("density", [0.02, 0.1, 0.25, 0.5, 1.0])
+@pytest.mark.parametrize("k", [1, 0.05, 0.2, 1.0])
+def test_mlp_logits_match_dense_masked_forward(backend: str, density: float, k: float) -> None:
+    bb = backbone(MLP)
+    task = synthetic_task(bb, f"d{density}-k{k}", density, k, seed=int(100 * density))
+    engine = InferenceEngine(bb.spec, EngineSettings(backend=backend))  # type: ignore[arg-type]
+    assert_matches_reference(engine, bb, task)
+
+
+@pytest.mark.parametrize("spec", [CNN, CNN_RGB])
+@pytest.mark.parametrize("density", [0.05, 0.2, 0.6])
+@pytest.mark.parametrize("k", [0.1, 0.3, 1.0])
+def test_cnn_logits_match_dense_masked_forward(spec: str, density: float, k: float) -> None:
+    bb = backbone(spec)
+    task = synthetic_task(bb, f"c{density}-{k}", density, k, seed=7)
+    assert_matches_reference(InferenceEngine(bb.spec), bb, task, batches=(1, 5, 40))
+
+
+@pytest.mark.parametrize("boost_strength", [0.0, 3.0])
+def test_boosted_winners_match_the_reference(boost_strength: float) -> None:
+    """Strong boosting makes winners differ from the plain top-k; the engine must follow."""
+    bb = backbone(MLP)
+    task = synthetic_task(bb, f"boost{boost_strength}", 0.1, 0.1, boost_strength=boost_strength)
+    assert_matches_reference(InferenceEngine(bb.spec), bb, task)
+
+
+def test_every_path_is_exercised_and_chunking_does_not_change_a_bit() -> None:
+    bb = backbone(MLP)
+    task = synthetic_task(bb, "paths", 0.1, 0.1, seed=5)
+    dense = synthetic_task(bb, "dense-paths", 0.6, 0.1, seed=5)
+    one = InferenceEngine(bb.spec, EngineSettings(threads=1))
+    many = InferenceEngine(bb.spec, EngineSettings(threads=3, parallel_min_batch=1))
+    paths = set()
+    for t in (task, dense):
+        plan = one.plan(t, bb.weights)
+        for batch in BATCHES:
+            paths.update(layer_path(layer, batch) for layer in plan.layers)
+            x = torch.randn(batch, 784)
+            assert torch.equal(one.logits(t, bb.weights, x), many.logits(t, bb.weights, x))
+    assert paths == {"gather", "spmm", "scatter", "rows", "dense"}
+    many.close()
+
+
+def test_plan_memory_is_within_one_and_a_half_csr_of_the_nonzeros() -> None:
+    for spec in (MLP, CNN, "mlp:784-2048-2048-2048"):
+        bb = backbone(spec)
+        for density in (0.01, 0.05, 0.1, 0.2, 0.4, 1.0):
+            task = synthetic_task(bb, "mem", density, 0.1)
+            memory = compile_task(bb.spec, bb.weights, task).memory
+            nnz = sum(int(m.sum()) for m in task.masks) + task.head_weight.numel()
+            assert memory.nnz == nnz
+            assert memory.weight_bytes <= memory.bound_bytes, (spec, density, memory)
+            # per-unit vectors (biases, boost) come on top; they matter only for tiny masks
+            if density >= 0.1:
+                assert memory.total_bytes <= memory.bound_bytes, (spec, density, memory)
+    # the 3×2048 MLP at 10 %: no dense copy of its 10.0 M weights (40 MB) per task
+    big = compile_task(bb.spec, bb.weights, synthetic_task(bb, "big", 0.1, 0.1)).memory
+    assert big.total_bytes < 0.25 * 4 * sum(w.numel() for w in bb.weights)
+
+
+def test_plans_are_cached_and_rebuilt_only_when_the_task_changes() -> None:
+    bb = backbone(MLP)
+    engine = InferenceEngine(bb.spec)
+    a = synthetic_task(bb, "a", 0.1, 0.1, seed=1)
+    b = synthetic_task(bb, "b", 0.1, 0.1, seed=2)
+    plan_a = engine.plan(a, bb.weights)
+    x = torch.randn(9, 784)
+    before = engine.logits(a, bb.weights, x)
+    engine.logits(b, bb.weights, x)
+    assert engine.plan(a, bb.weights) is plan_a
+    assert engine.builds == 2
+    assert torch.equal(engine.logits(a, bb.weights, x), before)
+    assert set(engine.memory()) == {"a", "b"}
+    replaced = synthetic_task(bb, "a", 0.2, 0.1, seed=9)  # same name, a new task
+    assert engine.plan(replaced, bb.weights) is not plan_a
+    assert engine.builds == 3
+    engine.drop("b")
+    assert set(engine.memory()) == {"a"}
+
+
+def test_concurrent_callers_get_their_own_answers() -> None:
+    bb = backbone(MLP)
+    engine = InferenceEngine(bb.spec, EngineSettings(threads=2, parallel_min_batch=2))
+    tasks = [synthetic_task(bb, f"c{i}", 0.1, 0.1, seed=i) for i in range(3)]
+    inputs = [torch.randn(20, 784) for _ in tasks]
+    want = [TaskNet(bb.spec, bb.weights, t)(x) for t, x in zip(tasks, inputs, strict=True)]
+    errors: list[str] = []
+
+    def call(i: int) -> None:
+        for _ in range(5):
+            got = engine.logits(tasks[i], bb.weights, inputs[i])
+            if not torch.allclose(got, want[i], rtol=1e-5, atol=1e-6):
+                errors.append(f"task {i}")
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    engine.close()
+
+
+def test_settings_control_threads_and_refuse_nonsense() -> None:
+    before = torch.get_num_threads()
+    try:
+        engine = InferenceEngine(backbone(MLP).spec, EngineSettings(threads=1))
+        assert torch.get_num_threads() == 1
+        assert engine.threads == 1
+        engine.configure(EngineSettings(threads=2))
+        assert engine.threads == 2
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError):
+        EngineSettings(threads=-1)
+    with pytest.raises(ValueError):
+        EngineSettings(backend="gpu")  # type: ignore[arg-type]
+
+
+def test_inputs_that_require_grad_or_are_not_contiguous_work() -> None:
+    bb = backbone(MLP)
+    task = synthetic_task(bb, "grad", 0.1, 0.1)
+    x = torch.randn(784, 6).t().requires_grad_(True)
+    want = TaskNet(bb.spec, bb.weights, task)(x.detach())
+    got = InferenceEngine(bb.spec).logits(task, bb.weights, x)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_kernels_warm_up() -> None:
+    kernels.warm_up()
+
+
+def test_learned_tasks_run_through_the_engine_and_stay_bit_identical(mnist: Mnist) -> None:
+    """SparseCL.logits/predict go through the engine; later tasks change no plan or output."""
+    model = SparseCL("mlp:784-128-128")
+    config = TaskConfig(density=0.1, k=0.1, epochs=1, retrain_epochs=1, batch_size=64, lr=3e-3)
+    first = task_of(mnist, [0, 1], limit=300)
+    model.learn_task("first", first, config=config)
+    probe = task_of(mnist, list(range(10)), limit=100).x
+    got, want = model.logits("first", probe), model.reference_logits("first", probe)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert torch.equal(model.predict("first", probe), torch.tensor([0, 1])[want.argmax(1)])
+    assert model.accuracy("first", first) > 0.9
+    plan = model.engine.plan(model.task("first"), model.backbone.weights)
+    model.learn_task("second", task_of(mnist, [2, 3], limit=300), config=config)
+    assert model.engine.plan(model.task("first"), model.backbone.weights) is plan
+    after: Tensor = model.logits("first", probe)
+    assert torch.equal(after, got)
+    assert torch.allclose(
+        model.logits("second", probe),
+        model.reference_logits("second", probe),
+        rtol=1e-5,
+        atol=1e-6,
+    )
