@@ -283,15 +283,16 @@ def make_strategy(
 def stored_bytes(method: str, strategy: Any, model: nn.Module, tasks: int) -> tuple[float, float]:
     """Bytes and parameters stored per task once the stream is learned."""
     if method == "sparsecl":
-        learner = strategy.learner
-        params, stored = [], []
-        for task in learner.tasks.values():
-            owned = sum(int((m == task.record.id).sum()) for m in learner.owners.maps)
-            own = sum(b.numel() for b in task.biases) + task.head_weight.numel()
-            own += task.head_bias.numel()
-            mask_bytes = sum(math.ceil(m.numel() / 8) for m in task.masks)
-            params.append(owned + own)
-            stored.append(4 * (owned + own) + mask_bytes)
+        from sparse_engine.state import dumps, export_task
+
+        # what the server stores per task: its safetensors blob (packed mask, owned values,
+        # biases, k-WTA state, head)
+        states = [export_task(strategy.learner, name) for name in strategy.learner.tasks]
+        stored = [len(dumps(state)) for state in states]
+        params = [
+            sum(t.numel() for t in (*st.own_values, *st.biases, st.head_weight, st.head_bias))
+            for st in states
+        ]
         return sum(stored) / len(stored), sum(params) / len(params)
     total = sum(p.numel() for p in model.parameters())
     if method == "independent":
@@ -499,6 +500,11 @@ def main(argv: list[str] | None = None) -> int:
         "run, benchmarks/results/continual-quick.json for --quick)",
     )
     parser.add_argument(
+        "--append",
+        action="store_true",
+        help="keep the rows already in the JSON file and run only the missing (stream, method)",
+    )
+    parser.add_argument(
         "--tracking-uri",
         default=None,
         help="MLflow tracking URI for the run (default: sqlite under ./sparsecl-data)",
@@ -518,11 +524,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     out = args.json or RESULTS / ("continual-quick.json" if args.quick else "continual.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = json.loads(out.read_text()) if args.append and out.exists() else []
+    done = {(r["stream"], r["method"]) for r in rows}
     print(f"machine: {machine()}", flush=True)
     started = time.perf_counter()
     for stream in args.streams.split(","):
         for method in args.methods.split(","):
+            if (stream, method) in done:
+                continue
             row = run_isolated(stream, method, settings)
             rows.append(row)
             print(

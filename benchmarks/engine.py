@@ -29,7 +29,7 @@ from torch import Tensor
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sparse_engine.backbone import Backbone, BackboneSpec
-from sparse_engine.engine import EngineSettings, InferenceEngine, layer_path
+from sparse_engine.engine import EngineSettings, InferenceEngine, plan_paths
 from sparse_engine.kwta import KWinners
 from sparse_engine.synthetic import synthetic_task
 from sparse_engine.task import Task, TaskNet
@@ -135,6 +135,7 @@ def run_point(
     weights = backbone.weights
     reference = TaskNet(spec, weights, task)
     engine = InferenceEngine(spec, EngineSettings(threads=threads))
+    engine.warm_up()  # compile the kernels before timing
     plan = engine.plan(task, weights)
 
     def engine_forward(x: Tensor) -> Tensor:
@@ -169,7 +170,7 @@ def run_point(
                 ideal=round(1 / (d_w * d_a), 1),
                 max_abs_err=float((got - want).abs().max()),
                 labels_equal=bool((got.argmax(1) == want.argmax(1)).all()),
-                paths="/".join(layer_path(layer, batch) for layer in plan.layers),
+                paths="/".join(plan_paths(plan, batch)),
                 plan_bytes=plan.memory.total_bytes,
                 plan_bound_bytes=plan.memory.bound_bytes,
                 reps=reps,
@@ -202,6 +203,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--budget", type=float, default=None, help="seconds of timing per point")
     parser.add_argument("--widths", type=int, nargs="*", default=None)
+    parser.add_argument(
+        "--pairs", type=float, nargs="*", default=None, help="d_w d_a d_w d_a ... (fractions)"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.quick:
@@ -214,6 +218,8 @@ def main(argv: list[str] | None = None) -> None:
         budget = args.budget or 3.0
     if args.widths:
         widths = tuple(args.widths)
+    if args.pairs:
+        pairs = list(zip(args.pairs[::2], args.pairs[1::2], strict=True))
     points: list[Point] = []
     for width, (d_w, d_a) in itertools.product(widths, pairs):
         for p in run_point(width, d_w, d_a, BATCHES, args.threads, budget):

@@ -2,12 +2,14 @@
 
 Each linear layer does work in proportion to its non-zero weights times its active
 inputs (weight sparsity × activation sparsity), through compiled kernels that release
-the GIL so the engine splits a batch over its own threads. Paths per layer and batch size:
-batch 1 runs one sample per kernel call on the caller's thread; an output-major layer
-(dense input) switches to a kernel vectorised over the batch from ``SPMM_FROM`` samples;
-a layer stored dense switches to a dense matmul from ``DENSE_MATMUL_FROM`` samples. Conv
-layers run in PyTorch (their kernels are small). Without numba the engine runs the same
-plans through PyTorch (``torch.sparse`` CSR matmuls), which is also the fallback backend.
+the GIL so the engine splits a batch over its own threads. The whole stack of linear
+layers, their k-WTA and the head run in one kernel call per thread (see ``kernels``):
+one sample at a time below ``BLOCK_FROM`` samples (latency); from there in chunks, where
+a dense-input layer runs vectorised over the chunk's samples. A plan with a layer stored
+dense switches to per-layer kernels and a BLAS matmul for that layer from
+``DENSE_MATMUL_FROM`` samples. Conv layers
+run in PyTorch (their kernels are small). Without numba the engine runs the same plans
+through PyTorch (``torch.sparse`` CSR matmuls), which is also the fallback backend.
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ except ImportError:  # pragma: no cover - numba is a dependency; the torch backe
 
 Backend = Literal["auto", "numba", "torch"]
 LayerPath = Literal["conv", "scatter", "gather", "spmm", "rows", "dense"]
+Mode = Literal["rows", "blocked", "layers"]
 
-SPMM_FROM = 4  # batch from which output-major layers are vectorised over samples
+BLOCK_FROM = 4  # batch from which the one-call forward runs in chunks of samples
+SPMM_FROM = 4  # batch from which output-major layers are vectorised over samples (per layer)
 DENSE_HEAD_FROM = 16  # batch from which the head is a BLAS matmul
 DENSE_MATMUL_FROM = 16  # batch from which dense-stored layers use a BLAS matmul
 
@@ -78,7 +82,7 @@ def apply_thread_settings(settings: EngineSettings) -> None:
 
 
 def layer_path(layer: LayerPlan, batch: int) -> LayerPath:
-    """The kernel a layer runs with for a batch of this size (numba backend)."""
+    """The per-layer kernel a layer runs with in the "layers" mode (numba backend)."""
     if layer.format == "conv":
         return "conv"
     if layer.format == "input_major":
@@ -86,6 +90,38 @@ def layer_path(layer: LayerPlan, batch: int) -> LayerPath:
     if layer.format == "output_major":
         return "spmm" if batch >= SPMM_FROM else "gather"
     return "dense" if batch >= DENSE_MATMUL_FROM else "rows"
+
+
+def run_mode(plan: Plan, batch: int) -> Mode:
+    """How the numba backend runs a plan's linear layers for a batch of this size.
+
+    Chosen from the batch size and the plan alone (never the thread count), so a sample's
+    logits do not depend on how many threads share the batch.
+    """
+    if any(layer_path(layer, batch) == "dense" for layer in plan.layers):
+        return "layers"
+    return "blocked" if batch >= BLOCK_FROM else "rows"
+
+
+_FUSED_PATHS: dict[tuple[Mode, str], LayerPath] = {
+    ("rows", "output_major"): "gather",
+    ("rows", "input_major"): "scatter",
+    ("rows", "dense_rows"): "rows",
+    ("blocked", "output_major"): "spmm",
+    ("blocked", "input_major"): "scatter",
+    ("blocked", "dense_rows"): "rows",
+}
+
+
+def plan_paths(plan: Plan, batch: int) -> tuple[LayerPath, ...]:
+    """The kernel each layer of a plan runs with for a batch of this size (numba backend)."""
+    mode = run_mode(plan, batch)
+    if mode == "layers":
+        return tuple(layer_path(layer, batch) for layer in plan.layers)
+    return tuple(
+        "conv" if layer.format == "conv" else _FUSED_PATHS[mode, layer.format]
+        for layer in plan.layers
+    )
 
 
 _KERNELS = {
@@ -189,6 +225,13 @@ class InferenceEngine:
 
     def _run_numba(self, plan: Plan, linear: Sequence[LayerPlan], h: np.ndarray) -> Tensor:
         n = h.shape[0]
+        mode = run_mode(plan, n)
+        if mode != "layers":
+            logits = np.empty((n, plan.head_bias.shape[0]), dtype=np.float32)
+            kernel = kernels.forward_rows if mode == "rows" else kernels.forward_blocked
+            args = (*plan.net.arrays(), plan.head_weight_t, plan.head_bias, logits)
+            self._split(kernel, n, h, *args, align=kernels.LANES if mode == "blocked" else 1)
+            return torch.from_numpy(logits)
         for layer in linear:
             out = np.empty((n, layer.units), dtype=np.float32)
             path = layer_path(layer, n)
@@ -219,13 +262,16 @@ class InferenceEngine:
         self._split(kernels.sparse_head, n, h, plan.head_weight_t, plan.head_bias, logits)
         return torch.from_numpy(logits)
 
-    def _split(self, kernel: Callable[..., None], n: int, *args: Any) -> None:
-        """Run ``kernel(*args, lo, hi)`` over the batch, in one chunk per thread when large."""
-        threads = min(self.threads, n)
+    def _split(self, kernel: Callable[..., None], n: int, *args: Any, align: int = 1) -> None:
+        """Run ``kernel(*args, lo, hi)`` over the batch, in one chunk per thread when large.
+
+        Chunk bounds are multiples of ``align`` (the samples a blocked kernel vectorises).
+        """
+        threads = min(self.threads, -(-n // align))
         if threads <= 1 or n < self.settings.parallel_min_batch:
             kernel(*args, 0, n)
             return
-        bounds = [n * t // threads for t in range(threads + 1)]
+        bounds = [min(n, -(-n * t // (threads * align)) * align) for t in range(threads + 1)]
         pool = self._executor()
         futures: list[Future[None]] = [
             pool.submit(kernel, *args, bounds[t], bounds[t + 1]) for t in range(1, threads)
@@ -274,8 +320,8 @@ class InferenceEngine:
 
 def _csr_tensor(layer: LayerPlan, size: tuple[int, int]) -> Tensor:
     return torch.sparse_csr_tensor(
-        torch.from_numpy(layer.indptr.view(np.int32)),
-        torch.from_numpy(layer.indices.view(np.int32)),
+        torch.from_numpy(layer.indptr.astype(np.int64)),
+        torch.from_numpy(layer.indices.astype(np.int64)),
         torch.from_numpy(layer.values),
         size=size,
         check_invariants=False,  # built from a valid CSR by compile_task

@@ -1,7 +1,9 @@
 """Compile a committed task into the engine's plan: only the weights the task reads.
 
 A plan holds, per layer, the task's masked weights in the layout its input calls for
-(see ``kernels``), its bias and its frozen k-WTA boost factors; then the head. It depends
+(see ``kernels``), its bias and its frozen k-WTA boost factors; then the head. The linear
+layers' arrays are views into one ``PackedNet`` that the engine hands to a single kernel
+call for the whole network, so packing costs no memory. It depends
 only on frozen values (the task's mask, biases, k-WTA state, head, and backbone weights
 the mask covers, which no later task may write), so it never needs rebuilding while the
 task exists.
@@ -29,6 +31,13 @@ DENSE_FROM = 1 / 3
 # Input activation density below which a linear layer is laid out input-major (its
 # active inputs index their rows); at or above it, output-major suits a dense input.
 SPARSE_INPUT_BELOW = 0.5
+# Largest layer side whose column indices are stored as uint16 (half the index bytes).
+INDEX16_MAX = 1 << 16
+
+# Format codes and the columns of ``PackedNet.meta`` (the kernels read these).
+OUTPUT_MAJOR, INPUT_MAJOR, DENSE_ROWS = 0, 1, 2
+FORMAT_CODE = {"output_major": OUTPUT_MAJOR, "input_major": INPUT_MAJOR, "dense_rows": DENSE_ROWS}
+M_FORMAT, M_IN, M_OUT, M_K, M_VALUES, M_INDICES, M_INDPTR, M_UNITS = range(8)
 
 
 @dataclass(frozen=True)
@@ -38,7 +47,7 @@ class PlanMemory:
     nnz: int  # non-zero weights read by the task, head included
     value_bytes: int
     index_bytes: int
-    other_bytes: int  # biases, boost factors, head bias
+    other_bytes: int  # biases, boost factors, head bias, layer table
     csr_bytes: int  # nnz × 4 + int32 column indices + int64 row pointers (head: dense)
 
     @property
@@ -70,7 +79,7 @@ class LayerPlan:
     boost: np.ndarray  # float32, units
     bias: np.ndarray  # float32, out features or channels
     values: np.ndarray
-    indices: np.ndarray  # uint32 (int32 for conv)
+    indices: np.ndarray  # uint16 or uint32, the same for all linear layers (int32 for conv)
     indptr: np.ndarray  # uint32
     nnz: int
 
@@ -90,6 +99,27 @@ class LayerPlan:
 
 
 @dataclass(frozen=True, eq=False)
+class PackedNet:
+    """The linear layers of a plan in flat arrays, for the engine's one-call kernels.
+
+    Row l of ``meta`` (int64) holds linear layer l's format code, fan-in, units, k and its
+    offsets into ``values``, ``indices``, ``indptr`` and ``bias``/``boost`` (columns
+    ``M_*``). Row pointers are relative to the layer's own ``values``/``indices``.
+    """
+
+    meta: np.ndarray
+    values: np.ndarray  # float32
+    indices: np.ndarray  # uint16 or uint32
+    indptr: np.ndarray  # uint32
+    bias: np.ndarray  # float32
+    boost: np.ndarray  # float32
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The arrays in the order the forward kernels take them."""
+        return (self.meta, self.values, self.indices, self.indptr, self.bias, self.boost)
+
+
+@dataclass(frozen=True, eq=False)
 class Plan:
     """A task compiled for inference: its layers, its head (stored as Wᵀ) and memory use."""
 
@@ -99,6 +129,7 @@ class Plan:
     head_weight_t: np.ndarray  # float32, features × classes
     head_bias: np.ndarray
     memory: PlanMemory
+    net: PackedNet  # the linear layers (views of the same arrays as ``layers``)
 
     @property
     def n_conv(self) -> int:
@@ -116,10 +147,7 @@ def boost_factors(state: KWinnersState, units: int) -> np.ndarray:
 
 
 def _csr(weight: Tensor, mask: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """CSR (values, uint32 column indices, uint32 row pointers) of the mask's entries of weight.
-
-    Below 2**31 entries the same buffers viewed as int32 serve ``torch.sparse``.
-    """
+    """CSR (float32 values, int64 column indices, int64 row pointers) of the mask's entries."""
     rows, cols = mask.nonzero(as_tuple=True)
     if rows.numel() >= 2**31:
         raise ValueError("a layer with 2**31 or more non-zero weights does not fit int32 indices")
@@ -127,11 +155,7 @@ def _csr(weight: Tensor, mask: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarr
     indptr = torch.zeros(mask.shape[0] + 1, dtype=torch.int64)
     indptr[1:] = counts.cumsum(0)
     values = weight[rows, cols].to(torch.float32).contiguous()
-    return (
-        values.numpy(),
-        cols.to(torch.int32).numpy().view(np.uint32),
-        indptr.to(torch.int32).numpy().view(np.uint32),
-    )
+    return values.numpy(), cols.numpy(), indptr.numpy()
 
 
 def layer_format(layer: LayerSpec, weight_density: float, input_density: float) -> LayerFormat:
@@ -143,12 +167,71 @@ def layer_format(layer: LayerSpec, weight_density: float, input_density: float) 
     return "input_major" if input_density < SPARSE_INPUT_BELOW else "output_major"
 
 
+@dataclass(frozen=True, eq=False)
+class _Raw:
+    """One layer's arrays before packing."""
+
+    format: LayerFormat
+    layer: LayerSpec
+    k: int
+    boost: np.ndarray
+    bias: np.ndarray
+    values: np.ndarray
+    indices: np.ndarray
+    indptr: np.ndarray
+    nnz: int
+
+
+def _pack(raw: Sequence[_Raw]) -> tuple[PackedNet, list[LayerPlan]]:
+    """Concatenate the linear layers' arrays; each layer plan gets views into them."""
+    widest = max((max(r.layer.fan_in, r.layer.units) for r in raw), default=0)
+    index_dtype = np.uint16 if widest <= INDEX16_MAX else np.uint32
+    meta = np.zeros((len(raw), 8), dtype=np.int64)
+    offsets = np.zeros(4, dtype=np.int64)  # values, indices, indptr, units
+    for row, r in zip(meta, raw, strict=True):
+        row[:M_VALUES] = (FORMAT_CODE[r.format], r.layer.fan_in, r.layer.units, r.k)
+        row[M_VALUES:] = offsets
+        offsets += (r.values.size, r.indices.size, r.indptr.size, r.layer.units)
+
+    def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+        return np.concatenate([np.zeros(0, dtype), *(a.reshape(-1) for a in parts)]).astype(
+            dtype, copy=False
+        )
+
+    net = PackedNet(
+        meta,
+        cat([r.values for r in raw], np.float32),
+        cat([r.indices for r in raw], index_dtype),
+        cat([r.indptr for r in raw], np.uint32),
+        cat([r.bias for r in raw], np.float32),
+        cat([r.boost for r in raw], np.float32),
+    )
+    plans = []
+    for row, r in zip(meta, raw, strict=True):
+        v, i, p, u = (int(o) for o in row[M_VALUES:])
+        plans.append(
+            LayerPlan(
+                r.format,
+                r.layer,
+                r.k,
+                net.boost[u : u + r.layer.units],
+                net.bias[u : u + r.layer.units],
+                net.values[v : v + r.values.size].reshape(r.values.shape),
+                net.indices[i : i + r.indices.size],
+                net.indptr[p : p + r.indptr.size],
+                r.nnz,
+            )
+        )
+    return net, plans
+
+
 @torch.no_grad()
 def compile_task(spec: BackboneSpec, weights: Sequence[Tensor], task: Task) -> Plan:
     """Compile ``task`` against the backbone's current weights (which its mask keeps frozen)."""
-    layers: list[LayerPlan] = []
+    raw: list[_Raw] = []
     input_density = 1.0  # the backbone's input (pixels, features) is dense
-    value_bytes = index_bytes = other_bytes = csr_bytes = nnz_total = 0
+    csr_bytes = nnz_total = 0
+    empty: np.ndarray = np.zeros(0, dtype=np.int64)
     for layer, w, mask, bias, state in zip(
         spec.layers, weights, task.masks, task.biases, task.kwta, strict=True
     ):
@@ -159,35 +242,36 @@ def compile_task(spec: BackboneSpec, weights: Sequence[Tensor], task: Task) -> P
             flat_mask = mask.reshape(-1)
             values = w.reshape(-1)[flat_mask].to(torch.float32).numpy()
             indices = flat_mask.nonzero().reshape(-1).to(torch.int32).numpy()
-            indptr = np.zeros(0, dtype=np.uint32)
+            indptr = empty.astype(np.uint32)
         elif fmt == "dense_rows":
             wt = torch.where(mask, w, torch.zeros((), dtype=w.dtype)).t().contiguous()
-            values = wt.to(torch.float32).numpy()
-            indices = indptr = np.zeros(0, dtype=np.uint32)
+            values, indices, indptr = wt.to(torch.float32).numpy(), empty, empty
         elif fmt == "output_major":
             values, indices, indptr = _csr(w, mask)
         else:
             values, indices, indptr = _csr(w.t(), mask.t())
         boost = boost_factors(state, layer.units)
         bias_np = np.ascontiguousarray(bias.detach().to(torch.float32).numpy().copy())
-        layers.append(
-            LayerPlan(
-                fmt, layer, k, boost, bias_np, np.ascontiguousarray(values), indices, indptr, nnz
-            )
-        )
-        value_bytes += values.nbytes
-        index_bytes += indices.nbytes + indptr.nbytes
-        other_bytes += boost.nbytes + bias_np.nbytes
+        raw.append(_Raw(fmt, layer, k, boost, bias_np, values, indices, indptr, nnz))
         csr_bytes += nnz * 8 + (w.shape[0] + 1) * 8
         nnz_total += nnz
         input_density = k / layer.units
+    convs = [
+        LayerPlan(r.format, r.layer, r.k, r.boost, r.bias, r.values, r.indices, r.indptr, r.nnz)
+        for r in raw
+        if r.format == "conv"
+    ]
+    net, linear = _pack([r for r in raw if r.format != "conv"])
+    layers = (*convs, *linear)
     head_t = np.ascontiguousarray(task.head_weight.detach().to(torch.float32).t().numpy())
     head_b = np.ascontiguousarray(task.head_bias.detach().to(torch.float32).numpy().copy())
     memory = PlanMemory(
         nnz=nnz_total + head_t.size,
-        value_bytes=value_bytes + head_t.nbytes,
-        index_bytes=index_bytes,
-        other_bytes=other_bytes + head_b.nbytes,
+        value_bytes=sum(x.values.nbytes for x in layers) + head_t.nbytes,
+        index_bytes=sum(x.indices.nbytes + x.indptr.nbytes for x in layers),
+        other_bytes=sum(x.boost.nbytes + x.bias.nbytes for x in layers)
+        + head_b.nbytes
+        + net.meta.nbytes,
         csr_bytes=csr_bytes + head_t.nbytes,
     )
-    return Plan(task.name, spec, tuple(layers), head_t, head_b, memory)
+    return Plan(task.name, spec, layers, head_t, head_b, memory, net)

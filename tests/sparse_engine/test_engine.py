@@ -11,7 +11,7 @@ from torch import Tensor
 from sparse_engine import kernels
 from sparse_engine.backbone import Backbone, BackboneSpec
 from sparse_engine.config import TaskConfig
-from sparse_engine.engine import EngineSettings, InferenceEngine, layer_path
+from sparse_engine.engine import EngineSettings, InferenceEngine, plan_paths, run_mode
 from sparse_engine.mnist import Mnist
 from sparse_engine.model import SparseCL
 from sparse_engine.plan import compile_task
@@ -80,17 +80,36 @@ def test_every_path_is_exercised_and_chunking_does_not_change_a_bit() -> None:
     bb = backbone(MLP)
     task = synthetic_task(bb, "paths", 0.1, 0.1, seed=5)
     dense = synthetic_task(bb, "dense-paths", 0.6, 0.1, seed=5)
-    one = InferenceEngine(bb.spec, EngineSettings(threads=1))
-    many = InferenceEngine(bb.spec, EngineSettings(threads=3, parallel_min_batch=1))
-    paths = set()
+    engines = [
+        InferenceEngine(bb.spec, EngineSettings(threads=t, parallel_min_batch=1)) for t in (1, 2, 3)
+    ]
+    paths, modes = set(), set()
     for t in (task, dense):
-        plan = one.plan(t, bb.weights)
-        for batch in BATCHES:
-            paths.update(layer_path(layer, batch) for layer in plan.layers)
+        plan = engines[0].plan(t, bb.weights)
+        for batch in (*BATCHES, 9, 130):
+            paths.update(plan_paths(plan, batch))
+            modes.add(run_mode(plan, batch))
             x = torch.randn(batch, 784)
-            assert torch.equal(one.logits(t, bb.weights, x), many.logits(t, bb.weights, x))
+            want = engines[0].logits(t, bb.weights, x)
+            for engine in engines[1:]:
+                assert torch.equal(engine.logits(t, bb.weights, x), want)
     assert paths == {"gather", "spmm", "scatter", "rows", "dense"}
-    many.close()
+    assert modes == {"rows", "blocked", "layers"}
+    for engine in engines:
+        engine.close()
+
+
+@pytest.mark.parametrize("n", [1, 7, 40, 300, 2048])
+def test_kth_largest_is_exact_with_ties(n: int) -> None:
+    g = torch.Generator().manual_seed(n)
+    buf = torch.empty(n).numpy()
+    for ties in (False, True):
+        values = torch.randn(n, generator=g)
+        if ties:
+            values = (3 * values).round()
+        ordered = values.sort(descending=True).values
+        for k in sorted({1, max(1, n // 10), max(1, n // 4), n}):
+            assert kernels.kth_largest(values.numpy(), n, k, buf) == ordered[k - 1].item()
 
 
 def test_plan_memory_is_within_one_and_a_half_csr_of_the_nonzeros() -> None:
