@@ -23,6 +23,7 @@ import multiprocessing
 import os
 import platform
 import resource
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -375,10 +376,14 @@ def run_isolated(stream: str, method: str, s: Settings) -> dict[str, Any]:
     """``run_method`` in a fresh process, so peak memory and state are the method's own."""
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    process = ctx.Process(target=_child, args=(stream, method, s, queue))
+    process = ctx.Process(target=_child, args=(stream, method, s, queue), daemon=True)
     process.start()
-    result = queue.get()
-    process.join()
+    try:
+        result = queue.get()
+        process.join()
+    finally:  # the parent stopped (Ctrl-C, SIGTERM): stop the child too, never orphan it
+        if process.is_alive():
+            process.terminate()
     if "error" in result:
         raise RuntimeError(f"{stream}/{method} failed: {result['error']}")
     return result
@@ -510,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
         help="MLflow tracking URI for the run (default: sqlite under ./sparsecl-data)",
     )
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the children's cleanup
     settings = Settings(
         args.backbone,
         args.density,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ def _k(text: str) -> int | float | tuple[int | float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from server.config import ServerConfig
+
     parser = argparse.ArgumentParser(prog="sparsecl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -39,6 +42,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="backbone of a new store (default mlp:784-1000-1000, an MLP for "
         "28×28 inputs); an existing store keeps its own",
     )
+    security = serve.add_argument_group("security (see README, Security)")
+    security.add_argument("--tls-cert", type=Path, help="PEM certificate chain: turns TLS on")
+    security.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    security.add_argument(
+        "--tls-client-ca", type=Path, help="PEM CA: mutual TLS, clients need a cert it signed"
+    )
+    security.add_argument(
+        "--tokens", type=Path, help="token file, one 'read|write|read,write TOKEN' per line"
+    )
+    security.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow plaintext on a non-loopback --host (refused otherwise)",
+    )
+    limits = serve.add_argument_group("limits (see README, Operations)")
+    for option, help in (
+        ("--max-message-bytes", "per gRPC message, each direction"),
+        ("--max-upload-bytes", "all examples of one AddTask upload"),
+        ("--max-examples", "training + validation examples of one AddTask upload"),
+        ("--max-batch", "examples per Predict/Evaluate call"),
+        ("--max-queue", "training jobs queued or running"),
+    ):
+        default = getattr(ServerConfig, option[2:].replace("-", "_"))
+        limits.add_argument(option, type=int, default=default, help=f"{help} (default {default})")
 
     def client_command(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help)
@@ -47,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
             default=DEFAULT_ADDRESS,
             help=f"server HOST:PORT (default {DEFAULT_ADDRESS})",
         )
+        sub.add_argument(
+            "--token",
+            default=os.environ.get("SPARSECL_TOKEN"),
+            help="bearer token (default: $SPARSECL_TOKEN)",
+        )
+        sub.add_argument("--tls-ca", type=Path, help="PEM CA that signed the server's cert: TLS")
+        sub.add_argument("--tls-cert", type=Path, help="PEM client certificate (mutual TLS)")
+        sub.add_argument("--tls-key", type=Path, help="PEM key of --tls-cert")
         return sub
 
     add = client_command("add-task", "upload a task from .npz files and follow its learning")
@@ -121,14 +156,37 @@ def _serve(args: argparse.Namespace) -> int:
             data_dir=args.data_dir,
             tracking_uri=args.tracking_uri,
             backbone=args.backbone,
+            tls_cert=args.tls_cert,
+            tls_key=args.tls_key,
+            tls_client_ca=args.tls_client_ca,
+            tokens=args.tokens,
+            insecure=args.insecure,
+            max_message_bytes=args.max_message_bytes,
+            max_upload_bytes=args.max_upload_bytes,
+            max_examples=args.max_examples,
+            max_batch=args.max_batch,
+            max_queue=args.max_queue,
         )
+    )
+
+
+def _client(args: argparse.Namespace) -> Any:
+    """A Client for the command's --address, --token and TLS options."""
+    from .client import Client
+
+    return Client(
+        args.address,
+        token=args.token,
+        tls_ca=args.tls_ca,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
 
 
 def _add_task(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .client import Client, Progress, Queued, TaskInfo
+    from .client import Progress, Queued, TaskInfo
     from .convert import load_npz
 
     train = load_npz(args.train)
@@ -154,7 +212,7 @@ def _add_task(args: argparse.Namespace) -> int:
     }
     bar: Any = None
     info: TaskInfo | None = None
-    with Client(args.address) as client:
+    with _client(args) as client:
         try:
             for event in client.add_task(args.name, train, val, **hyper):
                 if isinstance(event, Queued) and event.position and not args.quiet:
@@ -195,11 +253,10 @@ def _add_task(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .client import Client
     from .convert import load_npz
 
     x, _ = load_npz(args.data, need_labels=False)
-    with Client(args.address) as client:
+    with _client(args) as client:
         prediction = client.predict(args.name, x)
     result = prediction.scores if args.scores else prediction.labels
     if args.out is not None:
@@ -218,9 +275,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _tasks(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .client import Client
-
-    with Client(args.address) as client:
+    with _client(args) as client:
         tasks = client.tasks()
     if args.json:
         rows = [
@@ -253,11 +308,10 @@ def _tasks(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .client import Client
     from .convert import load_npz
 
     x, y = load_npz(args.data)
-    with Client(args.address) as client:
+    with _client(args) as client:
         results = client.evaluate(x, y, args.name)
     for r in results:
         print(f"{r.task:<24} accuracy {r.accuracy:.4f}  ({r.examples} examples)")

@@ -12,6 +12,7 @@ import datetime as dt
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -25,6 +26,7 @@ from . import convert
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 MESSAGE_BYTES = 4 * 1024 * 1024
 CHUNK_BYTES = 3 * 1024 * 1024  # payload per message, well under the 4 MiB default
+BATCH_ROWS = 4096  # examples per Predict/Evaluate call, under the server's default 8192
 
 
 class ClientError(Exception):
@@ -171,16 +173,34 @@ def _k_sizes(k: int | float | Sequence[int | float] | None) -> list[pb.KSize]:
 class Client:
     """Calls one sparsecl server; every method raises ClientError with the server's status."""
 
-    def __init__(self, address: str = DEFAULT_ADDRESS, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        timeout: float | None = None,
+        *,
+        token: str | None = None,
+        tls_ca: Path | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
+    ) -> None:
+        """``token`` is sent as a bearer token; ``tls_ca`` (the CA that signed the server's
+        certificate) turns TLS on, ``tls_cert``/``tls_key`` add a client certificate."""
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(
-            address,
-            options=[
-                ("grpc.max_receive_message_length", MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MESSAGE_BYTES),
-            ],
-        )
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        options = [
+            ("grpc.max_receive_message_length", MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MESSAGE_BYTES),
+        ]
+        if tls_ca is None and tls_cert is None:
+            self._channel = grpc.insecure_channel(address, options=options)
+        else:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=tls_ca.read_bytes() if tls_ca else None,
+                private_key=tls_key.read_bytes() if tls_key else None,
+                certificate_chain=tls_cert.read_bytes() if tls_cert else None,
+            )
+            self._channel = grpc.secure_channel(address, credentials, options=options)
         self._stub = pb_grpc.ContinualLearnerStub(self._channel)
 
     def __enter__(self) -> Client:
@@ -204,7 +224,7 @@ class Client:
 
     def _call(self, method: Any, request: Any) -> Any:
         try:
-            return method(request, timeout=self.timeout)
+            return method(request, timeout=self.timeout, metadata=self._metadata)
         except grpc.RpcError as e:
             raise ClientError(e.code(), e.details() or "") from None
 
@@ -284,7 +304,8 @@ class Client:
                     )
 
         try:
-            for event in self._stub.AddTask(requests(), timeout=self.timeout):
+            calls = self._stub.AddTask(requests(), timeout=self.timeout, metadata=self._metadata)
+            for event in calls:
                 kind = event.WhichOneof("event")
                 if kind == "queued":
                     yield Queued(event.queued.position)
@@ -321,7 +342,7 @@ class Client:
         xs = convert.inputs(x)
         labels, scores, classes = [], [], ()
         row = xs[0].nbytes if len(xs) else 1
-        for part in convert.chunks(max(1, len(xs)), row, CHUNK_BYTES):
+        for part in convert.chunks(max(1, len(xs)), row, CHUNK_BYTES, BATCH_ROWS):
             reply = self._call(
                 self._stub.Predict, pb.PredictRequest(task=task, x=convert.tensor(xs[part]))
             )
@@ -336,7 +357,7 @@ class Client:
         correct: dict[str, float] = {}
         seen: dict[str, int] = {}
         row = (xs[0].nbytes if len(xs) else 1) + 8
-        for part in convert.chunks(max(1, len(xs)), row, CHUNK_BYTES):
+        for part in convert.chunks(max(1, len(xs)), row, CHUNK_BYTES, BATCH_ROWS):
             reply = self._call(
                 self._stub.Evaluate,
                 pb.EvaluateRequest(

@@ -107,8 +107,10 @@ def array(message: pb.Tensor) -> np.ndarray:
     return flat.reshape(tuple(message.shape)).astype(dtype.newbyteorder("="))
 
 
-def chunks(n: int, row_bytes: int, limit: int) -> Iterator[slice]:
-    """Row slices of at most ``limit`` bytes each (at least one row per slice)."""
+def chunks(n: int, row_bytes: int, limit: int, max_rows: int | None = None) -> Iterator[slice]:
+    """Row slices of at most ``limit`` bytes (and ``max_rows`` rows) each, at least one row."""
     step = max(1, limit // max(1, row_bytes))
+    if max_rows is not None:
+        step = max(1, min(step, max_rows))
     for start in range(0, n, step):
         yield slice(start, min(n, start + step))

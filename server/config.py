@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +31,14 @@ class ServerConfig:
     max_message_bytes: int = 4 * MIB  # per gRPC message, each direction
     max_upload_bytes: int = 2048 * MIB  # all examples of one AddTask upload
     max_queue: int = 8  # training jobs waiting or running
+    max_examples: int = 1_000_000  # training + validation examples of one AddTask
+    max_batch: int = 8192  # examples in one Predict or Evaluate call
     grace_seconds: float = 5.0  # in-flight calls get this long on SIGTERM
+    tls_cert: Path | None = None  # PEM certificate chain; with tls_key turns TLS on
+    tls_key: Path | None = None  # PEM private key
+    tls_client_ca: Path | None = None  # PEM CA: clients must show a certificate it signed
+    tokens: Path | None = None  # token file (see server/auth.py); None = no auth
+    insecure: bool = False  # allow plaintext on a non-loopback address
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -39,6 +47,23 @@ class ServerConfig:
             raise ValueError(f"max_queue must be >= 1, got {self.max_queue}")
         if self.max_message_bytes < 64 * 1024:
             raise ValueError(f"max_message_bytes must be >= 64 KiB, got {self.max_message_bytes}")
+        for name in ("max_upload_bytes", "max_examples", "max_batch"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key")
+        if not self.tls and not self.insecure and not is_loopback(self.host):
+            raise ValueError(
+                f"refusing to serve plaintext on non-loopback address {self.host!r}: "
+                "give --tls-cert and --tls-key, or pass --insecure to accept the risk"
+            )
+
+    @property
+    def tls(self) -> bool:
+        """Whether the server speaks TLS."""
+        return self.tls_cert is not None
 
     @property
     def resolved_tracking_uri(self) -> str:
@@ -55,3 +80,14 @@ class ServerConfig:
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an IP address) only reaches this machine."""
+    name = host.strip("[]")
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False

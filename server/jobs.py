@@ -21,6 +21,7 @@ from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.data import TaskData
 from sparse_engine.model import SparseCL
 
+from .faults import crash_point
 from .store import CommittedTask, TaskStore
 
 log = logging.getLogger("sparsecl.server")
@@ -31,7 +32,7 @@ class QueueFullError(Exception):
 
 
 class CancelledError(Exception):
-    """The server is shutting down; the job was stopped (it is reported failed)."""
+    """The job was stopped before its commit (shutdown or client gone); it is reported failed."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Job:
     state: str = "queued"  # queued | training | committed | failed
     error: str = ""
     run_id: str = ""
+    cancelled: str = ""  # why the job must stop before its commit; "" = keep going
 
     @property
     def total_epochs(self) -> int:
@@ -124,6 +126,16 @@ class Trainer:
             self._queue.put(job)
             return ahead
 
+    def cancel(self, job: Job, reason: str) -> None:
+        """Stop ``job`` before its commit: at once if queued, else at its next step."""
+        with self.lock:
+            if job.state not in ("queued", "training"):
+                return
+            job.cancelled = reason
+            if job.state == "queued":
+                job.state, job.error = "failed", reason
+        log.info("task %r cancelled: %s", job.name, reason)
+
     def stop(self) -> None:
         """Stop: the running job is cancelled at its next progress step, queued ones fail."""
         self._stopping.set()
@@ -147,12 +159,19 @@ class Trainer:
                 self._fail(job, CancelledError("the server shut down before this task trained"))
 
     def _learn(self, job: Job) -> None:
-        job.state = "training"
+        with self.lock:
+            if job.cancelled:  # cancelled while queued: already failed
+                return
+            job.state = "training"
         events: list[ProgressEvent] = []
 
         def progress(event: ProgressEvent) -> None:
             if self._stopping.is_set():
                 raise CancelledError("the server shut down while this task was training")
+            if job.cancelled:
+                raise CancelledError(job.cancelled)
+            if not events or events[-1].phase != event.phase:
+                crash_point(event.phase, job.name)
             events.append(event)
             job.listener(event)
 
@@ -166,6 +185,8 @@ class Trainer:
                 job.name, task_id, job.config, str(self.model.spec), examples
             )
             state = self.model.prepare_task(job.name, job.train, job.val, job.config, progress)
+            if job.cancelled:  # the last chance: after the store's commit the task is kept
+                raise CancelledError(job.cancelled)
             stored = self.store.commit(job.run_id, state, events, job.steps_per_epoch, created)
             with self.lock:
                 self.model.commit_task(state)

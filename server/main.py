@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
 
 from .config import DEFAULT_BACKBONE, ServerConfig
 
@@ -27,9 +28,16 @@ async def serve(config: ServerConfig) -> None:
     from sparsecl.v1 import sparsecl_pb2 as pb
     from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
 
+    from .auth import AuthInterceptor, Tokens
+    from .decoding import DecodeInterceptor
     from .service import ContinualLearnerService
     from .store import TaskStore, redact
 
+    # read the token file and TLS files first: a typo fails before the store is touched
+    interceptors: list[grpc.aio.ServerInterceptor] = [DecodeInterceptor()]
+    if config.tokens:  # outermost: a refused call is not even decoded
+        interceptors.insert(0, AuthInterceptor(Tokens.load(config.tokens)))
+    credentials = server_credentials(config)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     store = TaskStore(config.resolved_tracking_uri, config.artifact_root, config.experiment)
     spec, seed = await asyncio.to_thread(store.open, config.backbone, config.seed, DEFAULT_BACKBONE)
@@ -47,10 +55,11 @@ async def serve(config: ServerConfig) -> None:
 
     limit = config.max_message_bytes
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", limit),
-        ]
+        ],
     )
     service = ContinualLearnerService(config, model, store, committed, failed)
     pb_grpc.add_ContinualLearnerServicer_to_server(service, server)
@@ -62,7 +71,10 @@ async def serve(config: ServerConfig) -> None:
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(config.address)
+    if credentials is None:
+        port = server.add_insecure_port(config.address)
+    else:
+        port = server.add_secure_port(config.address, credentials)
     if port == 0:
         raise OSError(f"cannot listen on {config.address}")
     await server.start()
@@ -71,7 +83,8 @@ async def serve(config: ServerConfig) -> None:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     print(
         f"sparsecl serving on {config.host}:{port} | backbone {spec} (seed {seed}) | "
-        f"{len(model.tasks)} tasks, {len(failed)} failed | MLflow {redact(store.tracking_uri)}",
+        f"{len(model.tasks)} tasks, {len(failed)} failed | MLflow {redact(store.tracking_uri)} | "
+        f"{security(config)}",
         flush=True,
     )
 
@@ -86,6 +99,26 @@ async def serve(config: ServerConfig) -> None:
     service.trainer.stop()
     await server.stop(config.grace_seconds)
     await asyncio.to_thread(service.trainer.join, 60.0)
+
+
+def server_credentials(config: ServerConfig) -> Any:
+    """TLS credentials from the PEM files (mutual TLS with a client CA), None for plaintext."""
+    import grpc
+
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    client_ca = config.tls_client_ca.read_bytes() if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
+def security(config: ServerConfig) -> str:
+    """One line on how the server is protected (never the tokens themselves)."""
+    transport = "mutual TLS" if config.tls_client_ca else "TLS" if config.tls else "plaintext"
+    return f"{transport}, {'bearer tokens' if config.tokens else 'no auth'}"
 
 
 def run(config: ServerConfig) -> int:

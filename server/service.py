@@ -30,6 +30,7 @@ from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
 from . import messages, tensors
 from .config import ServerConfig
 from .jobs import CancelledError, Done, Failed, Job, JobEvent, QueueFullError, Trainer
+from .limits import LimitExceededError, UploadMeter, check_batch
 from .store import CommittedTask, FailedTask, StoreUnavailableError, TaskStore, redact
 
 log = logging.getLogger("sparsecl.server")
@@ -40,17 +41,13 @@ class NotReadyError(Exception):
     """The task exists but is not committed (queued, training or failed)."""
 
 
-class UploadTooLargeError(Exception):
-    """An AddTask upload exceeds the server's limit."""
-
-
 STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
     (UnknownTaskError, grpc.StatusCode.NOT_FOUND),
     (TaskExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (NoFreeCapacityError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (QueueFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (UploadTooLargeError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NotReadyError, grpc.StatusCode.FAILED_PRECONDITION),
     (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (CancelledError, grpc.StatusCode.UNAVAILABLE),
@@ -151,6 +148,7 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
         )
 
     def _info(self, name: str) -> pb.TaskInfo:
+        check_name(name)  # a malformed name is INVALID_ARGUMENT, not NOT_FOUND
         with self.lock:
             if name in self.model.tasks:
                 return self._committed_info(name)
@@ -177,7 +175,8 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
     ) -> pb.PredictResponse:
         async def run() -> pb.PredictResponse:
             self._live(request.task)
-            x = tensors.inputs(request.x, "x")
+            x = tensors.batch(request.x, "x")
+            check_batch(len(x), self.config)
             classes = self.model.task(request.task).classes
             logits = await asyncio.to_thread(self.model.logits, request.task, x)
             labels = np.asarray(classes, dtype=np.int64)[logits.argmax(1).numpy()]
@@ -239,7 +238,9 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
                     names = [r.name for r in self.model.records()]
                 if not names:
                     raise NotReadyError("no committed task to evaluate yet")
-            data = TaskData(tensors.inputs(request.x, "x"), tensors.labels(request.y, "y"))
+            x = tensors.batch(request.x, "x")
+            check_batch(len(x), self.config)
+            data = TaskData(x, tensors.labels(request.y, "y"))
             self.model.check_inputs(data.x)
             results = await asyncio.to_thread(self._evaluate, names, data)
             if request.task and results[0].examples == 0:
@@ -295,25 +296,28 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
             return position, job
 
         position, job = await answer(context, accept)
-        yield pb.AddTaskEvent(queued=pb.Queued(position=position))
-        while True:
-            event = await events.get()
-            if isinstance(event, Done):
-                with self.lock:
-                    info = self._committed_info(event.task.state.name)
-                yield pb.AddTaskEvent(task=info)
-                return
-            if isinstance(event, Failed):
-                error = event.error
+        try:
+            yield pb.AddTaskEvent(queued=pb.Queued(position=position))
+            while True:
+                event = await events.get()
+                if isinstance(event, Done):
+                    with self.lock:
+                        info = self._committed_info(event.task.state.name)
+                    yield pb.AddTaskEvent(task=info)
+                    return
+                if isinstance(event, Failed):
+                    error = event.error
 
-                async def fail(error: Exception = error) -> None:
-                    raise error
+                    async def fail(error: Exception = error) -> None:
+                        raise error
 
-                await answer(context, fail)
-                return
-            yield pb.AddTaskEvent(
-                progress=messages.progress(event, job.total_epochs, job.steps_per_epoch)
-            )
+                    await answer(context, fail)
+                    return
+                yield pb.AddTaskEvent(
+                    progress=messages.progress(event, job.total_epochs, job.steps_per_epoch)
+                )
+        finally:  # the caller went away (cancelled, disconnected, deadline): nothing is kept
+            self.trainer.cancel(job, "AddTask was cancelled by the client (or its deadline passed)")
 
     async def _receive(
         self, requests: AsyncIterator[pb.AddTaskRequest]
@@ -324,7 +328,7 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
             pb.SPLIT_TRAIN: ([], []),
             pb.SPLIT_VAL: ([], []),
         }
-        received = 0
+        meter = UploadMeter(self.config)
         async for request in requests:
             kind = request.WhichOneof("item")
             if header is None:
@@ -338,18 +342,14 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
             chunk = request.chunk
             if chunk.split not in parts:
                 raise InvalidInputError("each chunk must say its split: SPLIT_TRAIN or SPLIT_VAL")
-            received += len(chunk.x.data) + len(chunk.y.data)
-            if received > self.config.max_upload_bytes:
-                raise UploadTooLargeError(
-                    f"the upload exceeds the server's limit of {self.config.max_upload_bytes} "
-                    "bytes; send fewer examples (or uint8 inputs)"
-                )
+            meter.add(len(chunk.x.data) + len(chunk.y.data), 0)
             x, y = tensors.inputs(chunk.x, "x"), tensors.labels(chunk.y, "y")
             if x.ndim < 2 or x.shape[0] != y.shape[0]:
                 raise InvalidInputError(
                     f"a chunk holds x of shape {list(x.shape)} and y of shape {list(y.shape)}: "
                     "x must be N × features with one label per example"
                 )
+            meter.add(0, int(x.shape[0]))
             if x.shape[0]:
                 self.model.check_inputs(x)
             parts[chunk.split][0].append(x.reshape(x.shape[0], -1))

@@ -37,6 +37,7 @@ from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.state import TaskState, dumps, loads
 
 from . import plots
+from .faults import crash_point
 
 KIND, TASK, STATE, TASK_ID = "sparsecl.kind", "sparsecl.task", "sparsecl.state", "sparsecl.task_id"
 SHA256, ERROR, VERSION = "sparsecl.sha256", "sparsecl.error", "sparsecl.model_version"
@@ -261,7 +262,9 @@ class TaskStore:
                 plots.density_per_layer(record, root / "plots" / "density.png")
                 self.client.log_artifacts(run_id, str(root))
             self.client.set_tag(run_id, SHA256, hashlib.sha256(blob).hexdigest())
+            crash_point("artifacts-written", record.name)
             self.client.set_tag(run_id, STATE, COMMITTED)  # the commit point
+            crash_point("committed", record.name)
 
         self._call("store the task", write)
         version = self._register(run_id, state)

@@ -61,6 +61,16 @@ def inputs(tensor: pb.Tensor, what: str = "x") -> Tensor:
     )
 
 
+def batch(tensor: pb.Tensor, what: str = "x") -> Tensor:
+    """A batch of model inputs: like ``inputs``, and N × features with N >= 1."""
+    x = inputs(tensor, what)
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise InvalidInputError(
+            f"{what} of shape {list(x.shape)} holds no batch: send N × features with N >= 1"
+        )
+    return x
+
+
 def labels(tensor: pb.Tensor, what: str = "y") -> Tensor:
     """Integer labels as an int64 vector."""
     array = from_proto(tensor, what)

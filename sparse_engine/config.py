@@ -77,8 +77,8 @@ class TaskConfig:
             problems.append(f"prune_rounds must be >= 1, got {self.prune_rounds}")
         if self.saliency_batches < 1:
             problems.append(f"saliency_batches must be >= 1, got {self.saliency_batches}")
-        if self.boost_strength < 0:
-            problems.append(f"boost_strength must be >= 0, got {self.boost_strength}")
+        if not (math.isfinite(self.boost_strength) and self.boost_strength >= 0):
+            problems.append(f"boost_strength must be finite and >= 0, got {self.boost_strength}")
         if not 0.0 <= self.boost_strength_factor <= 1.0:
             problems.append(
                 f"boost_strength_factor must lie in [0, 1], got {self.boost_strength_factor}"

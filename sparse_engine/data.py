@@ -65,11 +65,16 @@ class TaskData:
 
     def split(self, fraction: float, seed: int = 0) -> tuple[TaskData, TaskData]:
         """A random (1 - fraction, fraction) split, e.g. to carve validation data."""
+        kept, held = self.split_order(fraction, seed)
+        return self.subset(kept), self.subset(held)
+
+    def split_order(self, fraction: float, seed: int = 0) -> tuple[Tensor, Tensor]:
+        """The example indices ``split`` keeps and holds out, without copying any data."""
         if not 0.0 < fraction < 1.0:
             raise InvalidInputError(f"split fraction must lie in (0, 1), got {fraction}")
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
         cut = len(self) - max(1, round(fraction * len(self)))
-        return self.subset(order[:cut]), self.subset(order[cut:])
+        return order[:cut], order[cut:]
 
 
 def as_inputs(x: Any) -> Tensor:

@@ -20,12 +20,13 @@ from .state import TaskState
 from .task import Task, TaskNet, TaskRecord
 
 MAX_NAME = 128
-_NAME = re.compile(r"^[\w.\-]+$")
+HOLD_OUT = 0.1  # fraction of the training examples held out when no validation set is given
+_NAME = re.compile(r"[\w.\-]+")
 
 
 def check_name(name: str) -> None:
     """Task names: 1..128 characters of letters, digits, '_', '-' or '.'."""
-    if not isinstance(name, str) or not name or len(name) > MAX_NAME or not _NAME.match(name):
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME or not _NAME.fullmatch(name):
         raise InvalidInputError(
             f"task name {name!r} must be 1..{MAX_NAME} characters of letters, digits, '_', '-', '.'"
         )
@@ -86,7 +87,7 @@ class SparseCL:
         config = config or TaskConfig()
         self.check_new_task(name, train, val, config)
         if val is None:
-            train, val = train.split(0.1, seed=config.seed)
+            train, val = train.split(HOLD_OUT, seed=config.seed)
         free = self.owners.free_count()
         total = sum(layer.numel for layer in self.spec.layers)
         sub = learn_subnetwork(
@@ -121,6 +122,15 @@ class SparseCL:
                 raise InvalidInputError(f"validation labels {sorted(unknown)} are not in train")
         elif len(train) < 2:
             raise InvalidInputError("need at least 2 examples to hold out validation data")
+        else:
+            kept, _ = train.split_order(HOLD_OUT, seed=config.seed)
+            missing = set(classes) - {int(c) for c in train.y[kept].unique().tolist()}
+            if missing:
+                raise InvalidInputError(
+                    f"holding out {HOLD_OUT:.0%} of the examples for validation leaves no "
+                    f"training example of class(es) {sorted(missing)}: send more examples "
+                    "per class, or a validation set"
+                )
         for layer, k in zip(
             self.spec.layers, config.k_per_layer(len(self.spec.layers)), strict=True
         ):

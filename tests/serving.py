@@ -37,6 +37,8 @@ class ServerProcess:
     data_dir: Path
     backbone: str | None = TINY
     tracking_uri: str | None = None
+    args: list[str] = field(default_factory=list)  # more `serve` options (TLS, tokens, limits)
+    env: dict[str, str] = field(default_factory=dict)  # more environment (fault injection)
     address: str = ""
     process: subprocess.Popen[str] | None = None
     output: list[str] = field(default_factory=list)
@@ -56,6 +58,7 @@ class ServerProcess:
             cmd += ["--backbone", self.backbone]
         if self.tracking_uri:
             cmd += ["--tracking-uri", self.tracking_uri]
+        cmd += self.args
         self.output = []
         self.process = subprocess.Popen(
             cmd,
@@ -63,7 +66,7 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
         found = threading.Event()
 

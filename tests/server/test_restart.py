@@ -61,7 +61,7 @@ def restarted(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Iterato
         thread.start()  # the upload runs in this thread; the server cuts it off when killed
         wait_for_state(client, "C", "training")
         time.sleep(0.5)
-    server.kill()
+        server.kill()  # while the client still follows C: closing it first would cancel C
     server.start()
     client = Client(server.address, timeout=120)
     yield Restarted(server, client, probe, before, mnist)

@@ -299,3 +299,27 @@ def test_rejected_uploads_leave_no_mlflow_run(served: Served) -> None:
     store = MlflowClient(f"sqlite:///{Path(served.server.data_dir) / 'mlflow.db'}")
     runs = store.search_runs([served.client.backbone().experiment_id])
     assert sorted(r.info.run_name for r in runs) == sorted(t.name for t in served.client.tasks())
+
+
+def test_health_service_reports_serving_to_a_generic_client(served: Served) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(served.server.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        overall = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+        learner = stub.Check(
+            health_pb2.HealthCheckRequest(service="sparsecl.v1.ContinualLearner"), timeout=10
+        )
+    assert overall.status == health_pb2.HealthCheckResponse.SERVING
+    assert learner.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_the_service_without_our_stubs(served: Served) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    with grpc.insecure_channel(served.server.address) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        replies = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
+    names = {s.name for s in replies[0].list_services_response.service}
+    assert {"sparsecl.v1.ContinualLearner", "grpc.health.v1.Health"} <= names

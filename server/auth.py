@@ -1,0 +1,151 @@
+"""Bearer-token auth: a token file, and a grpc.aio interceptor that checks scopes per method.
+
+Token file: one token per line, ``SCOPES TOKEN``, where SCOPES is ``read``, ``write`` or
+``read,write``; blank lines and lines starting with ``#`` are ignored. Only SHA-256
+digests of the tokens are kept in memory, compared with ``hmac.compare_digest``; a token
+is never logged. Health checks and reflection stay open; every ContinualLearner method
+needs a token: AddTask the ``write`` scope, every other method ``read``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+log = logging.getLogger("sparsecl.server")
+
+SCOPES = ("read", "write")
+PROTECTED = "/sparsecl.v1.ContinualLearner/"
+WRITE_METHODS = frozenset({PROTECTED + "AddTask"})
+MIN_TOKEN_CHARS = 16
+
+
+def digest(token: str) -> bytes:
+    """The SHA-256 digest of a token (what the server keeps instead of the token)."""
+    return hashlib.sha256(token.encode()).digest()
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Token digests and the scopes each grants."""
+
+    grants: tuple[tuple[bytes, frozenset[str]], ...]
+
+    @classmethod
+    def parse(cls, text: str, source: str = "tokens") -> Tokens:
+        """Read ``SCOPES TOKEN`` lines; ValueError names the line of any malformed entry."""
+        grants: list[tuple[bytes, frozenset[str]]] = []
+        for number, raw in enumerate(text.splitlines(), 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            parts = line.split()
+            if len(parts) != 2:
+                raise ValueError(f"{source}:{number}: expected 'SCOPES TOKEN', e.g. 'read TOKEN'")
+            scopes = frozenset(parts[0].split(","))
+            if not scopes or not scopes <= set(SCOPES):
+                raise ValueError(
+                    f"{source}:{number}: scopes {parts[0]!r} must be read, write or read,write"
+                )
+            if len(parts[1]) < MIN_TOKEN_CHARS:
+                raise ValueError(f"{source}:{number}: tokens need at least {MIN_TOKEN_CHARS} chars")
+            grants.append((digest(parts[1]), scopes))
+        if not grants:
+            raise ValueError(f"{source}: no token defined")
+        return cls(tuple(grants))
+
+    @classmethod
+    def load(cls, path: Path) -> Tokens:
+        """Parse a token file."""
+        return cls.parse(path.read_text(), str(path))
+
+    def scopes(self, token: str) -> frozenset[str] | None:
+        """The scopes ``token`` grants, None when unknown (compares every entry in full)."""
+        presented = digest(token)
+        found: frozenset[str] | None = None
+        for known, scopes in self.grants:
+            if hmac.compare_digest(presented, known):
+                found = scopes
+        return found
+
+
+def required_scope(method: str) -> str | None:
+    """The scope a method needs; None for open services (health, reflection)."""
+    if not method.startswith(PROTECTED):
+        return None
+    return "write" if method in WRITE_METHODS else "read"
+
+
+def bearer(metadata: Any) -> str | None:
+    """The token of an ``authorization: Bearer TOKEN`` header, if any."""
+    for key, value in metadata or ():
+        if key.lower() == "authorization" and isinstance(value, str):
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+    return None
+
+
+def _denied(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> Any:
+    """A handler of the same kind as ``handler`` that only aborts with ``code``."""
+
+    async def abort(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(code, message)
+
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(abort, **kwargs)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(abort, **kwargs)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(abort, **kwargs)
+    return grpc.stream_stream_rpc_method_handler(abort, **kwargs)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Lets a protected call through only with a known token that has the method's scope."""
+
+    def __init__(self, tokens: Tokens) -> None:
+        self.tokens = tokens
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        need = required_scope(method)
+        handler = await continuation(handler_call_details)
+        if need is None or handler is None:
+            return handler
+        token = bearer(handler_call_details.invocation_metadata)
+        if token is None:
+            log.warning("refused %s: no bearer token", method)
+            return _denied(
+                handler,
+                grpc.StatusCode.UNAUTHENTICATED,
+                "this server needs a token: send 'authorization: Bearer TOKEN' "
+                "(sparsecl --token or SPARSECL_TOKEN)",
+            )
+        scopes = self.tokens.scopes(token)
+        if scopes is None:
+            log.warning("refused %s: unknown token", method)
+            return _denied(handler, grpc.StatusCode.UNAUTHENTICATED, "unknown token")
+        if need not in scopes:
+            log.warning("refused %s: token lacks the %s scope", method, need)
+            return _denied(
+                handler,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{method.rsplit('/', 1)[-1]} needs a token with the '{need}' scope",
+            )
+        return handler

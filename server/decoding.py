@@ -1,0 +1,94 @@
+"""Requests that are not valid protobuf get INVALID_ARGUMENT, not grpc's UNKNOWN/INTERNAL.
+
+An interceptor swaps each ContinualLearner method's request deserializer for one that
+turns a DecodeError into a ``Malformed`` marker, which the wrapped handler answers with
+INVALID_ARGUMENT before the service sees it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from .auth import PROTECTED
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A request whose bytes could not be parsed."""
+
+    error: str
+
+
+def _tolerant(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError as e:
+            return Malformed(str(e))
+
+    return decode
+
+
+async def _refuse(request: Malformed, context: grpc.aio.ServicerContext) -> None:
+    await context.abort(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"the request is not a valid protobuf message ({request.error}); "
+        "send messages built from protos/sparsecl/v1/sparsecl.proto",
+    )
+
+
+async def _checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+    """The client's stream of requests, aborting at the first malformed one."""
+    async for request in requests:
+        if isinstance(request, Malformed):
+            await _refuse(request, context)
+        yield request
+
+
+def _wrap(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    kwargs = {
+        "request_deserializer": _tolerant(handler.request_deserializer),
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.unary_unary:
+        inner = handler.unary_unary
+
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if isinstance(request, Malformed):
+                await _refuse(request, context)
+            return await inner(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(unary, **kwargs)
+    if handler.stream_stream:
+        streamed = handler.stream_stream
+
+        async def stream(requests: Any, context: grpc.aio.ServicerContext) -> Any:
+            async with contextlib.aclosing(streamed(_checked(requests, context), context)) as out:
+                async for response in out:
+                    yield response
+
+        return grpc.stream_stream_rpc_method_handler(stream, **kwargs)
+    return handler  # the service has no other kinds of method
+
+
+class DecodeInterceptor(grpc.aio.ServerInterceptor):
+    """Answers unparseable ContinualLearner requests with INVALID_ARGUMENT."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or not handler_call_details.method.startswith(PROTECTED):
+            return handler
+        return _wrap(handler)

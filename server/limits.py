@@ -1,0 +1,44 @@
+"""The server's size limits per call: examples per upload and per batch, bytes per upload."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import ServerConfig
+
+
+class LimitExceededError(Exception):
+    """A request is larger than the server allows (answered RESOURCE_EXHAUSTED)."""
+
+
+def check_batch(rows: int, config: ServerConfig) -> None:
+    """A Predict or Evaluate batch may hold at most ``max_batch`` examples."""
+    if rows > config.max_batch:
+        raise LimitExceededError(
+            f"{rows} examples in one call exceed the server's limit of {config.max_batch}; "
+            "send them in smaller batches (the Python client splits them for you)"
+        )
+
+
+@dataclass
+class UploadMeter:
+    """Counts one AddTask upload's bytes and examples as they arrive (mutable, per call)."""
+
+    config: ServerConfig
+    bytes: int = 0
+    examples: int = 0
+
+    def add(self, data_bytes: int, examples: int) -> None:
+        """Count one chunk; raise as soon as the upload exceeds a limit."""
+        self.bytes += data_bytes
+        self.examples += examples
+        if self.bytes > self.config.max_upload_bytes:
+            raise LimitExceededError(
+                f"the upload exceeds the server's limit of {self.config.max_upload_bytes} "
+                "bytes; send fewer examples (or uint8 inputs)"
+            )
+        if self.examples > self.config.max_examples:
+            raise LimitExceededError(
+                f"the upload holds more than the server's limit of {self.config.max_examples} "
+                "examples per task (training and validation together); send fewer"
+            )
