@@ -264,15 +264,3 @@ class SparseCL:
 
     def records(self) -> list[TaskRecord]:
         return [t.record for t in sorted(self.tasks.values(), key=lambda t: t.record.id)]
-
-
-def parameters_per_task(model: SparseCL, name: str) -> int:
-    """Values a task adds to storage: the weights it owns, its biases and its head."""
-    task = model.task(name)
-    own = sum(int(o.sum()) for o in model.owners.owned_by(task.record.id))
-    return (
-        own
-        + sum(b.numel() for b in task.biases)
-        + task.head_weight.numel()
-        + task.head_bias.numel()
-    )

@@ -22,7 +22,12 @@ from sparse_engine.mnist import Mnist
 
 from ..serving import FAST, ServerProcess, digits
 
-CRASHES = (("P", "prune", [2, 3]), ("W", "artifacts-written", [4, 5]), ("C", "committed", [6, 7]))
+CRASHES = (
+    ("P", "prune", [2, 3]),
+    ("R", "retrain", [8, 9]),
+    ("W", "artifacts-written", [4, 5]),
+    ("C", "committed", [6, 7]),
+)
 
 
 @dataclass
@@ -68,6 +73,10 @@ def test_committed_task_answers_bit_identically_after_the_crashes(crashed: Crash
 
 def test_task_killed_while_pruning_is_failed(crashed: Crashed) -> None:
     assert crashed.client.task("P").state == "failed"
+
+
+def test_task_killed_while_retraining_is_failed(crashed: Crashed) -> None:
+    assert crashed.client.task("R").state == "failed"
 
 
 def test_task_killed_before_its_commit_tag_is_failed(crashed: Crashed) -> None:

@@ -33,6 +33,8 @@ def free_port() -> int:
 class Remote:
     mlflow: subprocess.Popen[bytes]
     uri: str
+    root: Path
+    port: int
     server: ServerProcess
     client: Client
     probe: np.ndarray
@@ -40,10 +42,8 @@ class Remote:
     mnist: Mnist
 
 
-@pytest.fixture(scope="module")
-def remote(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Iterator[Remote]:
-    root: Path = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
+def start_mlflow(root: Path, port: int) -> subprocess.Popen[bytes]:
+    """A real `mlflow server` on a sqlite backend in ``root``; returns once it is healthy."""
     mlflow = subprocess.Popen(
         [
             sys.executable,
@@ -65,23 +65,29 @@ def remote(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Iterator[R
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    uri = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
         try:
-            urllib.request.urlopen(f"{uri}/health", timeout=2)
-            break
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+            return mlflow
         except OSError:
             if mlflow.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("mlflow server did not start") from None
             time.sleep(0.5)
+
+
+@pytest.fixture(scope="module")
+def remote(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Iterator[Remote]:
+    root: Path = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    mlflow = start_mlflow(root, port)
+    uri = f"http://127.0.0.1:{port}"
     server = ServerProcess(root / "data", tracking_uri=uri).start()
     client = Client(server.address, timeout=120)
     client.learn("A", digits(mnist, [0, 1]), **FAST)
     probe = mnist.x_test[:200]
-    yield Remote(
-        mlflow, uri, server, client, probe, client.predict("A", probe).scores.tobytes(), mnist
-    )
+    before = client.predict("A", probe).scores.tobytes()
+    yield Remote(mlflow, uri, root, port, server, client, probe, before, mnist)
     client.close()
     server.terminate()
     if mlflow.poll() is None:
@@ -110,4 +116,14 @@ def test_unreachable_store_is_unavailable_and_changes_nothing(remote: Remote) ->
     assert "MLflow" in info.value.message
     committed = [t.name for t in remote.client.tasks() if t.state == "committed"]
     assert committed == ["A"]
+    assert remote.client.predict("A", remote.probe).scores.tobytes() == remote.before
+
+
+def test_tasks_are_learned_again_once_the_store_returns(remote: Remote) -> None:
+    if remote.mlflow.poll() is None:  # run alone: make the store go away first
+        remote.mlflow.send_signal(signal.SIGTERM)
+        remote.mlflow.wait(30)
+    remote.mlflow = start_mlflow(remote.root, remote.port)
+    info = remote.client.learn("B", digits(remote.mnist, [2, 3]), **FAST)
+    assert (info.name, info.state) == ("B", "committed")
     assert remote.client.predict("A", remote.probe).scores.tobytes() == remote.before
