@@ -215,9 +215,12 @@ class Trainer:
         )
 
     def _fail(self, job: Job, error: Exception) -> None:
-        job.state, job.error = "failed", str(error) or type(error).__name__
+        message = str(error) or type(error).__name__
         if not isinstance(error, CancelledError):
             log.error("task %r failed:\n%s", job.name, "".join(traceback.format_exception(error)))
-        if job.run_id:
-            self.store.fail(job.run_id, job.error)
+        try:  # store first: whoever sees the job failed finds its run failed too
+            if job.run_id:
+                self.store.fail(job.run_id, message)
+        finally:
+            job.state, job.error = "failed", message
         job.listener(Failed(error))
