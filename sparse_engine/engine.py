@@ -3,13 +3,16 @@
 Each linear layer does work in proportion to its non-zero weights times its active
 inputs (weight sparsity × activation sparsity), through compiled kernels that release
 the GIL so the engine splits a batch over its own threads. The whole stack of linear
-layers, their k-WTA and the head run in one kernel call per thread (see ``kernels``):
-one sample at a time below ``BLOCK_FROM`` samples (latency); from there in chunks, where
-a dense-input layer runs vectorised over the chunk's samples. A plan with a layer stored
-dense switches to per-layer kernels and a BLAS matmul for that layer from
-``DENSE_MATMUL_FROM`` samples. Conv layers
-run in PyTorch (their kernels are small). Without numba the engine runs the same plans
-through PyTorch (``torch.sparse`` CSR matmuls), which is also the fallback backend.
+layers, their k-WTA and the head run in one kernel call per thread:
+- below ``NATIVE_FROM`` samples (latency), numba's ``forward_rows``, one sample at a time;
+- from there, the native C++ kernel (``native``; built at install), chunks of 16 samples
+  held as vectors, so each non-zero weight updates 16 samples with one vector operation;
+  without it, numba's ``forward_blocked`` from ``BLOCK_FROM`` samples.
+A plan with a layer stored dense switches to per-layer kernels and a BLAS matmul for that
+layer from ``DENSE_MATMUL_FROM`` samples. Conv layers run in PyTorch (their kernels are
+small). Without numba the engine runs the same plans through PyTorch (``torch.sparse``
+CSR matmuls), which is also the fallback backend. The path depends only on the batch
+size and the plan, so a given request always gets bit-identical logits.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import native
 from .backbone import BackboneSpec
 from .plan import LayerPlan, Plan, PlanMemory, compile_task
 from .task import Task
@@ -36,11 +40,13 @@ try:
 except ImportError:  # pragma: no cover - numba is a dependency; the torch backend still works
     kernels = None  # type: ignore[assignment]
 
-Backend = Literal["auto", "numba", "torch"]
+Backend = Literal["auto", "native", "numba", "torch"]
+BACKENDS: tuple[str, ...] = ("auto", "native", "numba", "torch")
 LayerPath = Literal["conv", "scatter", "gather", "spmm", "rows", "dense"]
-Mode = Literal["rows", "blocked", "layers"]
+Mode = Literal["rows", "blocked", "native", "layers"]
 
 BLOCK_FROM = 4  # batch from which the one-call forward runs in chunks of samples
+NATIVE_FROM = 8  # batch from which the native kernel's vectors of samples pay off
 SPMM_FROM = 4  # batch from which output-major layers are vectorised over samples (per layer)
 DENSE_HEAD_FROM = 16  # batch from which the head is a BLAS matmul
 DENSE_MATMUL_FROM = 16  # batch from which dense-stored layers use a BLAS matmul
@@ -58,10 +64,12 @@ class EngineSettings:
     def __post_init__(self) -> None:
         if self.threads < 0 or self.interop_threads < 0:
             raise ValueError("threads and interop_threads must be >= 0")
-        if self.backend not in ("auto", "numba", "torch"):
-            raise ValueError(f"backend must be auto, numba or torch, got {self.backend!r}")
-        if self.backend == "numba" and kernels is None:
-            raise ValueError("backend 'numba' asked for but numba is not installed")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.backend in ("numba", "native") and kernels is None:
+            raise ValueError(f"backend {self.backend!r} asked for but numba is not installed")
+        if self.backend == "native" and native.LIBRARY is None:
+            raise ValueError("backend 'native' asked for but its kernel is not built (setup.py)")
         if self.parallel_min_batch < 1:
             raise ValueError("parallel_min_batch must be >= 1")
 
@@ -92,14 +100,16 @@ def layer_path(layer: LayerPlan, batch: int) -> LayerPath:
     return "dense" if batch >= DENSE_MATMUL_FROM else "rows"
 
 
-def run_mode(plan: Plan, batch: int) -> Mode:
-    """How the numba backend runs a plan's linear layers for a batch of this size.
+def run_mode(plan: Plan, batch: int, use_native: bool = native.LIBRARY is not None) -> Mode:
+    """How the compiled backends run a plan's linear layers for a batch of this size.
 
-    Chosen from the batch size and the plan alone (never the thread count), so a sample's
-    logits do not depend on how many threads share the batch.
+    Chosen from the batch size, the plan and whether the native kernel is built (never the
+    thread count), so a sample's logits do not depend on how many threads share the batch.
     """
     if any(layer_path(layer, batch) == "dense" for layer in plan.layers):
         return "layers"
+    if use_native and batch >= NATIVE_FROM:
+        return "native"
     return "blocked" if batch >= BLOCK_FROM else "rows"
 
 
@@ -110,12 +120,17 @@ _FUSED_PATHS: dict[tuple[Mode, str], LayerPath] = {
     ("blocked", "output_major"): "spmm",
     ("blocked", "input_major"): "scatter",
     ("blocked", "dense_rows"): "rows",
+    ("native", "output_major"): "spmm",
+    ("native", "input_major"): "scatter",
+    ("native", "dense_rows"): "rows",
 }
 
 
-def plan_paths(plan: Plan, batch: int) -> tuple[LayerPath, ...]:
-    """The kernel each layer of a plan runs with for a batch of this size (numba backend)."""
-    mode = run_mode(plan, batch)
+def plan_paths(
+    plan: Plan, batch: int, use_native: bool = native.LIBRARY is not None
+) -> tuple[LayerPath, ...]:
+    """The kernel each layer of a plan runs with for a batch of this size (compiled backends)."""
+    mode = run_mode(plan, batch, use_native)
     if mode == "layers":
         return tuple(layer_path(layer, batch) for layer in plan.layers)
     return tuple(
@@ -165,10 +180,13 @@ class InferenceEngine:
         return self.settings.threads or torch.get_num_threads() or os.cpu_count() or 1
 
     @property
-    def backend(self) -> Literal["numba", "torch"]:
+    def backend(self) -> Literal["native", "numba", "torch"]:
+        """The backend in use: "auto" takes native, else numba, else torch."""
         if self.settings.backend == "torch" or kernels is None:
             return "torch"
-        return "numba"
+        if self.settings.backend == "numba" or native.LIBRARY is None:
+            return "numba"
+        return "native"
 
     # ---- plans ----------------------------------------------------------------------------
     def plan(self, task: Task, weights: Sequence[Tensor]) -> Plan:
@@ -195,7 +213,7 @@ class InferenceEngine:
 
     def warm_up(self) -> None:
         """Compile the kernels now (numba caches them on disk), not on the first request."""
-        if self.backend == "numba":
+        if self.backend != "torch":
             kernels.warm_up()
 
     # ---- inference ------------------------------------------------------------------------
@@ -225,7 +243,11 @@ class InferenceEngine:
 
     def _run_numba(self, plan: Plan, linear: Sequence[LayerPlan], h: np.ndarray) -> Tensor:
         n = h.shape[0]
-        mode = run_mode(plan, n)
+        mode = run_mode(plan, n, self.backend == "native")
+        if mode == "native":
+            logits = np.empty((n, plan.head_bias.shape[0]), dtype=np.float32)
+            self._split(native.forward, n, plan, h, logits, align=native.LANES)
+            return torch.from_numpy(logits)
         if mode != "layers":
             logits = np.empty((n, plan.head_bias.shape[0]), dtype=np.float32)
             kernel = kernels.forward_rows if mode == "rows" else kernels.forward_blocked

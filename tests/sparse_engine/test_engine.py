@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from sparse_engine import kernels
+from sparse_engine import kernels, native
 from sparse_engine.backbone import Backbone, BackboneSpec
 from sparse_engine.config import TaskConfig
 from sparse_engine.engine import EngineSettings, InferenceEngine, plan_paths, run_mode
@@ -49,7 +49,7 @@ def assert_matches_reference(
         assert torch.equal(got.argmax(1), want.argmax(1))
 
 
-@pytest.mark.parametrize("backend", ["numba", "torch"])
+@pytest.mark.parametrize("backend", ["native", "numba", "torch"])
 @pytest.mark.parametrize("density", [0.02, 0.1, 0.25, 0.5, 1.0])
 @pytest.mark.parametrize("k", [1, 0.05, 0.2, 1.0])
 def test_mlp_logits_match_dense_masked_forward(backend: str, density: float, k: float) -> None:
@@ -76,27 +76,50 @@ def test_boosted_winners_match_the_reference(boost_strength: float) -> None:
     assert_matches_reference(InferenceEngine(bb.spec), bb, task)
 
 
-def test_every_path_is_exercised_and_chunking_does_not_change_a_bit() -> None:
+@pytest.mark.parametrize("backend", ["native", "numba"])
+def test_every_path_is_exercised_and_chunking_does_not_change_a_bit(backend: str) -> None:
     bb = backbone(MLP)
     task = synthetic_task(bb, "paths", 0.1, 0.1, seed=5)
     dense = synthetic_task(bb, "dense-paths", 0.6, 0.1, seed=5)
     engines = [
-        InferenceEngine(bb.spec, EngineSettings(threads=t, parallel_min_batch=1)) for t in (1, 2, 3)
+        InferenceEngine(
+            bb.spec,
+            EngineSettings(threads=t, parallel_min_batch=1, backend=backend),  # type: ignore[arg-type]
+        )
+        for t in (1, 2, 3)
     ]
-    paths, modes = set(), set()
+    use_native = backend == "native"
+    paths: set[str] = set()
+    modes: set[str] = set()
     for t in (task, dense):
         plan = engines[0].plan(t, bb.weights)
         for batch in (*BATCHES, 9, 130):
-            paths.update(plan_paths(plan, batch))
-            modes.add(run_mode(plan, batch))
+            paths.update(plan_paths(plan, batch, use_native))
+            modes.add(run_mode(plan, batch, use_native))
             x = torch.randn(batch, 784)
             want = engines[0].logits(t, bb.weights, x)
             for engine in engines[1:]:
                 assert torch.equal(engine.logits(t, bb.weights, x), want)
     assert paths == {"gather", "spmm", "scatter", "rows", "dense"}
-    assert modes == {"rows", "blocked", "layers"}
+    assert modes == {"rows", "native" if use_native else "blocked", "layers"}
     for engine in engines:
         engine.close()
+
+
+def test_a_sample_gets_the_same_bits_whatever_else_is_in_its_batch() -> None:
+    """The native kernel keeps each sample in its own vector lane, in the same order."""
+    bb = backbone(MLP)
+    task = synthetic_task(bb, "lanes", 0.1, 0.1, seed=9)
+    engine = InferenceEngine(bb.spec, EngineSettings(backend="native"))
+    x = torch.randn(64, 784, generator=torch.Generator().manual_seed(9))
+    whole = engine.logits(task, bb.weights, x)
+    for lo, hi in ((0, 16), (5, 21), (40, 64), (3, 63)):
+        assert torch.equal(engine.logits(task, bb.weights, x[lo:hi]), whole[lo:hi])
+
+
+def test_the_native_kernel_is_built_by_the_install() -> None:
+    assert native.LIBRARY is not None, "sparse_engine/_native*.so missing: pip install -e ."
+    assert InferenceEngine(backbone(MLP).spec).backend == "native"
 
 
 @pytest.mark.parametrize("n", [1, 7, 40, 300, 2048])
