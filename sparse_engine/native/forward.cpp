@@ -166,7 +166,21 @@ void input_major(Scratch& s, int64_t n_in, int64_t n_out, const float* vals, con
     for (int64_t i = 0; i < n_in; ++i) {
         const vf v = h[i];
         if (!any_nonzero(v)) continue;
-        for (uint32_t p = ptr[i]; p < ptr[i + 1]; ++p) pre[idx[p]] += vals[p] * v;
+        uint32_t p = ptr[i];
+        const uint32_t end = ptr[i + 1];
+        for (; p + 4 <= end; p += 4) {  // a row's indices are distinct: load four, then store
+            vf* d0 = pre + idx[p];
+            vf* d1 = pre + idx[p + 1];
+            vf* d2 = pre + idx[p + 2];
+            vf* d3 = pre + idx[p + 3];
+            const vf r0 = *d0 + vals[p] * v, r1 = *d1 + vals[p + 1] * v;
+            const vf r2 = *d2 + vals[p + 2] * v, r3 = *d3 + vals[p + 3] * v;
+            *d0 = r0;
+            *d1 = r1;
+            *d2 = r2;
+            *d3 = r3;
+        }
+        for (; p < end; ++p) pre[idx[p]] += vals[p] * v;
     }
 }
 
