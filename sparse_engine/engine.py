@@ -46,7 +46,7 @@ LayerPath = Literal["conv", "scatter", "gather", "spmm", "rows", "dense"]
 Mode = Literal["rows", "blocked", "native", "layers"]
 
 BLOCK_FROM = 4  # batch from which the one-call forward runs in chunks of samples
-NATIVE_FROM = 8  # batch from which the native kernel's vectors of samples pay off
+NATIVE_FROM = 3  # batch from which the native kernel beats one sample at a time (measured)
 SPMM_FROM = 4  # batch from which output-major layers are vectorised over samples (per layer)
 DENSE_HEAD_FROM = 16  # batch from which the head is a BLAS matmul
 DENSE_MATMUL_FROM = 16  # batch from which dense-stored layers use a BLAS matmul
