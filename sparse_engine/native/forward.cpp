@@ -157,15 +157,20 @@ void output_major(Scratch& s, int64_t n_out, const float* vals, const Index* idx
     }
 }
 
-template <typename Index>
-void input_major(Scratch& s, int64_t n_in, int64_t n_out, const float* vals, const Index* idx,
-                 const uint32_t* ptr, const float* bias) {
+// pre = bias + the sum over input units i active in some lane of add_row(i, h[i], pre).
+template <typename AddRow>
+void add_active_rows(Scratch& s, int64_t n_in, int64_t n_out, const float* bias, AddRow add_row) {
     const vf* h = s.h.data();
     vf* pre = s.pre.data();
     for (int64_t j = 0; j < n_out; ++j) pre[j] = splat(bias[j]);
-    for (int64_t i = 0; i < n_in; ++i) {
-        const vf v = h[i];
-        if (!any_nonzero(v)) continue;
+    for (int64_t i = 0; i < n_in; ++i)
+        if (any_nonzero(h[i])) add_row(i, h[i], pre);
+}
+
+template <typename Index>
+void input_major(Scratch& s, int64_t n_in, int64_t n_out, const float* vals, const Index* idx,
+                 const uint32_t* ptr, const float* bias) {
+    add_active_rows(s, n_in, n_out, bias, [&](int64_t i, const vf v, vf* pre) {
         uint32_t p = ptr[i];
         const uint32_t end = ptr[i + 1];
         for (; p + 4 <= end; p += 4) {  // a row's indices are distinct: load four, then store
@@ -181,19 +186,14 @@ void input_major(Scratch& s, int64_t n_in, int64_t n_out, const float* vals, con
             *d3 = r3;
         }
         for (; p < end; ++p) pre[idx[p]] += vals[p] * v;
-    }
+    });
 }
 
 void dense_rows(Scratch& s, int64_t n_in, int64_t n_out, const float* wt, const float* bias) {
-    const vf* h = s.h.data();
-    vf* pre = s.pre.data();
-    for (int64_t j = 0; j < n_out; ++j) pre[j] = splat(bias[j]);
-    for (int64_t i = 0; i < n_in; ++i) {
-        const vf v = h[i];
-        if (!any_nonzero(v)) continue;
+    add_active_rows(s, n_in, n_out, bias, [&](int64_t i, const vf v, vf* pre) {
         const float* row = wt + i * n_out;
         for (int64_t j = 0; j < n_out; ++j) pre[j] += row[j] * v;
-    }
+    });
 }
 
 template <typename Index>
