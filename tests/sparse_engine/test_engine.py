@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor
@@ -246,3 +247,18 @@ def test_learned_tasks_run_through_the_engine_and_stay_bit_identical(mnist: Mnis
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+@pytest.mark.parametrize("backend", ["native", "numba"])
+def test_wide_layers_with_32_bit_indices_match_the_reference(
+    backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Layers wider than 65536 units get uint32 indices; the same plans, forced here."""
+    from sparse_engine import plan as plan_module
+
+    monkeypatch.setattr(plan_module, "INDEX16_MAX", 1)
+    bb = backbone(MLP)
+    task = synthetic_task(bb, "wide-indices", 0.1, 0.1, seed=11)
+    engine = InferenceEngine(bb.spec, EngineSettings(backend=backend))  # type: ignore[arg-type]
+    assert engine.plan(task, bb.weights).net.indices.dtype == np.uint32
+    assert_matches_reference(engine, bb, task)
