@@ -1,4 +1,4 @@
-"""The ``sparsecl`` command line: run the server, add tasks, predict, list, evaluate."""
+"""The ``sparsecl`` command line: run the server, add tasks, predict, list, evaluate, analyze."""
 
 from __future__ import annotations
 
@@ -16,6 +16,16 @@ def _k(text: str) -> int | float | tuple[int | float, ...]:
     """--k: a count ('20'), a fraction ('0.1'), or one per layer ('0.1,0.05')."""
     values: list[int | float] = [float(v) if "." in v else int(v) for v in text.split(",")]
     return values[0] if len(values) == 1 else tuple(values)
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    """A comma-separated list of numbers ('-1,0.1,1')."""
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of numbers"
+        ) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +65,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure",
         action="store_true",
         help="allow plaintext on a non-loopback --host (refused otherwise)",
+    )
+    engine = serve.add_argument_group("inference engine (see README, Inference engine)")
+    engine.add_argument(
+        "--engine-threads", type=int, default=0, help="threads per Predict (default: PyTorch's)"
+    )
+    engine.add_argument(
+        "--interop-threads", type=int, default=0, help="PyTorch inter-op threads (default: its own)"
+    )
+    engine.add_argument(
+        "--engine-backend",
+        default="auto",
+        choices=("auto", "native", "numba", "torch"),
+        help="auto: the native kernel if built, else numba (default auto)",
     )
     limits = serve.add_argument_group("limits (see README, Operations)")
     for option, help in (
@@ -104,7 +127,36 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--weight-decay", type=float)
     add.add_argument("--saliency", choices=("magnitude", "obd", "taylor"))
     add.add_argument("--prune-rounds", type=int)
-    add.add_argument("--retrain", choices=("finetune", "rewind"))
+    add.add_argument(
+        "--retrain",
+        choices=("finetune", "rewind", "late_rewind", "reinit", "sign_constant"),
+        help="after pruning: fine-tune, or reset the kept weights first (method prune)",
+    )
+    add.add_argument(
+        "--rewind-epoch", type=int, help="late_rewind: epochs of dense training to rewind to"
+    )
+    add.add_argument(
+        "--method",
+        choices=("prune", "supermask", "rigl"),
+        help="how the subnetwork is found: prune a trained net, learn a supermask over "
+        "untrained weights, or RigL dynamic sparse training",
+    )
+    add.add_argument(
+        "--supermask-train-head",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="supermask: train the head with the scores (default) or keep it random",
+    )
+    add.add_argument(
+        "--structure",
+        choices=("weights", "units"),
+        help="prune single weights (default) or whole hidden units / conv channels by group "
+        "saliency; with units, --density is the fraction of units kept per layer",
+    )
+    add.add_argument("--rigl-interval", type=int, help="rigl: optimizer steps between updates")
+    add.add_argument(
+        "--rigl-drop-fraction", type=float, help="rigl: first drop fraction, in (0, 1)"
+    )
     add.add_argument("--seed", type=int)
     add.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -129,6 +181,31 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = client_command("evaluate", "accuracy of one task, or of all, on labelled data")
     evaluate.add_argument("name", nargs="?", default=None)
     evaluate.add_argument("--data", type=Path, required=True, help=".npz with x and y")
+
+    analyze = client_command(
+        "analyze", "analyse a committed task (weight-agnostic, layer robustness, noise)"
+    )
+    analyze.add_argument("analysis", choices=("weight-agnostic", "layer-robustness", "noise"))
+    analyze.add_argument("name", help="a committed task")
+    analyze.add_argument("--data", type=Path, required=True, help=".npz with x and y to evaluate")
+    analyze.add_argument(
+        "--train", type=Path, help="noise: .npz with x and y to train the dense comparison on"
+    )
+    analyze.add_argument(
+        "--weights", type=_floats, help="weight-agnostic: shared weights, e.g. -1,-0.1,0.1,1"
+    )
+    analyze.add_argument(
+        "--no-sign",
+        action="store_true",
+        help="weight-agnostic: every kept weight = w (default: w × sign of the trained weight)",
+    )
+    analyze.add_argument(
+        "--noise-levels", type=_floats, help="noise: std levels × the inputs' std, e.g. 0,0.2,0.5"
+    )
+    analyze.add_argument("--epochs", type=int, help="noise: dense epochs (default: the task's)")
+    analyze.add_argument("--draws", type=int, help="random draws averaged (default 3)")
+    analyze.add_argument("--seed", type=int)
+    analyze.add_argument("--json", action="store_true", help="machine-readable output")
 
     demo = commands.add_parser("demo", help="learn Split-MNIST task by task in-process")
     demo.add_argument("--backbone", default="mlp:784-1000-1000")
@@ -166,6 +243,9 @@ def _serve(args: argparse.Namespace) -> int:
             max_examples=args.max_examples,
             max_batch=args.max_batch,
             max_queue=args.max_queue,
+            engine_threads=args.engine_threads,
+            interop_threads=args.interop_threads,
+            engine_backend=args.engine_backend,
         )
     )
 
@@ -207,6 +287,12 @@ def _add_task(args: argparse.Namespace) -> int:
             "prune_rounds",
             "retrain",
             "seed",
+            "rewind_epoch",
+            "method",
+            "supermask_train_head",
+            "rigl_interval",
+            "rigl_drop_fraction",
+            "structure",
         )
         if getattr(args, name) is not None
     }
@@ -320,6 +406,30 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from .convert import load_npz
+
+    data = load_npz(args.data)
+    train = load_npz(args.train) if args.train else None
+    with _client(args) as client:
+        result = client.analyze(
+            args.name,
+            args.analysis,
+            data,
+            train=train,
+            weights=args.weights,
+            keep_sign=False if args.no_sign else None,
+            noise_levels=args.noise_levels,
+            epochs=args.epochs,
+            draws=args.draws,
+            seed=args.seed,
+        )
+    print(json.dumps(dataclasses.asdict(result), indent=2) if args.json else result.format())
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from sparse_engine.config import TaskConfig
     from sparse_engine.demo import run_demo
@@ -337,6 +447,7 @@ COMMANDS = {
     "predict": _predict,
     "tasks": _tasks,
     "evaluate": _evaluate,
+    "analyze": _analyze,
     "demo": _demo,
 }
 

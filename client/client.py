@@ -157,6 +157,38 @@ class TaskAccuracy:
     examples: int
 
 
+@dataclass(frozen=True)
+class AnalysisResult:
+    """One analysis of a task: a table (row label, one value per column), summary numbers,
+    the evaluation examples used, and the MLflow run that holds it with its plot."""
+
+    task: str
+    analysis: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, tuple[float, ...]], ...]
+    summary: dict[str, float]
+    examples: int
+    mlflow_run_id: str
+
+    def format(self) -> str:
+        """The table as aligned text, then the summary and the MLflow run."""
+        width = max([len("row")] + [len(label) for label, _ in self.rows])
+        lines = [f"{'row':<{width}}  " + "  ".join(f"{c:>17}" for c in self.columns)]
+        for label, values in self.rows:
+            lines.append(f"{label:<{width}}  " + "  ".join(f"{v:>17.4f}" for v in values))
+        lines += [f"{k}: {v:.4g}" for k, v in self.summary.items()]
+        lines.append(
+            f"{self.examples} examples of task {self.task!r}; MLflow run {self.mlflow_run_id}"
+        )
+        return "\n".join(lines)
+
+
+ANALYSES: dict[str, int] = {
+    "weight-agnostic": pb.ANALYSIS_WEIGHT_AGNOSTIC,
+    "layer-robustness": pb.ANALYSIS_LAYER_ROBUSTNESS,
+    "noise": pb.ANALYSIS_NOISE,
+}
+
 Event = Queued | Progress | TaskInfo
 
 
@@ -252,6 +284,12 @@ class Client:
         boost_strength_factor: float | None = None,
         duty_cycle_period: int | None = None,
         seed: int | None = None,
+        rewind_epoch: int | None = None,
+        method: str | None = None,
+        supermask_train_head: bool | None = None,
+        rigl_interval: int | None = None,
+        rigl_drop_fraction: float | None = None,
+        structure: str | None = None,
     ) -> Iterator[Event]:
         """Upload a task and follow its learning: yields Queued, Progress..., then TaskInfo.
 
@@ -277,6 +315,12 @@ class Client:
             boost_strength_factor=boost_strength_factor,
             duty_cycle_period=duty_cycle_period,
             seed=seed,
+            rewind_epoch=rewind_epoch,
+            method=method,
+            supermask_train_head=supermask_train_head,
+            rigl_interval=rigl_interval,
+            rigl_drop_fraction=rigl_drop_fraction,
+            structure=structure,
         )
         hp = pb.HyperParameters(k=_k_sizes(k))
         for field_name, value in given.items():
@@ -370,6 +414,60 @@ class Client:
         return [
             TaskAccuracy(t, correct[t] / seen[t] if seen[t] else math.nan, seen[t]) for t in seen
         ]
+
+    # ---- analyses -------------------------------------------------------------------------
+    def analyze(
+        self,
+        task: str,
+        analysis: str,
+        data: Any,
+        *,
+        train: Any = None,
+        weights: Sequence[float] | None = None,
+        keep_sign: bool | None = None,
+        noise_levels: Sequence[float] | None = None,
+        epochs: int | None = None,
+        draws: int | None = None,
+        seed: int | None = None,
+    ) -> AnalysisResult:
+        """Run ``analysis`` (weight-agnostic, layer-robustness or noise) on committed task
+        ``task`` with labelled evaluation ``data`` (and, for noise, ``train`` examples of
+        the dense comparison), like ``add_task``'s data. Everything goes in one message:
+        at most 4 MiB and the server's --max-batch evaluation examples."""
+        if analysis not in ANALYSES:
+            raise ValueError(f"analysis must be one of {sorted(ANALYSES)}, got {analysis!r}")
+        x, y = convert.examples(data)
+        request = pb.AnalyzeRequest(
+            task=task,
+            analysis=ANALYSES[analysis],  # type: ignore[arg-type]
+            x=convert.tensor(x),
+            y=convert.tensor(y),
+            weights=list(weights or ()),
+            noise_levels=list(noise_levels or ()),
+        )
+        if train is not None:
+            tx, ty = convert.examples(train)
+            request.train_x.CopyFrom(convert.tensor(tx))
+            request.train_y.CopyFrom(convert.tensor(ty))
+        for field_name, value in (
+            ("keep_sign", keep_sign),
+            ("epochs", epochs),
+            ("draws", draws),
+            ("seed", seed),
+        ):
+            if value is not None:
+                setattr(request, field_name, value)
+        m = self._call(self._stub.Analyze, request)
+        names = {code: name for name, code in ANALYSES.items()}
+        return AnalysisResult(
+            task=m.task,
+            analysis=names.get(m.analysis, str(m.analysis)),
+            columns=tuple(m.columns),
+            rows=tuple((r.label, tuple(r.values)) for r in m.rows),
+            summary={s.name: s.value for s in m.summary},
+            examples=m.examples,
+            mlflow_run_id=m.mlflow_run_id,
+        )
 
     # ---- browsing -------------------------------------------------------------------------
     def tasks(self) -> list[TaskInfo]:

@@ -4,7 +4,9 @@ Token file: one token per line, ``SCOPES TOKEN``, where SCOPES is ``read``, ``wr
 ``read,write``; blank lines and lines starting with ``#`` are ignored. Only SHA-256
 digests of the tokens are kept in memory, compared with ``hmac.compare_digest``; a token
 is never logged. Health checks and reflection stay open; every ContinualLearner method
-needs a token: AddTask the ``write`` scope, every other method ``read``.
+needs a token: AddTask and Analyze the ``write`` scope, every other method ``read``.
+Analyze needs ``write`` because it writes MLflow runs and trains a dense comparison
+network (compute like a training job), which a read-only dashboard token must not start.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ log = logging.getLogger("sparsecl.server")
 
 SCOPES = ("read", "write")
 PROTECTED = "/sparsecl.v1.ContinualLearner/"
-WRITE_METHODS = frozenset({PROTECTED + "AddTask"})
+WRITE_METHODS = frozenset({PROTECTED + "AddTask", PROTECTED + "Analyze"})
 MIN_TOKEN_CHARS = 16
 
 

@@ -10,6 +10,7 @@ DEFAULT_PORT = 50051
 DEFAULT_DATA_DIR = Path("sparsecl-data")
 DEFAULT_BACKBONE = "mlp:784-1000-1000"  # an MLP for 28×28 inputs (MNIST-sized)
 MIB = 1024 * 1024
+ENGINE_BACKENDS = ("auto", "native", "numba", "torch")  # sparse_engine.engine.BACKENDS
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class ServerConfig:
     tls_client_ca: Path | None = None  # PEM CA: clients must show a certificate it signed
     tokens: Path | None = None  # token file (see server/auth.py); None = no auth
     insecure: bool = False  # allow plaintext on a non-loopback address
+    engine_threads: int = 0  # inference engine threads (0: PyTorch's intra-op count)
+    interop_threads: int = 0  # PyTorch inter-op threads (0: PyTorch's default)
+    engine_backend: str = "auto"  # auto | native | numba | torch (see sparse_engine/engine.py)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -50,6 +54,12 @@ class ServerConfig:
         for name in ("max_upload_bytes", "max_examples", "max_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.engine_threads < 0 or self.interop_threads < 0:
+            raise ValueError("engine_threads and interop_threads must be >= 0 (0 = default)")
+        if self.engine_backend not in ENGINE_BACKENDS:
+            raise ValueError(
+                f"engine_backend must be one of {ENGINE_BACKENDS}, got {self.engine_backend!r}"
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
         if self.tls_client_ca is not None and self.tls_cert is None:

@@ -69,7 +69,14 @@ class Job:
 
     @property
     def total_epochs(self) -> int:
-        return self.config.epochs + self.config.retrain_epochs * self.config.prune_rounds
+        """Epochs the learner runs: supermask trains only ``epochs``; rigl adds one block of
+        ``retrain_epochs``; prune retrains after each of its ``prune_rounds``."""
+        config = self.config
+        if config.method == "supermask":
+            return config.epochs
+        if config.method == "rigl":
+            return config.epochs + config.retrain_epochs
+        return config.epochs + config.retrain_epochs * config.prune_rounds
 
     @property
     def steps_per_epoch(self) -> int:

@@ -20,6 +20,15 @@ def check_batch(rows: int, config: ServerConfig) -> None:
         )
 
 
+def check_examples(rows: int, config: ServerConfig) -> None:
+    """Training examples sent with one Analyze call: at most ``max_examples``."""
+    if rows > config.max_examples:
+        raise LimitExceededError(
+            f"{rows} training examples exceed the server's limit of {config.max_examples}; "
+            "send fewer"
+        )
+
+
 @dataclass
 class UploadMeter:
     """Counts one AddTask upload's bytes and examples as they arrive (mutable, per call)."""

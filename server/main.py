@@ -24,6 +24,7 @@ async def serve(config: ServerConfig) -> None:
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection
 
+    from sparse_engine.engine import EngineSettings
     from sparse_engine.model import SparseCL
     from sparsecl.v1 import sparsecl_pb2 as pb
     from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
@@ -42,6 +43,14 @@ async def serve(config: ServerConfig) -> None:
     store = TaskStore(config.resolved_tracking_uri, config.artifact_root, config.experiment)
     spec, seed = await asyncio.to_thread(store.open, config.backbone, config.seed, DEFAULT_BACKBONE)
     model = SparseCL(spec, seed)
+    model.engine.configure(
+        EngineSettings(
+            threads=config.engine_threads,
+            interop_threads=config.interop_threads,
+            backend=config.engine_backend,  # type: ignore[arg-type]
+        )
+    )
+    await asyncio.to_thread(model.engine.warm_up)
     committed, failed = await asyncio.to_thread(store.load)
     for task in committed:
         model.commit_task(task.state)
@@ -84,7 +93,7 @@ async def serve(config: ServerConfig) -> None:
     print(
         f"sparsecl serving on {config.host}:{port} | backbone {spec} (seed {seed}) | "
         f"{len(model.tasks)} tasks, {len(failed)} failed | MLflow {redact(store.tracking_uri)} | "
-        f"{security(config)}",
+        f"{security(config)} | engine {model.engine.backend}, {model.engine.threads} threads",
         flush=True,
     )
 

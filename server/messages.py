@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from sparse_engine.analysis import AnalysisTable
 from sparse_engine.backbone import BackboneSpec
 from sparse_engine.config import ProgressEvent, TaskConfig
+from sparse_engine.errors import InvalidInputError
 from sparse_engine.owners import MAX_TASKS, OwnerMap
 from sparse_engine.task import TaskRecord
 from sparsecl.v1 import sparsecl_pb2 as pb
@@ -114,4 +116,33 @@ def backbone_info(
         max_tasks=MAX_TASKS,
         tracking_uri=tracking_uri,
         experiment_id=experiment_id,
+    )
+
+
+ANALYSES: dict[int, str] = {
+    pb.ANALYSIS_WEIGHT_AGNOSTIC: "weight-agnostic",
+    pb.ANALYSIS_LAYER_ROBUSTNESS: "layer-robustness",
+    pb.ANALYSIS_NOISE: "noise",
+}
+
+
+def analysis_name(analysis: int) -> str:
+    """The sparse_engine name of an Analysis enum value; InvalidInputError when unset/unknown."""
+    if analysis not in ANALYSES:
+        names = ", ".join(pb.Analysis.Name(a) for a in ANALYSES)
+        raise InvalidInputError(f"analysis must be one of {names}, got {analysis}")
+    return ANALYSES[analysis]
+
+
+def analyze_response(table: AnalysisTable, run_id: str) -> pb.AnalyzeResponse:
+    """An analysis result table as the Analyze reply."""
+    codes = {name: code for code, name in ANALYSES.items()}
+    return pb.AnalyzeResponse(
+        task=table.task,
+        analysis=codes[table.analysis],  # type: ignore[arg-type]
+        columns=list(table.columns),
+        rows=[pb.AnalysisRow(label=label, values=list(values)) for label, values in table.rows],
+        summary=[pb.AnalysisSummary(name=k, value=v) for k, v in table.summary],
+        examples=table.examples,
+        mlflow_run_id=run_id,
     )

@@ -1,4 +1,5 @@
-"""PNG plots stored with each task's MLflow run: its training curve and density per layer."""
+"""PNG plots stored with each task's MLflow run (training curve, density per layer) and with
+each analysis run (accuracy per shared weight, per reset layer, per noise level)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display on a server; must precede pyplot
 import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
+from sparse_engine.analysis import (
+    AnalysisResult,
+    LayerRobustnessResult,
+    NoiseRobustnessResult,
+    WeightAgnosticResult,
+)
 from sparse_engine.config import ProgressEvent
 from sparse_engine.task import TaskRecord
 
@@ -59,3 +67,42 @@ def density_per_layer(record: TaskRecord, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def analysis_plot(result: AnalysisResult, path: Path) -> None:
+    """The figure of one analysis result, as a PNG at ``path`` (a pyplot-free Figure, so
+    analyses may plot in their own threads while the trainer plots too)."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
+    if isinstance(result, WeightAgnosticResult):
+        sign = "sign(trained) × w" if result.keep_sign else "w"
+        ax.plot(result.weights, result.accuracies, "o-", label=f"every kept weight = {sign}")
+        ax.axhline(result.trained_accuracy, color="tab:green", ls="--", label="trained weights")
+        ax.axhline(
+            result.random_accuracy,
+            color="tab:red",
+            ls=":",
+            label=f"random weights (mean of {result.draws})",
+        )
+        ax.set_xscale("symlog", linthresh=min((abs(w) for w in result.weights if w), default=1))
+        ax.set(xlabel="shared weight w", title=f"{result.task}: weight-agnostic evaluation")
+    elif isinstance(result, LayerRobustnessResult):
+        xs = range(len(result.layers))
+        width = 0.4
+        ax.bar([x - width / 2 for x in xs], result.reinit_accuracy, width, label="re-initialised")
+        ax.bar([x + width / 2 for x in xs], result.rerandom_accuracy, width, label="re-randomised")
+        ax.axhline(result.baseline_accuracy, color="tab:green", ls="--", label="as trained")
+        ax.set_xticks(list(xs), list(result.layers))
+        ax.set(title=f"{result.task}: one layer reset at a time")
+    elif isinstance(result, NoiseRobustnessResult):
+        ax.plot(result.levels, result.sparse_accuracy, "o-", label="sparse + k-WTA (the task)")
+        ax.plot(result.levels, result.dense_accuracy, "s--", label="dense, same shape and data")
+        ax.set(
+            xlabel="noise std (× the inputs' std)",
+            title=f"{result.task}: additive Gaussian input noise",
+        )
+    ax.set(ylabel="accuracy", ylim=(0, 1.02))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)

@@ -16,6 +16,7 @@ import grpc
 import numpy as np
 import torch
 
+from sparse_engine import analysis
 from sparse_engine.data import TaskData
 from sparse_engine.errors import (
     InvalidInputError,
@@ -27,10 +28,10 @@ from sparse_engine.model import SparseCL, check_name
 from sparsecl.v1 import sparsecl_pb2 as pb
 from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
 
-from . import messages, tensors
+from . import messages, plots, tensors
 from .config import ServerConfig
 from .jobs import CancelledError, Done, Failed, Job, JobEvent, QueueFullError, Trainer
-from .limits import LimitExceededError, UploadMeter, check_batch
+from .limits import LimitExceededError, UploadMeter, check_batch, check_examples
 from .store import CommittedTask, FailedTask, StoreUnavailableError, TaskStore, redact
 
 log = logging.getLogger("sparsecl.server")
@@ -51,6 +52,7 @@ STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (NotReadyError, grpc.StatusCode.FAILED_PRECONDITION),
     (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (CancelledError, grpc.StatusCode.UNAVAILABLE),
+    (analysis.AnalysisStoppedError, grpc.StatusCode.CANCELLED),
 )
 
 
@@ -94,6 +96,8 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
         self.stored: dict[str, CommittedTask] = {t.state.name: t for t in committed}
         self.failed: dict[str, FailedTask] = {f.name: f for f in failed}
         self.trainer = Trainer(model, store, self.lock, config.max_queue, self._committed)
+        # one analysis computes at a time (it may train a dense network); others wait
+        self.analyses = asyncio.Semaphore(1)
 
     def _committed(self, task: CommittedTask) -> None:
         """Called by the trainer under the lock right after a task went live."""
@@ -265,6 +269,113 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
             )
             out.append(pb.TaskAccuracy(task=name, accuracy=accuracy, examples=n))
         return out
+
+    async def Analyze(
+        self, request: pb.AnalyzeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AnalyzeResponse:
+        """Run one analysis of a committed task off the event loop, log it to MLflow.
+
+        Analyses read committed tasks only (whose weights never change), so they do not
+        enter the training queue and run beside training; one computes at a time. Every
+        check (task, parameters, data, limits) happens before any work; nothing of the
+        model is written (see sparse_engine.analysis). A call that is cancelled, whose
+        client disconnects or whose deadline passes stops its analysis at the next step.
+        """
+
+        async def run() -> pb.AnalyzeResponse:
+            self._live(request.task)
+            name = messages.analysis_name(request.analysis)
+            stop = threading.Event()
+            call, params = self._analysis_call(name, request, stop.is_set)
+            try:
+                async with self.analyses:
+                    result = await asyncio.to_thread(call)
+            finally:  # cancelled, disconnected or past its deadline: the thread stops too
+                stop.set()
+            table = result.table()
+            stored = self.stored.get(request.task)
+            run_id = await asyncio.to_thread(
+                self.store.log_analysis,
+                table,
+                params,
+                lambda path: plots.analysis_plot(result, path),
+                stored.run_id if stored else "",
+            )
+            return messages.analyze_response(table, run_id)
+
+        return await answer(context, run)
+
+    def _labelled(self, x: pb.Tensor, y: pb.Tensor, xs: str, ys: str) -> TaskData:
+        data = TaskData(tensors.batch(x, xs), tensors.labels(y, ys))
+        self.model.check_inputs(data.x)
+        return data
+
+    def _analysis_call(
+        self, name: str, request: pb.AnalyzeRequest, stop: analysis.Stop
+    ) -> tuple[Callable[[], analysis.AnalysisResult], dict[str, str]]:
+        """The analysis to run and its parameters (for MLflow), every input checked first;
+        parameters that do not belong to the analysis are refused rather than ignored."""
+        allowed = {
+            "weight-agnostic": {"weights", "keep_sign", "draws", "seed"},
+            "layer-robustness": {"draws", "seed"},
+            "noise": {"train_x", "train_y", "noise_levels", "epochs", "seed"},
+        }[name]
+        given = {f.name for f, _ in request.ListFields()} - {"task", "analysis", "x", "y"}
+        if given - allowed:
+            raise InvalidInputError(
+                f"the {name} analysis does not take {', '.join(sorted(given - allowed))}"
+            )
+        weights = tuple(request.weights) or analysis.DEFAULT_WEIGHTS
+        levels = tuple(request.noise_levels) or analysis.DEFAULT_NOISE
+        draws = request.draws if request.HasField("draws") else 3
+        epochs = request.epochs if request.HasField("epochs") else None
+        seed = request.seed
+        analysis.check_options(name, weights, levels, draws, epochs)
+        data = self._labelled(request.x, request.y, "x", "y")
+        check_batch(len(data), self.config)
+        task = self.model.task(request.task)
+        analysis.task_examples(self.model, task, data, "evaluation")
+        params = {"task": request.task, "analysis": name, "seed": str(seed)}
+        params["examples"] = str(len(data))
+        model = self.model
+        call: Callable[[], analysis.AnalysisResult]
+        if name == "weight-agnostic":
+            keep_sign = request.keep_sign if request.HasField("keep_sign") else True
+            params.update(weights=",".join(map(str, weights)), keep_sign=str(keep_sign))
+            params["draws"] = str(draws)
+
+            def call() -> analysis.AnalysisResult:
+                return analysis.weight_agnostic(
+                    model, request.task, data, weights, keep_sign, draws, seed, stop
+                )
+
+        elif name == "layer-robustness":
+            params["draws"] = str(draws)
+
+            def call() -> analysis.AnalysisResult:
+                return analysis.layer_robustness(model, request.task, data, draws, seed, stop)
+
+        else:
+            if not request.HasField("train_x") or not request.HasField("train_y"):
+                raise InvalidInputError(
+                    "the noise analysis needs training examples (train_x, train_y) for the "
+                    "dense network it compares the task with"
+                )
+            train = self._labelled(request.train_x, request.train_y, "train_x", "train_y")
+            check_examples(len(train), self.config)
+            analysis.task_examples(self.model, task, train, "training")
+            params.update(
+                noise_levels=",".join(map(str, levels)),
+                epochs=str(epochs if epochs is not None else analysis.task_epochs(task)),
+                train_examples=str(len(train)),
+            )
+
+            def call() -> analysis.AnalysisResult:
+                return analysis.noise_robustness(
+                    model, request.task, data, train, levels, epochs, seed, stop
+                )
+
+        return call, params
 
     async def AddTask(
         self,

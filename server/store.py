@@ -33,6 +33,7 @@ from mlflow.entities import Metric, Param
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from sparse_engine.analysis import AnalysisTable
 from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.state import TaskState, dumps, loads
 
@@ -42,6 +43,7 @@ from .faults import crash_point
 KIND, TASK, STATE, TASK_ID = "sparsecl.kind", "sparsecl.task", "sparsecl.state", "sparsecl.task_id"
 SHA256, ERROR, VERSION = "sparsecl.sha256", "sparsecl.error", "sparsecl.model_version"
 BACKBONE_TAG, SEED_TAG = "sparsecl.backbone", "sparsecl.seed"
+ANALYSIS_TAG, PARENT_TAG = "sparsecl.analysis", "mlflow.parentRunId"
 TRAINING, COMMITTED, FAILED = "training", "committed", "failed"
 STATE_ARTIFACT = "task/state.safetensors"
 INTERRUPTED = "interrupted: the server stopped while this task was training"
@@ -107,6 +109,11 @@ def event_metrics(events: Sequence[ProgressEvent], steps_per_epoch: int) -> list
         elif e.phase == "prune":
             add("prune/val_accuracy", e.accuracy, e.epoch)
             add("prune/density", e.density, e.epoch)
+            if "round" in e.extra:  # per pruning round (step = round): target vs kept
+                r = int(e.extra["round"])
+                add("prune/round_target_density", e.extra.get("target_density", math.nan), r)
+                add("prune/round_kept_density", e.density, r)
+                add("prune/round_kept_units", e.extra.get("kept_units", math.nan), r)
     return out
 
 
@@ -321,6 +328,58 @@ class TaskStore:
             self.client.set_terminated(run_id, "FAILED")
         except Exception:
             pass
+
+    def log_analysis(
+        self,
+        table: AnalysisTable,
+        params: dict[str, str],
+        plot: Callable[[Path], None],
+        task_run_id: str,
+    ) -> str:
+        """One FINISHED run per analysis, nested under the task's run (kind ``analysis``,
+        which ``load`` never reads as a task): parameters, summary metrics, one metric
+        series per column (step = row), the table as JSON and the plot; returns its id."""
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, 0) for k, v in table.summary if math.isfinite(v)]
+        metrics.append(Metric("examples", float(table.examples), now, 0))
+        for step, (_, values) in enumerate(table.rows):
+            metrics += [
+                Metric(column, float(v), now, step)
+                for column, v in zip(table.columns, values, strict=True)
+                if math.isfinite(v)
+            ]
+        tags = {KIND: "analysis", TASK: table.task, ANALYSIS_TAG: table.analysis}
+        if task_run_id:
+            tags[PARENT_TAG] = task_run_id
+
+        def write() -> str:
+            r = self.client.create_run(
+                self.experiment_id, run_name=f"{table.task}.{table.analysis}", tags=tags
+            )
+            run_id = r.info.run_id
+            try:
+                self.client.log_batch(
+                    run_id,
+                    params=[Param(k, v[:6000]) for k, v in params.items()],
+                    metrics=metrics[:900],
+                )
+                for start in range(900, len(metrics), 900):
+                    self.client.log_batch(run_id, metrics=metrics[start : start + 900])
+                with tempfile.TemporaryDirectory() as tmp:
+                    root = Path(tmp) / "analysis"
+                    root.mkdir()
+                    (root / "table.json").write_text(
+                        json.dumps(dataclasses.asdict(table), indent=2)
+                    )
+                    plot(root / f"{table.analysis}.png")
+                    self.client.log_artifacts(run_id, str(root), "analysis")
+            except Exception:
+                self.fail(run_id, "the analysis could not be stored")
+                raise
+            self.client.set_terminated(run_id, "FINISHED")
+            return run_id
+
+        return self._call("store the analysis", write)
 
     def _runs(self) -> list[Any]:
         runs: list[Any] = []

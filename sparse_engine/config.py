@@ -10,12 +10,18 @@ from typing import Literal
 from .errors import InvalidInputError
 
 Saliency = Literal["magnitude", "obd", "taylor"]
-Retrain = Literal["finetune", "rewind"]
+Retrain = Literal["finetune", "rewind", "late_rewind", "reinit", "sign_constant"]
+Method = Literal["prune", "supermask", "rigl"]
+Structure = Literal["weights", "units"]
 Optimizer = Literal["sgd", "adam", "adamw"]
 Phase = Literal["train", "prune", "retrain", "commit"]
 
 SALIENCIES: tuple[str, ...] = ("magnitude", "obd", "taylor")
-RETRAINS: tuple[str, ...] = ("finetune", "rewind")
+RETRAINS: tuple[str, ...] = ("finetune", "rewind", "late_rewind", "reinit", "sign_constant")
+# retrain modes that reset the kept values before retraining (they need retrain_epochs >= 1)
+RESETS: tuple[str, ...] = ("rewind", "late_rewind", "reinit", "sign_constant")
+METHODS: tuple[str, ...] = ("prune", "supermask", "rigl")
+STRUCTURES: tuple[str, ...] = ("weights", "units")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
 
 
@@ -26,6 +32,19 @@ class TaskConfig:
     ``k`` is the k-WTA size of every hidden layer (a count or a fraction), or one value
     per layer. ``prune_rounds`` > 1 prunes iteratively, shrinking the mask geometrically
     from 1 to ``density`` with ``retrain_epochs`` of retraining after each round.
+
+    ``method`` picks how the subnetwork is found: ``prune`` (the recipe above, with
+    ``retrain`` = finetune | rewind | late_rewind | reinit | sign_constant), ``supermask``
+    (``epochs`` of learning one score per weight over the untouched backbone values, plus
+    the head when ``supermask_train_head``; no weight is trained) or ``rigl`` (sparse from
+    the start: ``epochs`` of training with a drop/regrow mask update every
+    ``rigl_interval`` steps, then ``retrain_epochs`` with the mask fixed).
+
+    ``structure`` (method ``prune`` only): ``weights`` prunes single weights; ``units``
+    prunes whole hidden units (MLP) or channels (CNN) by group saliency (structured.py):
+    ``density`` is then the fraction of each hidden layer's units kept, the task's mask is
+    the kept units' rows × the previous layer's kept columns, and a fractional ``k`` is a
+    fraction of the kept units (a count must not exceed them).
     """
 
     density: float = 0.1
@@ -42,6 +61,13 @@ class TaskConfig:
     saliency: Saliency = "taylor"
     prune_rounds: int = 1
     retrain: Retrain = "finetune"
+    # late_rewind: epochs of the dense phase after which the rewind point is taken
+    rewind_epoch: int = 1
+    method: Method = "prune"
+    structure: Structure = "weights"
+    supermask_train_head: bool = True
+    rigl_interval: int = 50  # optimizer steps between two RigL mask updates (ΔT)
+    rigl_drop_fraction: float = 0.3  # fraction dropped at the first update, cosine-decayed
     saliency_batches: int = 16
     boost_strength: float = 1.0
     boost_strength_factor: float = 0.9
@@ -71,10 +97,42 @@ class TaskConfig:
             problems.append(f"saliency must be one of {SALIENCIES}, got {self.saliency!r}")
         if self.retrain not in RETRAINS:
             problems.append(f"retrain must be one of {RETRAINS}, got {self.retrain!r}")
-        if self.retrain == "rewind" and self.retrain_epochs < 1:
-            problems.append("retrain 'rewind' needs retrain_epochs >= 1")
+        if self.retrain in RESETS and self.retrain_epochs < 1:
+            problems.append(f"retrain {self.retrain!r} needs retrain_epochs >= 1")
+        if not (isinstance(self.rewind_epoch, int) and self.rewind_epoch >= 0):
+            problems.append(f"rewind_epoch must be an integer >= 0, got {self.rewind_epoch!r}")
+        elif self.retrain == "late_rewind" and self.rewind_epoch > self.epochs:
+            problems.append(
+                f"rewind_epoch {self.rewind_epoch} lies beyond the {self.epochs} epoch(s) "
+                "of dense training; it must be <= epochs"
+            )
         if self.prune_rounds < 1:
             problems.append(f"prune_rounds must be >= 1, got {self.prune_rounds}")
+        if self.method not in METHODS:
+            problems.append(f"method must be one of {METHODS}, got {self.method!r}")
+        elif self.method != "prune":
+            if self.epochs < 1:
+                problems.append(f"method {self.method!r} needs epochs >= 1")
+            if self.retrain != "finetune":
+                problems.append(
+                    f"retrain {self.retrain!r} applies to method 'prune' only, not {self.method!r}"
+                )
+            if self.prune_rounds != 1:
+                problems.append(f"prune_rounds applies to method 'prune' only, not {self.method!r}")
+        if self.structure not in STRUCTURES:
+            problems.append(f"structure must be one of {STRUCTURES}, got {self.structure!r}")
+        elif self.structure == "units" and self.method != "prune":
+            problems.append(
+                f"structure 'units' applies to method 'prune' only, not {self.method!r}"
+            )
+        if not isinstance(self.supermask_train_head, bool):
+            problems.append(
+                f"supermask_train_head must be true or false, got {self.supermask_train_head!r}"
+            )
+        if self.rigl_interval < 1:
+            problems.append(f"rigl_interval must be >= 1, got {self.rigl_interval}")
+        if not (math.isfinite(self.rigl_drop_fraction) and 0.0 < self.rigl_drop_fraction < 1.0):
+            problems.append(f"rigl_drop_fraction must lie in (0, 1), got {self.rigl_drop_fraction}")
         if self.saliency_batches < 1:
             problems.append(f"saliency_batches must be >= 1, got {self.saliency_batches}")
         if not (math.isfinite(self.boost_strength) and self.boost_strength >= 0):

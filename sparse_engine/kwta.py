@@ -6,6 +6,9 @@ cycle (how often it was positive) is tracked and units below the target density 
 boosted by exp((k/n - duty) * strength). The boost strength decays by a factor per
 epoch. Unlike nupic.torch, inference uses the same k as training by default
 (``k_inference_factor=1.0``), so exactly k units per sample are non-zero.
+
+A layer pruned by whole units (structured pruning) is *restricted* to its kept units:
+removed units never win (they output exactly 0) and the boosting target is k / kept.
 """
 
 from __future__ import annotations
@@ -32,16 +35,27 @@ def resolve_k(k: int | float, units: int) -> int:
     return count
 
 
-def kwinners(x: Tensor, duty_cycle: Tensor, k: int, boost_strength: float) -> Tensor:
-    """Keep the k largest boosted units per sample (over all non-batch dims), zero the rest."""
+def kwinners(
+    x: Tensor, duty_cycle: Tensor, k: int, boost_strength: float, keep: Tensor | None = None
+) -> Tensor:
+    """Keep the k largest boosted units per sample (over all non-batch dims), zero the rest.
+
+    ``keep`` (bool, one per unit) restricts the winners to the kept units."""
     flat = x.reshape(x.shape[0], -1)
     if boost_strength > 0.0:
-        target = k / flat.shape[1]
+        units = flat.shape[1] if keep is None else int(keep.sum())
+        target = k / units
         boost = torch.exp((target - duty_cycle.reshape(1, -1)) * boost_strength)
         boosted = flat.detach() * boost
     else:
         boosted = flat.detach()
-    winners = boosted.topk(k, dim=1, sorted=False).indices
+    if keep is None:
+        winners = boosted.topk(k, dim=1, sorted=False).indices
+    else:
+        # top-k over the kept units gathered in order: the very array (and tie-breaking) a
+        # plan compacted to those units ranks
+        index = keep.nonzero().reshape(-1)
+        winners = index[boosted[:, index].topk(k, dim=1, sorted=False).indices]
     out = torch.zeros_like(flat).scatter(1, winners, flat.gather(1, winners))
     return out.reshape(x.shape)
 
@@ -53,6 +67,14 @@ class KWinnersState:
     k: int
     boost_strength: float
     duty_cycle: Tensor
+    # structured pruning: bool per output row (unit of a linear layer, channel of a conv);
+    # None = every unit kept
+    units: Tensor | None = None
+
+
+def expand_units(units: Tensor, size: int) -> Tensor:
+    """Per-row kept flags as per-unit flags over ``size`` units (a channel's H×W units)."""
+    return units.repeat_interleave(size // units.numel())
 
 
 class KWinners(nn.Module):
@@ -89,13 +111,24 @@ class KWinners(nn.Module):
         self.duty_cycle_period = duty_cycle_period
         self.learning_iterations = 0
         self.register_buffer("duty_cycle", torch.zeros(units))
+        self.rows: Tensor | None = None  # kept rows (units or channels); None = all
+        self.keep: Tensor | None = None  # the same, per k-WTA unit
+
+    def restrict(self, rows: Tensor, k: int) -> None:
+        """Only the units of the kept ``rows`` may win from now on, ``k`` of them."""
+        keep = expand_units(rows, self.units)
+        if not 1 <= k <= int(keep.sum()):
+            raise ValueError(f"k={k} winners do not fit {int(keep.sum())} kept units")
+        self.rows, self.keep = rows.clone(), keep
+        self.k = k
+        self.k_inference = k
 
     def forward(self, x: Tensor) -> Tensor:
         if self.training:
-            out = kwinners(x, self.duty_cycle, self.k, self.boost_strength)
+            out = kwinners(x, self.duty_cycle, self.k, self.boost_strength, self.keep)
             self._update_duty_cycle(out)
             return out
-        return kwinners(x, self.duty_cycle, self.k_inference, self.boost_strength)
+        return kwinners(x, self.duty_cycle, self.k_inference, self.boost_strength, self.keep)
 
     @torch.no_grad()
     def _update_duty_cycle(self, out: Tensor) -> None:
@@ -111,13 +144,16 @@ class KWinners(nn.Module):
 
     def state(self) -> KWinnersState:
         """A copy of the boost state, to freeze with a task at commit."""
-        return KWinnersState(self.k, self.boost_strength, self.duty_cycle.detach().clone())
+        rows = None if self.rows is None else self.rows.clone()
+        return KWinnersState(self.k, self.boost_strength, self.duty_cycle.detach().clone(), rows)
 
     @classmethod
     def from_state(cls, state: KWinnersState) -> KWinners:
         """Rebuild a frozen (eval-mode) k-WTA layer from a committed task's state."""
         layer = cls(state.duty_cycle.numel(), state.k, boost_strength=state.boost_strength)
         layer.duty_cycle.copy_(state.duty_cycle)
+        if state.units is not None:
+            layer.restrict(state.units, state.k)
         return layer.eval()
 
     def extra_repr(self) -> str:

@@ -16,7 +16,9 @@ from .errors import InvalidInputError, NoFreeCapacityError, TaskExistsError, Unk
 from .kwta import resolve_k
 from .learner import Subnetwork, learn_subnetwork
 from .owners import MAX_TASKS, OwnerMap
+from .saliency import keep_count
 from .state import TaskState
+from .structured import row_units
 from .task import Task, TaskNet, TaskRecord
 
 MAX_NAME = 128
@@ -136,8 +138,17 @@ class SparseCL:
         ):
             try:
                 resolve_k(k, layer.units)
+                if config.structure == "units":  # k must fit the units a task keeps
+                    rows = keep_count(config.density, layer.weight_shape[0])
+                    resolve_k(k, rows * row_units(layer))
             except ValueError as e:
-                raise InvalidInputError(str(e)) from None
+                extra = (
+                    f" (structure 'units' keeps {keep_count(config.density, layer.weight_shape[0])}"
+                    f" of {layer.weight_shape[0]} units or channels at density {config.density})"
+                    if config.structure == "units"
+                    else ""
+                )
+                raise InvalidInputError(f"{e}{extra}") from None
         empty = [i for i, n in enumerate(self.owners.free_count()) if n == 0]
         if empty:
             raise NoFreeCapacityError(

@@ -7,6 +7,11 @@ call for the whole network, so packing costs no memory. It depends
 only on frozen values (the task's mask, biases, k-WTA state, head, and backbone weights
 the mask covers, which no later task may write), so it never needs rebuilding while the
 task exists.
+
+A task pruned by whole units (``structure="units"``) is compacted first: each layer keeps
+only its kept rows and the columns of the previous layer's kept units (and the head only
+its kept features), so the engine runs the smaller net, stored dense where its density
+reaches ``DENSE_FROM``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .backbone import BackboneSpec, LayerSpec
-from .kwta import KWinnersState, resolve_k
+from .kwta import KWinnersState, expand_units, resolve_k
 from .task import Task
 
 LayerFormat = Literal["conv", "input_major", "output_major", "dense_rows"]
@@ -225,16 +230,75 @@ def _pack(raw: Sequence[_Raw]) -> tuple[PackedNet, list[LayerPlan]]:
     return net, plans
 
 
+@dataclass(frozen=True, eq=False)
+class _Layer:
+    """What one layer of a task compiles from: its shape, weight, mask, bias, k-WTA state."""
+
+    layer: LayerSpec
+    weight: Tensor
+    mask: Tensor
+    bias: Tensor
+    state: KWinnersState
+
+
+def compact(
+    spec: BackboneSpec, weights: Sequence[Tensor], task: Task
+) -> tuple[list[_Layer], Tensor]:
+    """The task's layers restricted to its kept units, and its head's kept columns.
+
+    Layer i keeps its kept rows (units, or channels with their H×W units) and, as inputs,
+    the kept units of layer i − 1; a task with every unit kept comes back unchanged."""
+    layers: list[_Layer] = []
+    inputs: Tensor | None = None  # kept inputs of the current layer (None = all)
+    for layer, w, mask, bias, state in zip(
+        spec.layers, weights, task.masks, task.biases, task.kwta, strict=True
+    ):
+        rows = state.units
+        if rows is None and inputs is None:
+            layers.append(_Layer(layer, w, mask, bias, state))
+            continue
+        keep_rows = torch.ones(layer.weight_shape[0], dtype=torch.bool) if rows is None else rows
+        row_index = keep_rows.nonzero().reshape(-1)
+        col_index = (
+            torch.arange(layer.weight_shape[1]) if inputs is None else inputs.nonzero().reshape(-1)
+        )
+        w_c = w.index_select(0, row_index).index_select(1, col_index)
+        m_c = mask.index_select(0, row_index).index_select(1, col_index)
+        out_shape = (len(row_index), *layer.out_shape[1:])
+        layer_c = LayerSpec(layer.kind, tuple(w_c.shape), out_shape)
+        units = expand_units(keep_rows, layer.units)
+        state_c = KWinnersState(state.k, state.boost_strength, state.duty_cycle[units])
+        layers.append(_Layer(layer_c, w_c, m_c, bias[row_index], state_c))
+        # the next layer's inputs: a conv channel feeds its H×W units to a linear layer
+        inputs = keep_rows
+        following = spec.layers[len(layers)] if len(layers) < len(spec.layers) else None
+        if following is not None and following.kind == "linear":
+            inputs = units
+    head = task.head_weight
+    if inputs is not None:
+        last = spec.layers[-1]
+        features = expand_units(inputs, last.units) if last.kind == "conv" else inputs
+        head = head[:, features]
+    return layers, head
+
+
 @torch.no_grad()
 def compile_task(spec: BackboneSpec, weights: Sequence[Tensor], task: Task) -> Plan:
-    """Compile ``task`` against the backbone's current weights (which its mask keeps frozen)."""
+    """Compile ``task`` against the backbone's current weights (which its mask keeps frozen);
+    a structured task is first compacted to its kept units (``compact``)."""
     raw: list[_Raw] = []
     input_density = 1.0  # the backbone's input (pixels, features) is dense
     csr_bytes = nnz_total = 0
     empty: np.ndarray = np.zeros(0, dtype=np.int64)
-    for layer, w, mask, bias, state in zip(
-        spec.layers, weights, task.masks, task.biases, task.kwta, strict=True
-    ):
+    layers_c, head_weight = compact(spec, weights, task)
+    for entry in layers_c:
+        layer, w, mask, bias, state = (
+            entry.layer,
+            entry.weight,
+            entry.mask,
+            entry.bias,
+            entry.state,
+        )
         nnz = int(mask.sum())
         k = resolve_k(state.k, layer.units)
         fmt = layer_format(layer, nnz / layer.numel, input_density)
@@ -263,7 +327,7 @@ def compile_task(spec: BackboneSpec, weights: Sequence[Tensor], task: Task) -> P
     ]
     net, linear = _pack([r for r in raw if r.format != "conv"])
     layers = (*convs, *linear)
-    head_t = np.ascontiguousarray(task.head_weight.detach().to(torch.float32).t().numpy())
+    head_t = np.ascontiguousarray(head_weight.detach().to(torch.float32).t().numpy())
     head_b = np.ascontiguousarray(task.head_bias.detach().to(torch.float32).numpy().copy())
     memory = PlanMemory(
         nnz=nnz_total + head_t.size,

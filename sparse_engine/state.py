@@ -93,6 +93,9 @@ def dumps(state: TaskState) -> bytes:
         tensors[f"own.{i}"] = state.own_values[i].contiguous()
         tensors[f"bias.{i}"] = state.biases[i].contiguous()
         tensors[f"kwta.{i}.duty_cycle"] = state.kwta[i].duty_cycle.contiguous()
+        units = state.kwta[i].units
+        if units is not None:  # structured pruning's kept units; absent = all kept
+            tensors[f"kwta.{i}.units"] = units.to(torch.uint8).contiguous()
     tensors["head.weight"] = state.head_weight.contiguous()
     tensors["head.bias"] = state.head_bias.contiguous()
     meta = {
@@ -126,6 +129,11 @@ def loads(blob: bytes) -> TaskState:
                     int(kwta_meta[i]["k"]),
                     float(kwta_meta[i]["boost_strength"]),
                     tensors[f"kwta.{i}.duty_cycle"],
+                    _units(
+                        tensors.get(f"kwta.{i}.units"),
+                        tensors[f"kwta.{i}.duty_cycle"].numel(),
+                        int(kwta_meta[i]["k"]),
+                    ),
                 )
                 for i in layers
             ),
@@ -134,6 +142,22 @@ def loads(blob: bytes) -> TaskState:
         )
     except (KeyError, IndexError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(f"malformed task blob: {e!r}") from None
+
+
+def _units(stored: Tensor | None, units: int, k: int) -> Tensor | None:
+    """Kept-row flags as stored (uint8), or None for a task with every unit kept (and for
+    tasks stored before structured pruning existed); checked against the layer's ``units``
+    k-WTA units and its ``k``."""
+    if stored is None:
+        return None
+    rows = stored.to(torch.bool).reshape(-1)
+    if (
+        rows.numel() == 0
+        or units % rows.numel()
+        or not k <= int(rows.sum()) * (units // rows.numel())
+    ):
+        raise ValueError(f"kept units of shape {tuple(stored.shape)} do not fit {units} units")
+    return rows
 
 
 def _metadata(blob: bytes) -> dict[str, str]:

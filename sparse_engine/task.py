@@ -49,6 +49,12 @@ class Task:
     def classes(self) -> tuple[int, ...]:
         return self.record.classes
 
+    @property
+    def units(self) -> tuple[Tensor | None, ...]:
+        """Per layer, the kept rows (units or channels) of a task pruned by whole units
+        (``structure="units"``), or None where every unit is kept; kept in the k-WTA state."""
+        return tuple(s.units for s in self.kwta)
+
 
 class TaskNet(nn.Module):
     """The dense masked forward pass of one committed task: the reference for inference."""

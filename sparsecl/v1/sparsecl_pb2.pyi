@@ -29,6 +29,13 @@ class TaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_STATE_TRAINING: _ClassVar[TaskState]
     TASK_STATE_COMMITTED: _ClassVar[TaskState]
     TASK_STATE_FAILED: _ClassVar[TaskState]
+
+class Analysis(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ANALYSIS_UNSPECIFIED: _ClassVar[Analysis]
+    ANALYSIS_WEIGHT_AGNOSTIC: _ClassVar[Analysis]
+    ANALYSIS_LAYER_ROBUSTNESS: _ClassVar[Analysis]
+    ANALYSIS_NOISE: _ClassVar[Analysis]
 DTYPE_UNSPECIFIED: DType
 DTYPE_FLOAT32: DType
 DTYPE_UINT8: DType
@@ -43,6 +50,10 @@ TASK_STATE_QUEUED: TaskState
 TASK_STATE_TRAINING: TaskState
 TASK_STATE_COMMITTED: TaskState
 TASK_STATE_FAILED: TaskState
+ANALYSIS_UNSPECIFIED: Analysis
+ANALYSIS_WEIGHT_AGNOSTIC: Analysis
+ANALYSIS_LAYER_ROBUSTNESS: Analysis
+ANALYSIS_NOISE: Analysis
 
 class Tensor(_message.Message):
     __slots__ = ("shape", "dtype", "data")
@@ -63,7 +74,7 @@ class KSize(_message.Message):
     def __init__(self, count: _Optional[int] = ..., fraction: _Optional[float] = ...) -> None: ...
 
 class HyperParameters(_message.Message):
-    __slots__ = ("density", "k", "epochs", "retrain_epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "saliency", "prune_rounds", "retrain", "saliency_batches", "boost_strength", "boost_strength_factor", "duty_cycle_period", "seed")
+    __slots__ = ("density", "k", "epochs", "retrain_epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "saliency", "prune_rounds", "retrain", "saliency_batches", "boost_strength", "boost_strength_factor", "duty_cycle_period", "seed", "rewind_epoch", "method", "supermask_train_head", "rigl_interval", "rigl_drop_fraction", "structure")
     DENSITY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +92,12 @@ class HyperParameters(_message.Message):
     BOOST_STRENGTH_FACTOR_FIELD_NUMBER: _ClassVar[int]
     DUTY_CYCLE_PERIOD_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
+    REWIND_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    SUPERMASK_TRAIN_HEAD_FIELD_NUMBER: _ClassVar[int]
+    RIGL_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    RIGL_DROP_FRACTION_FIELD_NUMBER: _ClassVar[int]
+    STRUCTURE_FIELD_NUMBER: _ClassVar[int]
     density: float
     k: _containers.RepeatedCompositeFieldContainer[KSize]
     epochs: int
@@ -98,7 +115,13 @@ class HyperParameters(_message.Message):
     boost_strength_factor: float
     duty_cycle_period: int
     seed: int
-    def __init__(self, density: _Optional[float] = ..., k: _Optional[_Iterable[_Union[KSize, _Mapping]]] = ..., epochs: _Optional[int] = ..., retrain_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., optimizer: _Optional[str] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ..., saliency: _Optional[str] = ..., prune_rounds: _Optional[int] = ..., retrain: _Optional[str] = ..., saliency_batches: _Optional[int] = ..., boost_strength: _Optional[float] = ..., boost_strength_factor: _Optional[float] = ..., duty_cycle_period: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+    rewind_epoch: int
+    method: str
+    supermask_train_head: bool
+    rigl_interval: int
+    rigl_drop_fraction: float
+    structure: str
+    def __init__(self, density: _Optional[float] = ..., k: _Optional[_Iterable[_Union[KSize, _Mapping]]] = ..., epochs: _Optional[int] = ..., retrain_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., optimizer: _Optional[str] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ..., saliency: _Optional[str] = ..., prune_rounds: _Optional[int] = ..., retrain: _Optional[str] = ..., saliency_batches: _Optional[int] = ..., boost_strength: _Optional[float] = ..., boost_strength_factor: _Optional[float] = ..., duty_cycle_period: _Optional[int] = ..., seed: _Optional[int] = ..., rewind_epoch: _Optional[int] = ..., method: _Optional[str] = ..., supermask_train_head: _Optional[bool] = ..., rigl_interval: _Optional[int] = ..., rigl_drop_fraction: _Optional[float] = ..., structure: _Optional[str] = ...) -> None: ...
 
 class AddTaskHeader(_message.Message):
     __slots__ = ("name", "hyper_parameters", "labels", "train_examples", "val_examples")
@@ -307,3 +330,65 @@ class EvaluateResponse(_message.Message):
     RESULTS_FIELD_NUMBER: _ClassVar[int]
     results: _containers.RepeatedCompositeFieldContainer[TaskAccuracy]
     def __init__(self, results: _Optional[_Iterable[_Union[TaskAccuracy, _Mapping]]] = ...) -> None: ...
+
+class AnalyzeRequest(_message.Message):
+    __slots__ = ("task", "analysis", "x", "y", "train_x", "train_y", "weights", "keep_sign", "noise_levels", "epochs", "draws", "seed")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    ANALYSIS_FIELD_NUMBER: _ClassVar[int]
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_X_FIELD_NUMBER: _ClassVar[int]
+    TRAIN_Y_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    KEEP_SIGN_FIELD_NUMBER: _ClassVar[int]
+    NOISE_LEVELS_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    DRAWS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    analysis: Analysis
+    x: Tensor
+    y: Tensor
+    train_x: Tensor
+    train_y: Tensor
+    weights: _containers.RepeatedScalarFieldContainer[float]
+    keep_sign: bool
+    noise_levels: _containers.RepeatedScalarFieldContainer[float]
+    epochs: int
+    draws: int
+    seed: int
+    def __init__(self, task: _Optional[str] = ..., analysis: _Optional[_Union[Analysis, str]] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ..., y: _Optional[_Union[Tensor, _Mapping]] = ..., train_x: _Optional[_Union[Tensor, _Mapping]] = ..., train_y: _Optional[_Union[Tensor, _Mapping]] = ..., weights: _Optional[_Iterable[float]] = ..., keep_sign: _Optional[bool] = ..., noise_levels: _Optional[_Iterable[float]] = ..., epochs: _Optional[int] = ..., draws: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+
+class AnalysisRow(_message.Message):
+    __slots__ = ("label", "values")
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    label: str
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, label: _Optional[str] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class AnalysisSummary(_message.Message):
+    __slots__ = ("name", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: float
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+
+class AnalyzeResponse(_message.Message):
+    __slots__ = ("task", "analysis", "columns", "rows", "summary", "examples", "mlflow_run_id")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    ANALYSIS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    MLFLOW_RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    analysis: Analysis
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    rows: _containers.RepeatedCompositeFieldContainer[AnalysisRow]
+    summary: _containers.RepeatedCompositeFieldContainer[AnalysisSummary]
+    examples: int
+    mlflow_run_id: str
+    def __init__(self, task: _Optional[str] = ..., analysis: _Optional[_Union[Analysis, str]] = ..., columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[AnalysisRow, _Mapping]]] = ..., summary: _Optional[_Iterable[_Union[AnalysisSummary, _Mapping]]] = ..., examples: _Optional[int] = ..., mlflow_run_id: _Optional[str] = ...) -> None: ...

@@ -69,6 +69,11 @@ class ContinualLearnerStub:
                 request_serializer=sparsecl_dot_v1_dot_sparsecl__pb2.EvaluateRequest.SerializeToString,
                 response_deserializer=sparsecl_dot_v1_dot_sparsecl__pb2.EvaluateResponse.FromString,
                 _registered_method=True)
+        self.Analyze = channel.unary_unary(
+                '/sparsecl.v1.ContinualLearner/Analyze',
+                request_serializer=sparsecl_dot_v1_dot_sparsecl__pb2.AnalyzeRequest.SerializeToString,
+                response_deserializer=sparsecl_dot_v1_dot_sparsecl__pb2.AnalyzeResponse.FromString,
+                _registered_method=True)
 
 
 class ContinualLearnerServicer:
@@ -122,6 +127,15 @@ class ContinualLearnerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Analyze(self, request, context):
+        """Run one analysis of the pruning literature on a committed task (weight-agnostic
+        evaluation, layer robustness, noise robustness) on labelled data sent by the client;
+        the result is also logged as an MLflow run. Reads the task only: it changes nothing.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContinualLearnerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -154,6 +168,11 @@ def add_ContinualLearnerServicer_to_server(servicer, server):
                     servicer.Evaluate,
                     request_deserializer=sparsecl_dot_v1_dot_sparsecl__pb2.EvaluateRequest.FromString,
                     response_serializer=sparsecl_dot_v1_dot_sparsecl__pb2.EvaluateResponse.SerializeToString,
+            ),
+            'Analyze': grpc.unary_unary_rpc_method_handler(
+                    servicer.Analyze,
+                    request_deserializer=sparsecl_dot_v1_dot_sparsecl__pb2.AnalyzeRequest.FromString,
+                    response_serializer=sparsecl_dot_v1_dot_sparsecl__pb2.AnalyzeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -323,6 +342,33 @@ class ContinualLearner:
             '/sparsecl.v1.ContinualLearner/Evaluate',
             sparsecl_dot_v1_dot_sparsecl__pb2.EvaluateRequest.SerializeToString,
             sparsecl_dot_v1_dot_sparsecl__pb2.EvaluateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Analyze(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sparsecl.v1.ContinualLearner/Analyze',
+            sparsecl_dot_v1_dot_sparsecl__pb2.AnalyzeRequest.SerializeToString,
+            sparsecl_dot_v1_dot_sparsecl__pb2.AnalyzeResponse.FromString,
             options,
             channel_credentials,
             insecure,

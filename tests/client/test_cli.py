@@ -122,3 +122,143 @@ def test_error_exits_non_zero_with_the_servers_message(cli: Cli) -> None:
 def test_unreachable_server_exits_non_zero() -> None:
     done = sparsecl("tasks", "--address", "127.0.0.1:1")
     assert done.returncode == 1 and "UNAVAILABLE" in done.stderr
+
+
+# ---- add-task: the research modes (issue 6, part A) ---------------------------------------
+
+
+def test_add_task_learns_a_supermask_with_a_frozen_head(
+    cli: Cli, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    server = ServerProcess(tmp_path_factory.mktemp("modes")).start()
+    try:
+        done = sparsecl(
+            "add-task",
+            "masked",
+            "--train",
+            str(cli.files / "train.npz"),
+            "--address",
+            server.address,
+            "--epochs=1",
+            "--batch-size=64",
+            "--lr=0.01",
+            "--method",
+            "supermask",
+            "--no-supermask-train-head",
+            "--quiet",
+        )
+        assert done.returncode == 0, done.stderr
+        with Client(server.address) as client:
+            hyper = client.task("masked").hyper_parameters
+    finally:
+        server.terminate()
+    assert hyper["method"] == "supermask" and hyper["supermask_train_head"] is False
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--method", "rigl", "--retrain", "late_rewind"], "applies to method 'prune' only"),
+        (["--retrain", "late_rewind", "--epochs=1", "--rewind-epoch=2"], "rewind_epoch 2 lies"),
+        (["--method", "rigl", "--rigl-drop-fraction=1.5"], "rigl_drop_fraction must lie in"),
+        (["--method", "rigl", "--rigl-interval=0"], "rigl_interval must be >= 1"),
+    ],
+)
+def test_add_task_refuses_bad_research_options_with_the_reason(
+    cli: Cli, flags: list[str], message: str
+) -> None:
+    done = cli.run("add-task", "refused", "--train", str(cli.files / "train.npz"), *flags)
+    assert done.returncode == 1
+    assert "INVALID_ARGUMENT" in done.stderr and message in done.stderr
+    assert "refused" not in cli.run("tasks").stdout
+
+
+def test_add_task_structure_units_prunes_whole_units(
+    cli: Cli, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    server = ServerProcess(tmp_path_factory.mktemp("structured")).start()
+    try:
+        done = sparsecl(
+            "add-task",
+            "units",
+            "--train",
+            str(cli.files / "train.npz"),
+            "--address",
+            server.address,
+            "--epochs=1",
+            "--retrain-epochs=1",
+            "--batch-size=64",
+            "--density=0.5",
+            "--structure",
+            "units",
+            "--quiet",
+        )
+        assert done.returncode == 0, done.stderr
+        with Client(server.address) as client:
+            hyper = client.task("units").hyper_parameters
+    finally:
+        server.terminate()
+    assert hyper["structure"] == "units"
+
+
+def test_add_task_offers_only_known_methods() -> None:
+    done = sparsecl("add-task", "x", "--train", "t.npz", "--method", "lottery")
+    assert done.returncode == 2 and "invalid choice: 'lottery'" in done.stderr
+
+
+# ---- analyze (issue 6, part B) -------------------------------------------------------------
+
+
+def test_analyze_weight_agnostic_prints_one_row_per_shared_weight(cli: Cli) -> None:
+    done = cli.run(
+        "analyze",
+        "weight-agnostic",
+        "zeros-ones",
+        "--data",
+        str(cli.files / "test.npz"),
+        "--weights=-1,0.1,1",
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line.split()[0] for line in done.stdout.splitlines()[1:4]]
+    assert rows == ["w=-1", "w=0.1", "w=1"]
+    assert "best_accuracy" in done.stdout and "MLflow run" in done.stdout
+
+
+def test_analyze_layer_robustness_prints_a_row_per_layer(cli: Cli) -> None:
+    done = cli.run(
+        "analyze", "layer-robustness", "zeros-ones", "--data", str(cli.files / "test.npz")
+    )
+    assert done.returncode == 0, done.stderr
+    assert [line.split()[0] for line in done.stdout.splitlines()[1:4]] == [
+        "layer0",
+        "layer1",
+        "head",
+    ]
+
+
+def test_analyze_noise_json_holds_the_table(cli: Cli) -> None:
+    done = cli.run(
+        "analyze",
+        "noise",
+        "zeros-ones",
+        "--data",
+        str(cli.files / "test.npz"),
+        "--train",
+        str(cli.files / "train.npz"),
+        "--noise-levels",
+        "0,0.3",
+        "--epochs",
+        "1",
+        "--json",
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["columns"] == ["noise_std", "sparse_accuracy", "dense_accuracy"]
+    assert [row[1][0] for row in result["rows"]] == [0.0, 0.3]
+    assert result["mlflow_run_id"]
+
+
+def test_analyze_noise_without_training_data_exits_with_the_servers_message(cli: Cli) -> None:
+    done = cli.run("analyze", "noise", "zeros-ones", "--data", str(cli.files / "test.npz"))
+    assert done.returncode == 1
+    assert "INVALID_ARGUMENT" in done.stderr and "training examples" in done.stderr

@@ -154,3 +154,27 @@ def test_metrics_per_step_epoch_and_phase() -> None:
         ("retrain/val_accuracy", 2): 0.8,
         ("retrain/density", 2): 0.1,
     }
+
+
+def test_each_pruning_round_logs_its_target_and_kept_density(root: Path, mnist: Mnist) -> None:
+    config = dataclasses.replace(CONFIG, prune_rounds=2)
+    events: list[ProgressEvent] = []
+    model = SparseCL(TINY)
+    state = model.prepare_task("R", digits_task([0, 1], 200, mnist), None, config, events.append)
+    store = open_store(root, "rounds")
+    run_id, created = store.start("R", 1, config, TINY, {"train_examples": 180})
+    store.commit(run_id, state, events, 3, created)
+
+    def history(key: str) -> list[tuple[int, float]]:
+        logged = store.client.get_metric_history(run_id, key)
+        return sorted((m.step, m.value) for m in logged)
+
+    rounds = [e for e in events if e.phase == "prune"]
+    assert history("prune/round_target_density") == [
+        (1, pytest.approx(0.1**0.5)),
+        (2, pytest.approx(0.1)),
+    ]
+    assert history("prune/round_kept_density") == [
+        (1, pytest.approx(rounds[0].density)),
+        (2, pytest.approx(rounds[1].density)),
+    ]

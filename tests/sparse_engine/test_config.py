@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import pytest
 
 from sparse_engine.config import TaskConfig
 from sparse_engine.errors import InvalidInputError
+from sparse_engine.state import config_from_dict
 
 
 @pytest.mark.parametrize(
@@ -18,6 +22,12 @@ from sparse_engine.errors import InvalidInputError
         ("retrain", "rewind-late", "retrain"),
         ("prune_rounds", 0, "prune_rounds"),
         ("batch_size", 0, "batch_size"),
+        ("rewind_epoch", -1, "rewind_epoch"),
+        ("method", "lottery", "method"),
+        ("rigl_interval", 0, "rigl_interval"),
+        ("rigl_drop_fraction", 0.0, "rigl_drop_fraction"),
+        ("rigl_drop_fraction", 1.0, "rigl_drop_fraction"),
+        ("supermask_train_head", "yes", "supermask_train_head"),
     ],
 )
 def test_out_of_range_hyper_parameters_are_refused(field: str, value: object, message: str) -> None:
@@ -33,6 +43,42 @@ def test_no_training_at_all_is_refused() -> None:
 def test_rewind_needs_retraining() -> None:
     with pytest.raises(InvalidInputError, match="rewind"):
         TaskConfig(retrain="rewind", retrain_epochs=0)
+
+
+@pytest.mark.parametrize("retrain", ["late_rewind", "reinit", "sign_constant"])
+def test_every_reset_before_retraining_needs_retraining(retrain: str) -> None:
+    with pytest.raises(InvalidInputError, match=f"retrain '{retrain}' needs retrain_epochs"):
+        TaskConfig(retrain=retrain, retrain_epochs=0)  # type: ignore[arg-type]
+
+
+def test_late_rewind_point_must_lie_within_dense_training() -> None:
+    with pytest.raises(InvalidInputError, match="rewind_epoch 3 lies beyond the 2 epoch"):
+        TaskConfig(retrain="late_rewind", epochs=2, rewind_epoch=3)
+    assert TaskConfig(retrain="late_rewind", epochs=2, rewind_epoch=2).rewind_epoch == 2
+
+
+@pytest.mark.parametrize("method", ["supermask", "rigl"])
+def test_pruning_options_are_refused_for_methods_that_do_not_prune(method: str) -> None:
+    with pytest.raises(InvalidInputError, match=f"applies to method 'prune' only, not '{method}'"):
+        TaskConfig(method=method, retrain="rewind")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInputError, match="prune_rounds applies to method 'prune' only"):
+        TaskConfig(method=method, prune_rounds=3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("method", ["supermask", "rigl"])
+def test_methods_without_a_dense_phase_need_epochs(method: str) -> None:
+    with pytest.raises(InvalidInputError, match=f"method '{method}' needs epochs >= 1"):
+        TaskConfig(method=method, epochs=0, retrain_epochs=2)  # type: ignore[arg-type]
+
+
+def test_a_config_stored_before_the_research_modes_loads_with_their_defaults() -> None:
+    stored = dataclasses.asdict(TaskConfig(density=0.2, retrain="rewind"))
+    new = ("rewind_epoch", "method", "supermask_train_head", "rigl_interval", "rigl_drop_fraction")
+    for name in new:
+        del stored[name]
+    config = config_from_dict(json.loads(json.dumps(stored)))
+    assert config == TaskConfig(density=0.2, retrain="rewind")
+    assert config.method == "prune"
 
 
 def test_k_per_layer_must_match_the_backbone_depth() -> None:

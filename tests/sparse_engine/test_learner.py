@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from sparse_engine.backbone import Backbone, BackboneSpec
-from sparse_engine.config import ProgressEvent
+from sparse_engine.config import ProgressEvent, Retrain, TaskConfig
 from sparse_engine.data import TaskData
-from sparse_engine.learner import TaskTrainer
+from sparse_engine.learner import Run, TaskTrainer
 from sparse_engine.model import SparseCL
-from sparse_engine.saliency import density_schedule
+from sparse_engine.saliency import density_schedule, keep_count
 
 from .conftest import FAST, TINY
 
@@ -62,3 +62,107 @@ def test_rewound_lottery_ticket_still_learns(three_tasks: list[TaskData]) -> Non
     model = SparseCL(TINY)
     record = model.learn_task("t", three_tasks[0], config=config)
     assert record.val_accuracy > 0.9  # digits 0 vs 1; chance is 0.5
+
+
+def _run(model: SparseCL, data: TaskData, config: TaskConfig) -> Run:
+    """A recipe run of ``config`` for a new task of ``model``, nothing run yet."""
+    train, val = data.split(0.1, seed=config.seed)
+    return Run.create(model.backbone, model.owners.owned(), train, val, train.classes, config, 1.0)
+
+
+def _with_first_task(three_tasks: list[TaskData]) -> SparseCL:
+    model = SparseCL(TINY)
+    model.learn_task("t1", three_tasks[0], config=FAST)
+    return model
+
+
+def test_sign_constant_sets_kept_free_weights_to_initial_sign_times_layer_std(
+    three_tasks: list[TaskData],
+) -> None:
+    model = _with_first_task(three_tasks)  # so that some weights are owned
+    run = _run(model, three_tasks[1], dataclasses.replace(FAST, retrain="sign_constant"))
+    run.train_dense()
+    run.prune(FAST.density)
+    run.reset()
+    net = run.trainer
+    for p, start, t, o in zip(net.free, net.constants, net.trainable, net.owned, strict=True):
+        constant = float(start[~o].std())
+        assert int(t.sum()) > 0
+        assert torch.equal(p[t].abs(), torch.full((int(t.sum()),), constant))
+        assert torch.equal(torch.sign(p[t]), torch.sign(start[t]))
+
+
+def test_reinit_draws_values_unlike_both_the_initial_and_the_trained_ones(
+    three_tasks: list[TaskData],
+) -> None:
+    model = _with_first_task(three_tasks)
+    run = _run(model, three_tasks[1], dataclasses.replace(FAST, retrain="reinit"))
+    run.train_dense()
+    run.prune(FAST.density)
+    net = run.trainer
+    trained = [p.detach().clone() for p in net.free]
+    run.reset()
+    for p, start, done, t in zip(net.free, net.constants, trained, net.trainable, strict=True):
+        bound = 1.0 / p.shape[1] ** 0.5
+        assert not bool((p[t] == start[t]).any())
+        assert not bool((p[t] == done[t]).any())
+        assert bool((p[t].abs() <= bound).all())
+    assert all(not bool(b.any()) for b in net.biases)
+
+
+def test_late_rewind_restores_exactly_the_iterate_after_rewind_epoch(
+    three_tasks: list[TaskData],
+) -> None:
+    model = _with_first_task(three_tasks)
+    late = dataclasses.replace(FAST, epochs=3, retrain="late_rewind", rewind_epoch=1)
+    run = _run(model, three_tasks[1], late)
+    run.train_dense()
+    after_three = run.trainer.snapshot()
+    run.prune(FAST.density)
+    run.reset()
+    # the same run stopped after one epoch of dense training is the rewind target
+    reference = _run(model, three_tasks[1], dataclasses.replace(late, epochs=1, retrain="finetune"))
+    reference.train_dense()
+    target = reference.trainer.snapshot()
+    rewound = run.trainer.snapshot()
+    for got, want, t in zip(rewound, target, run.trainer.trainable, strict=False):
+        assert torch.equal(got[t], want[t])  # free weights, at the kept positions
+    n = len(run.trainer.free)
+    for got, want, end in zip(rewound[n:], target[n:], after_three[n:], strict=True):
+        assert torch.equal(got, want)  # biases and head
+        assert not torch.equal(got, end)
+    assert not torch.equal(rewound[0], run.trainer.initial[0])
+
+
+@pytest.mark.parametrize("retrain", ["late_rewind", "reinit", "sign_constant"])
+def test_retrain_modes_never_write_earlier_tasks(
+    three_tasks: list[TaskData], probe: TaskData, retrain: Retrain
+) -> None:
+    model = _with_first_task(three_tasks)
+    before = model.logits("t1", probe.x)
+    owned = model.owners.owned()
+    values = [w[o].clone() for w, o in zip(model.backbone.weights, owned, strict=True)]
+    model.learn_task("t2", three_tasks[1], config=dataclasses.replace(FAST, retrain=retrain))
+    for w, o, v in zip(model.backbone.weights, owned, values, strict=True):
+        assert torch.equal(w[o], v)
+    assert torch.equal(model.logits("t1", probe.x), before)
+
+
+@pytest.mark.parametrize("retrain", ["late_rewind", "reinit", "sign_constant"])
+def test_retrain_modes_still_learn(three_tasks: list[TaskData], retrain: Retrain) -> None:
+    config = dataclasses.replace(FAST, retrain=retrain, retrain_epochs=2)
+    record = SparseCL(TINY).learn_task("t", three_tasks[0], config=config)
+    assert record.val_accuracy > 0.9  # digits 0 vs 1; chance is 0.5
+
+
+def test_history_records_every_round_of_iterative_pruning(three_tasks: list[TaskData]) -> None:
+    config = dataclasses.replace(FAST, density=0.1, prune_rounds=3, retrain_epochs=0)
+    model = SparseCL(TINY)
+    record = model.learn_task("t", three_tasks[0], config=config)
+    rounds = [h for h in record.history if h["phase"] == "prune"]
+    schedule = density_schedule(0.1, 3)
+    assert [h["round"] for h in rounds] == [1.0, 2.0, 3.0]
+    assert [h["target_density"] for h in rounds] == schedule
+    sizes = [layer.numel for layer in model.spec.layers]
+    exact = [sum(keep_count(d, n) for n in sizes) / sum(sizes) for d in schedule]
+    assert [h["density"] for h in rounds] == pytest.approx(exact, abs=1e-12)

@@ -1,0 +1,87 @@
+"""Supermasks: find a task's subnetwork by learning a score per weight, training no weight.
+
+Zhou et al. 2019 ("Deconstructing lottery tickets") and Ramanujan et al. 2020 ("What's
+hidden in a randomly weighted neural network?", edge-popup): every backbone weight gets a
+score; the forward pass uses the top ``density`` of each layer by |score| with the weight
+values as they stand (earlier tasks' owned values, free ones at their initial values), and
+the gradient reaches the scores straight through the top-k (edge-popup). Biases stay zero;
+the head is trained with the scores when ``supermask_train_head`` (else it keeps its random
+values). The committed task owns its kept free weights at their unchanged values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .backbone import Backbone, init_weight
+from .config import TaskConfig
+from .learner import Run, TaskTrainer
+from .saliency import keep_count
+
+
+def top_k_mask(score: Tensor, keep: int) -> Tensor:
+    """The ``keep`` largest entries of ``score`` as a bool mask (torch.topk: run on every
+    forward pass, it is about 5× faster than a full sort on a 784×1000 layer)."""
+    top = torch.topk(score.flatten(), keep, sorted=False).indices
+    mask = torch.zeros(score.numel(), dtype=torch.bool)
+    mask[top] = True
+    return mask.reshape(score.shape)
+
+
+def straight_through(score: Tensor, keep: int) -> Tensor:
+    """The top-``keep`` mask of |score| as 0/1 floats whose gradient flows to the scores
+    as if the mask were |score| (edge-popup); the value is exactly the 0/1 mask."""
+    magnitude = score.abs()
+    hard = top_k_mask(magnitude.detach(), keep).to(score.dtype)
+    return hard + (magnitude - magnitude.detach())
+
+
+class SupermaskTrainer(TaskTrainer):
+    """A task trainer whose only trainable parts are the scores (and maybe the head)."""
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        owned: Sequence[Tensor],
+        classes: int,
+        config: TaskConfig,
+        generator: torch.Generator,
+    ) -> None:
+        super().__init__(backbone, owned, classes, config, generator)
+        for p in self.free:
+            p.requires_grad_(False)
+        for b in self.biases:
+            b.requires_grad_(False)
+        self.head.requires_grad_(config.supermask_train_head)
+        # edge-popup initialises the scores like the weights (Kaiming uniform)
+        self.scores = nn.ParameterList(
+            nn.Parameter(init_weight(w.shape, generator)) for w in self.constants
+        )
+        self.keep = [keep_count(config.density, w.numel()) for w in self.constants]
+        self.update_masks()
+
+    @torch.no_grad()
+    def update_masks(self) -> None:
+        """Set the mask (what ``density`` and the committed task see) to the current top-k."""
+        self.set_masks(
+            [top_k_mask(s.abs(), k) for s, k in zip(self.scores, self.keep, strict=True)]
+        )
+
+    def weights(self) -> list[Tensor]:
+        """Backbone values (never trained) times the straight-through top-k mask."""
+        return [
+            c * straight_through(s, k)
+            for c, s, k in zip(self.constants, self.scores, self.keep, strict=True)
+        ]
+
+
+def learn_supermask(run: Run) -> None:
+    """Learn the scores for ``epochs``; the final mask is the top-k of the last scores."""
+    trainer = run.trainer
+    if not isinstance(trainer, SupermaskTrainer):
+        raise TypeError("learn_supermask needs a run created with method='supermask'")
+    run.fit("train", run.config.epochs, after_epoch=lambda _: trainer.update_masks())
+    trainer.update_masks()
