@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import torch
@@ -73,9 +74,9 @@ class BackboneSpec:
     def __str__(self) -> str:
         return f"{self.kind}:{'x'.join(map(str, self.input_shape))}-{'-'.join(self.hidden)}"
 
-    @property
+    @cached_property
     def layers(self) -> tuple[LayerSpec, ...]:
-        """The masked layers, in order."""
+        """The masked layers, in order (worked out once: inference asks on every call)."""
         shape = self.input_shape
         if self.kind == "mlp" and len(shape) != 1:
             raise ValueError(f"an mlp takes flat inputs, got input shape {shape}")

@@ -217,7 +217,6 @@ class InferenceEngine:
             kernels.warm_up()
 
     # ---- inference ------------------------------------------------------------------------
-    @torch.no_grad()
     def logits(self, task: Task, weights: Sequence[Tensor], x: Tensor) -> Tensor:
         """Per-class scores of ``task`` for float32 inputs ``x`` (N × backbone input)."""
         return self.run(self.plan(task, weights), x)
