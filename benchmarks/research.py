@@ -284,7 +284,9 @@ def report(
             + ("; its quick setting: small backbone, fewer examples" if True in made else "")
             + "; see that script for each mode's recipe; the rows are those it last wrote to "
             "`benchmarks/results/research_modes.json` unless `--rerun-modes` is given). "
-            "Accuracy is the mean test accuracy over the stream's tasks after the last one:"
+            "Accuracy is the mean test accuracy over the stream's tasks after the last one; "
+            "training time is the wall time of learning the stream, on the shared 2-core "
+            "machine (other jobs may have run beside some rows: compare times only roughly):"
         )
         add("")
         add("| mode | stream | accuracy % | density | training time (s) | BWT stayed 0.00 |")
@@ -521,11 +523,12 @@ def rewrite() -> int:
     quick = bool(saved["quick"])
     sizes = Sizes(**saved["sizes"]) if "sizes" in saved else (QUICK if quick else FULL)
     pictures = plots(rows)
+    modes, missing = modes_rows(quick, rerun=False, log=lambda _: None)  # the latest rows
     text = report(
         sizes,
         rows,
-        saved.get("modes", []),
-        saved.get("modes_missing", ""),
+        modes or saved.get("modes", []),
+        missing if not modes else "",
         pictures,
         quick,
         float(saved.get("seconds", float("nan"))),
