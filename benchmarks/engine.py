@@ -39,6 +39,7 @@ DENSITIES = (0.05, 0.10, 0.20)
 BATCHES = (1, 16, 256)
 LAYERS = 3
 INPUTS = 784
+SETTLE_S = 0.005  # pause before each function's calls in warm timing (OpenMP spin-down)
 
 
 @dataclass(frozen=True)
@@ -115,8 +116,11 @@ def time_side_by_side(
     """Median ms of each function, called in turn on the same input (interleaved reps).
 
     By default each timed call follows an untimed call of the same function, so each is
-    timed warm, as a server answering a stream of requests for one task runs it; with
-    ``cold`` the functions run strictly in turn and each finds the others' data in cache.
+    timed warm, as a server answering a stream of requests for one task runs it, and each
+    function's pair of calls starts after a short pause, so that PyTorch's OpenMP threads
+    have stopped spinning after the previous function's parallel work (spinning threads on
+    a 2-vCPU machine slowed the next single-threaded call by up to 2×); with ``cold`` the
+    functions run strictly in turn and each finds the others' data in cache.
     """
     start = time.perf_counter()
     for f in fns:
@@ -127,6 +131,7 @@ def time_side_by_side(
     for _ in range(reps):
         for f, t in zip(fns, times, strict=True):
             if not cold:
+                time.sleep(SETTLE_S)
                 f(x)
             t0 = time.perf_counter()
             f(x)
