@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -64,6 +66,7 @@ def start_mlflow(root: Path, port: int) -> subprocess.Popen[bytes]:
         cwd=root,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: stop_mlflow takes its workers too
     )
     deadline = time.monotonic() + 120
     while True:
@@ -74,6 +77,14 @@ def start_mlflow(root: Path, port: int) -> subprocess.Popen[bytes]:
             if mlflow.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("mlflow server did not start") from None
             time.sleep(0.5)
+
+
+def stop_mlflow(mlflow: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the server and its workers (uvicorn, job runners), then wait."""
+    if mlflow.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(mlflow.pid, signal.SIGTERM)
+        mlflow.wait(30)
 
 
 @pytest.fixture(scope="module")
@@ -87,12 +98,11 @@ def remote(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Iterator[R
     client.learn("A", digits(mnist, [0, 1]), **FAST)
     probe = mnist.x_test[:200]
     before = client.predict("A", probe).scores.tobytes()
-    yield Remote(mlflow, uri, root, port, server, client, probe, before, mnist)
+    remote = Remote(mlflow, uri, root, port, server, client, probe, before, mnist)
+    yield remote
     client.close()
     server.terminate()
-    if mlflow.poll() is None:
-        mlflow.send_signal(signal.SIGTERM)
-        mlflow.wait(30)
+    stop_mlflow(remote.mlflow)  # the tests restart it: stop the one running now
 
 
 def test_task_is_stored_in_the_mlflow_server(remote: Remote) -> None:
@@ -108,8 +118,7 @@ def test_task_is_stored_in_the_mlflow_server(remote: Remote) -> None:
 
 
 def test_unreachable_store_is_unavailable_and_changes_nothing(remote: Remote) -> None:
-    remote.mlflow.send_signal(signal.SIGTERM)
-    remote.mlflow.wait(30)
+    stop_mlflow(remote.mlflow)
     with pytest.raises(ClientError) as info:
         remote.client.learn("B", digits(remote.mnist, [2, 3]), **FAST)
     assert info.value.code == grpc.StatusCode.UNAVAILABLE
@@ -120,9 +129,7 @@ def test_unreachable_store_is_unavailable_and_changes_nothing(remote: Remote) ->
 
 
 def test_tasks_are_learned_again_once_the_store_returns(remote: Remote) -> None:
-    if remote.mlflow.poll() is None:  # run alone: make the store go away first
-        remote.mlflow.send_signal(signal.SIGTERM)
-        remote.mlflow.wait(30)
+    stop_mlflow(remote.mlflow)  # run alone: make the store go away first
     remote.mlflow = start_mlflow(remote.root, remote.port)
     info = remote.client.learn("B", digits(remote.mnist, [2, 3]), **FAST)
     assert (info.name, info.state) == ("B", "committed")
