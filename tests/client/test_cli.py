@@ -127,31 +127,32 @@ def test_unreachable_server_exits_non_zero() -> None:
 # ---- add-task: the research modes (issue 6, part A) ---------------------------------------
 
 
-def test_add_task_learns_a_supermask_with_a_frozen_head(
-    cli: Cli, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    server = ServerProcess(tmp_path_factory.mktemp("modes")).start()
+def hyper_parameters_after_add_task(
+    cli: Cli, tmp_path_factory: pytest.TempPathFactory, name: str, *flags: str
+) -> dict[str, object]:
+    """`sparsecl add-task NAME --train ... FLAGS` on a server of its own; the task's settings."""
+    server = ServerProcess(tmp_path_factory.mktemp(name)).start()
     try:
         done = sparsecl(
-            "add-task",
-            "masked",
-            "--train",
-            str(cli.files / "train.npz"),
-            "--address",
-            server.address,
-            "--epochs=1",
-            "--batch-size=64",
-            "--lr=0.01",
-            "--method",
-            "supermask",
-            "--no-supermask-train-head",
-            "--quiet",
+            *("add-task", name, "--train", str(cli.files / "train.npz")),
+            *("--address", server.address, "--batch-size=64", "--quiet", *flags),
         )
         assert done.returncode == 0, done.stderr
         with Client(server.address) as client:
-            hyper = client.task("masked").hyper_parameters
+            return dict(client.task(name).hyper_parameters)
     finally:
         server.terminate()
+
+
+def test_add_task_learns_a_supermask_with_a_frozen_head(
+    cli: Cli, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    hyper = hyper_parameters_after_add_task(
+        cli,
+        tmp_path_factory,
+        "masked",
+        *("--epochs=1", "--lr=0.01", "--method", "supermask", "--no-supermask-train-head"),
+    )
     assert hyper["method"] == "supermask" and hyper["supermask_train_head"] is False
 
 
@@ -176,28 +177,12 @@ def test_add_task_refuses_bad_research_options_with_the_reason(
 def test_add_task_structure_units_prunes_whole_units(
     cli: Cli, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    server = ServerProcess(tmp_path_factory.mktemp("structured")).start()
-    try:
-        done = sparsecl(
-            "add-task",
-            "units",
-            "--train",
-            str(cli.files / "train.npz"),
-            "--address",
-            server.address,
-            "--epochs=1",
-            "--retrain-epochs=1",
-            "--batch-size=64",
-            "--density=0.5",
-            "--structure",
-            "units",
-            "--quiet",
-        )
-        assert done.returncode == 0, done.stderr
-        with Client(server.address) as client:
-            hyper = client.task("units").hyper_parameters
-    finally:
-        server.terminate()
+    hyper = hyper_parameters_after_add_task(
+        cli,
+        tmp_path_factory,
+        "units",
+        *("--epochs=1", "--retrain-epochs=1", "--density=0.5", "--structure", "units"),
+    )
     assert hyper["structure"] == "units"
 
 
