@@ -25,13 +25,13 @@ from .test_fuzz import (
     DELIBERATE,
     FUZZ,
     batches,
+    code_of,
     labels,
     names,
     settled,
     tensors,
     unary,
 )
-from .test_fuzz import code_of as status_of
 
 
 def store_of(s: Limited) -> MlflowClient:
@@ -49,7 +49,8 @@ def eval_data(s: Limited, digits_of: list[int] | None = None) -> tuple[np.ndarra
     return s.mnist.x_test[keep][:MAX_BATCH], s.mnist.y_test[keep][:MAX_BATCH]
 
 
-def code_of(call: Any) -> grpc.StatusCode:
+def client_error_code(call: Any) -> grpc.StatusCode:
+    """The status of the ClientError a client call must raise."""
     with pytest.raises(ClientError) as info:
         call()
     return info.value.code
@@ -111,7 +112,7 @@ def test_analyses_leave_every_task_bit_identical(limited: Limited, analysis: str
 def refused(s: Limited, call: Any) -> grpc.StatusCode:
     """The code ``call`` fails with, checking it logged no run and changed no task."""
     runs, scores, tasks = len(analysis_runs(s)), s.scores(), s.committed()
-    code = code_of(call)
+    code = client_error_code(call)
     assert len(analysis_runs(s)) == runs and s.scores() == scores and s.committed() == tasks
     return code
 
@@ -221,7 +222,7 @@ def test_read_token_is_refused_and_write_token_served(
             assert client.analyze("A", "layer-robustness", data, draws=1).mlflow_run_id
         with Client(server.address, timeout=60, token=read) as client:
             call = lambda: client.analyze("A", "layer-robustness", data)  # noqa: E731
-            assert code_of(call) == grpc.StatusCode.PERMISSION_DENIED
+            assert client_error_code(call) == grpc.StatusCode.PERMISSION_DENIED
     finally:
         server.terminate()
 
@@ -254,7 +255,7 @@ floats = st.floats(-1e4, 1e4) | st.sampled_from([float("nan"), float("inf"), -1e
 def test_analyze_never_fails_internally(
     limited: Limited, baseline: tuple[bytes, bytes], request: pb.AnalyzeRequest
 ) -> None:
-    code = status_of(unary(limited, "Analyze"), request.SerializeToString())
+    code = code_of(unary(limited, "Analyze"), request.SerializeToString())
     event(code.name)
     assert code in DELIBERATE, request
     settled(limited, baseline)
