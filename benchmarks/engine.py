@@ -40,6 +40,7 @@ BATCHES = (1, 16, 256)
 LAYERS = 3
 INPUTS = 784
 SETTLE_S = 0.005  # pause before each function's calls in warm timing (OpenMP spin-down)
+MAX_REPS = 200  # fast points get many reps: their medians move most with the machine
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ def time_side_by_side(
     for f in fns:
         f(x)
     warm = time.perf_counter() - start
-    reps = int(max(3, min(50, budget_s / max(warm, 1e-6) / (1 if cold else 2))))
+    reps = int(max(3, min(MAX_REPS, budget_s / max(warm, 1e-6) / (1 if cold else 2))))
     times: list[list[float]] = [[] for _ in fns]
     for _ in range(reps):
         for f, t in zip(fns, times, strict=True):

@@ -3,11 +3,14 @@
 Each linear layer does work in proportion to its non-zero weights times its active
 inputs (weight sparsity × activation sparsity), through compiled kernels that release
 the GIL so the engine splits a batch over its own threads. The whole stack of linear
-layers, their k-WTA and the head run in one kernel call per thread:
-- below ``NATIVE_FROM`` samples (latency), numba's ``forward_rows``, one sample at a time;
-- from there, the native C++ kernel (``native``; built at install), chunks of 16 samples
-  held as vectors, so each non-zero weight updates 16 samples with one vector operation;
-  without it, numba's ``forward_blocked`` from ``BLOCK_FROM`` samples.
+layers, their k-WTA and the head run in one kernel call per thread, in the native C++
+kernel (``native``; built at install):
+- below ``NATIVE_FROM`` samples (latency), one sample at a time, called with no PyTorch
+  op on the way (~10 µs of Python around a ~130 µs forward pass here);
+- from there, chunks of ``native.LANES`` samples (one vector register: 16 with AVX-512,
+  8 with AVX2) held as vectors, so each non-zero weight updates them in one operation.
+Without the native kernel, numba's ``forward_rows`` and ``forward_blocked`` (from
+``BLOCK_FROM`` samples) do the same.
 A plan with a layer stored dense switches to per-layer kernels and a BLAS matmul for that
 layer from ``DENSE_MATMUL_FROM`` samples. Conv layers run in PyTorch (their kernels are
 small). Without numba the engine runs the same plans through PyTorch (``torch.sparse``
@@ -171,6 +174,7 @@ class InferenceEngine:
         apply_thread_settings(settings)
         with self._lock:
             self.settings = settings
+            self._native = self.backend == "native"
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
@@ -215,24 +219,39 @@ class InferenceEngine:
         """Compile the kernels now (numba caches them on disk), not on the first request."""
         if self.backend != "torch":
             kernels.warm_up()
+        if self.backend == "native":
+            native.warm_up()
 
     # ---- inference ------------------------------------------------------------------------
     def logits(self, task: Task, weights: Sequence[Tensor], x: Tensor) -> Tensor:
         """Per-class scores of ``task`` for float32 inputs ``x`` (N × backbone input)."""
         return self.run(self.plan(task, weights), x)
 
-    @torch.no_grad()
     def run(self, plan: Plan, x: Tensor) -> Tensor:
         """Run a plan on a batch; inputs are assumed checked (float32, finite, right size)."""
         n = x.shape[0]
-        h = x.detach().reshape(n, *self.spec.input_shape).to(torch.float32)
-        for layer in plan.layers[: plan.n_conv]:
-            h = self._conv(layer, h)
-        h = h.reshape(n, -1)
-        linear = plan.layers[plan.n_conv :]
-        if self.backend == "torch" or n == 0:
-            return self._run_torch(plan, linear, h)
-        return self._run_numba(plan, linear, h.contiguous().numpy())
+        if (
+            0 < n < NATIVE_FROM
+            and self._native
+            and plan.linear_only
+            and x.dim() == 2
+            and x.dtype == torch.float32
+            and x.is_contiguous()
+            and not x.requires_grad
+        ):  # latency: straight to the one-sample kernel, no PyTorch op on the way
+            logits = np.empty((n, plan.head_bias.shape[0]), dtype=np.float32)
+            native.forward_rows(plan, x.numpy(), logits, 0, n)
+            return torch.from_numpy(logits)
+        backend = self.backend
+        with torch.no_grad():
+            h = x.detach().reshape(n, *self.spec.input_shape).to(torch.float32)
+            for layer in plan.layers[: plan.n_conv]:
+                h = self._conv(layer, h)
+            h = h.reshape(n, -1)
+            linear = plan.layers[plan.n_conv :]
+            if backend == "torch" or n == 0:
+                return self._run_torch(plan, linear, h)
+            return self._run_numba(plan, linear, h.contiguous().numpy())
 
     def _conv(self, layer: LayerPlan, h: Tensor) -> Tensor:
         pre = F.max_pool2d(
@@ -246,6 +265,10 @@ class InferenceEngine:
         if mode == "native":
             logits = np.empty((n, plan.head_bias.shape[0]), dtype=np.float32)
             self._split(native.forward, n, plan, h, logits, align=native.LANES)
+            return torch.from_numpy(logits)
+        if mode == "rows" and self.backend == "native":
+            logits = np.empty((n, plan.head_bias.shape[0]), dtype=np.float32)
+            native.forward_rows(plan, h, logits, 0, n)
             return torch.from_numpy(logits)
         if mode != "layers":
             logits = np.empty((n, plan.head_bias.shape[0]), dtype=np.float32)

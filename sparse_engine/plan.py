@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -136,9 +137,14 @@ class Plan:
     memory: PlanMemory
     net: PackedNet  # the linear layers (views of the same arrays as ``layers``)
 
-    @property
+    @cached_property
     def n_conv(self) -> int:
         return sum(1 for layer in self.layers if layer.format == "conv")
+
+    @cached_property
+    def linear_only(self) -> bool:
+        """No conv layer: the whole network runs in one kernel call."""
+        return self.n_conv == 0
 
 
 def boost_factors(state: KWinnersState, units: int) -> np.ndarray:

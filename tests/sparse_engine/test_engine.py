@@ -262,3 +262,43 @@ def test_wide_layers_with_32_bit_indices_match_the_reference(
     engine = InferenceEngine(bb.spec, EngineSettings(backend=backend))  # type: ignore[arg-type]
     assert engine.plan(task, bb.weights).net.indices.dtype == np.uint32
     assert_matches_reference(engine, bb, task)
+
+
+class LowestUnitsWin(torch.nn.Module):
+    """k-WTA of all-equal values: the k lowest units win."""
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+
+    def forward(self, h: Tensor) -> Tensor:
+        out = torch.zeros_like(h)
+        out[:, : self.k] = h[:, : self.k]
+        return out
+
+
+@pytest.mark.parametrize("backend", ["native", "numba"])
+def test_ties_at_the_k_th_value_go_to_the_lowest_units(backend: str) -> None:
+    """A zero input makes every first-layer unit equal to its bias: all tie at k-WTA."""
+    bb = backbone(MLP)
+    task = synthetic_task(bb, f"ties-{backend}", 0.1, 0.1, boost_strength=0.0, seed=4)
+    task.biases[0].fill_(0.5)
+    engine = InferenceEngine(bb.spec, EngineSettings(backend=backend))  # type: ignore[arg-type]
+    reference = TaskNet(bb.spec, bb.weights, task)
+    reference.kwta[0] = LowestUnitsWin(task.kwta[0].k)  # type: ignore[arg-type]
+    for batch in (1, 2, 16):
+        x = torch.zeros(batch, 784)
+        assert torch.allclose(engine.logits(task, bb.weights, x), reference(x), atol=1e-6)
+
+
+def test_the_one_sample_path_gives_the_same_bits_for_any_input_layout() -> None:
+    """Batches of one or two skip PyTorch on their way to the kernel unless the input is
+    not a plain contiguous float32 matrix; both ways give the same bits."""
+    bb = backbone(MLP)
+    task = synthetic_task(bb, "layout", 0.1, 0.1, seed=6)
+    engine = InferenceEngine(bb.spec, EngineSettings(backend="native"))
+    x = torch.randn(2, 784, generator=torch.Generator().manual_seed(6))
+    want = engine.logits(task, bb.weights, x)
+    for other in (x.t().contiguous().t(), x.clone().requires_grad_(True), x.reshape(2, 28, 28)):
+        assert torch.equal(engine.logits(task, bb.weights, other), want)
+    assert torch.equal(engine.logits(task, bb.weights, x[1:]), want[1:])
