@@ -18,6 +18,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
+from torch import Tensor
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -66,6 +68,7 @@ LIBRARY = _load()
 LANES = LIBRARY.sparsecl_lanes() if LIBRARY is not None else 16
 
 _HEADERS: weakref.WeakKeyDictionary[Plan, np.ndarray] = weakref.WeakKeyDictionary()
+_LATENCY: weakref.WeakKeyDictionary[Plan, Callable[[Tensor], Tensor]] = weakref.WeakKeyDictionary()
 
 
 def header(plan: Plan) -> np.ndarray:
@@ -151,6 +154,31 @@ def forward_rows(plan: Plan, x: np.ndarray, out: np.ndarray, lo: int, hi: int) -
     if _rows is None:
         raise RuntimeError("the native engine kernel is not built (see setup.py)")
     _check(_rows(header(plan), x, out, lo, hi), plan)
+
+
+def latency_runner(plan: Plan) -> Callable[[Tensor], Tensor]:
+    """The plan's one-sample path as a function of a float32, C-contiguous N × inputs
+    tensor: a ctypes call on the tensors' own memory, as little Python as possible around
+    the kernel (at batch 1 every step of it shows in the latency)."""
+    run = _LATENCY.get(plan)
+    if run is None:
+        if LIBRARY is None:
+            raise RuntimeError("the native engine kernel is not built (see setup.py)")
+        kernel = LIBRARY.sparsecl_forward_rows
+        packed = header(plan)
+        address = packed.ctypes.data
+        classes = int(plan.head_bias.shape[0])
+        dtype = plan.net.indices.dtype
+
+        def run(x: Tensor, packed: np.ndarray = packed) -> Tensor:  # packed: kept alive
+            n = x.shape[0]
+            out = torch.empty((n, classes))
+            if kernel(address, x.data_ptr(), x.shape[1], out.data_ptr(), 0, n):
+                raise ValueError(f"native forward refused the plan's {dtype} indices")
+            return out
+
+        _LATENCY[plan] = run
+    return run
 
 
 def warm_up() -> None:
