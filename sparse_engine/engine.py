@@ -219,8 +219,6 @@ class InferenceEngine:
         """Compile the kernels now (numba caches them on disk), not on the first request."""
         if self.backend != "torch":
             kernels.warm_up()
-        if self.backend == "native":
-            native.warm_up()
 
     # ---- inference ------------------------------------------------------------------------
     def logits(self, task: Task, weights: Sequence[Tensor], x: Tensor) -> Tensor:

@@ -5,8 +5,8 @@ setup.py builds them at install time for the installing machine; when they are m
 release the GIL, so the engine's threads run chunks of a batch in parallel.
 
 A plan's arrays reach the kernel as one int64 header of pointers and sizes, packed once
-per plan, and the calls go through small numba functions: a ctypes call converting a
-dozen numpy arrays costs ~15 µs, a tenth of a one-sample forward pass.
+per plan: a ctypes call converting a dozen numpy arrays to pointers costs ~15 µs, a
+tenth of a one-sample forward pass.
 """
 
 from __future__ import annotations
@@ -67,13 +67,13 @@ LIBRARY = _load()
 # samples one vector holds: chunk bounds that are multiples of it fill whole vectors
 LANES = LIBRARY.sparsecl_lanes() if LIBRARY is not None else 16
 
-_HEADERS: weakref.WeakKeyDictionary[Plan, np.ndarray] = weakref.WeakKeyDictionary()
+_HEADERS: weakref.WeakKeyDictionary[Plan, tuple[np.ndarray, int]] = weakref.WeakKeyDictionary()
 _LATENCY: weakref.WeakKeyDictionary[Plan, Callable[[Tensor], Tensor]] = weakref.WeakKeyDictionary()
 
 
-def header(plan: Plan) -> np.ndarray:
-    """The plan's arrays as the kernel reads them (packed on first use; the plan keeps the
-    arrays alive and never changes them)."""
+def header(plan: Plan) -> tuple[np.ndarray, int]:
+    """The plan's arrays as the kernel reads them, and that header's address (packed on
+    first use; the plan keeps the arrays alive and never changes them)."""
     packed = _HEADERS.get(plan)
     if packed is None:
         net = plan.net
@@ -91,69 +91,33 @@ def header(plan: Plan) -> np.ndarray:
             H_HEAD_B: plan.head_bias.ctypes.data,
             H_CLASSES: plan.head_bias.shape[0],
         }
-        packed = np.array([fields[c] for c in range(H_COLS)], dtype=np.int64)
+        array = np.array([fields[c] for c in range(H_COLS)], dtype=np.int64)
+        packed = (array, array.ctypes.data)
         _HEADERS[plan] = packed
     return packed
 
 
-def _ctypes_calls() -> tuple[Callable[..., int], Callable[..., int]]:
-    lib = LIBRARY
-    assert lib is not None
-
-    def blocked(hd: np.ndarray, x: np.ndarray, out: np.ndarray, lo: int, hi: int) -> int:
-        return int(
-            lib.sparsecl_forward(hd.ctypes.data, x.ctypes.data, x.shape[1], out.ctypes.data, lo, hi)
-        )
-
-    def rows(hd: np.ndarray, x: np.ndarray, out: np.ndarray, lo: int, hi: int) -> int:
-        return int(
-            lib.sparsecl_forward_rows(
-                hd.ctypes.data, x.ctypes.data, x.shape[1], out.ctypes.data, lo, hi
-            )
-        )
-
-    return blocked, rows
-
-
-def _numba_calls() -> tuple[Callable[..., int], Callable[..., int]]:
-    from numba import njit
-
-    assert LIBRARY is not None
-    c_blocked, c_rows = LIBRARY.sparsecl_forward, LIBRARY.sparsecl_forward_rows
-
-    @njit(nogil=True)
-    def blocked(hd: np.ndarray, x: np.ndarray, out: np.ndarray, lo: int, hi: int) -> int:
-        return c_blocked(hd.ctypes.data, x.ctypes.data, x.shape[1], out.ctypes.data, lo, hi)
-
-    @njit(nogil=True)
-    def rows(hd: np.ndarray, x: np.ndarray, out: np.ndarray, lo: int, hi: int) -> int:
-        return c_rows(hd.ctypes.data, x.ctypes.data, x.shape[1], out.ctypes.data, lo, hi)
-
-    return blocked, rows
-
-
-if LIBRARY is None:
-    _blocked = _rows = None
-else:
-    try:
-        _blocked, _rows = _numba_calls()
-    except ImportError:  # pragma: no cover - numba is a dependency
-        _blocked, _rows = _ctypes_calls()
+def _library() -> ctypes.CDLL:
+    if LIBRARY is None:
+        raise RuntimeError("the native engine kernel is not built (see setup.py)")
+    return LIBRARY
 
 
 def forward(plan: Plan, x: np.ndarray, out: np.ndarray, lo: int, hi: int) -> None:
     """Logits of rows ``lo..hi`` of ``x`` (float32, C-contiguous) into ``out`` (N × classes),
-    16 samples per vector (batches from a few samples up)."""
-    if _blocked is None:
-        raise RuntimeError("the native engine kernel is not built (see setup.py)")
-    _check(_blocked(header(plan), x, out, lo, hi), plan)
+    ``LANES`` samples per vector (batches from a few samples up)."""
+    status = _library().sparsecl_forward(
+        header(plan)[1], x.ctypes.data, x.shape[1], out.ctypes.data, lo, hi
+    )
+    _check(status, plan.net.indices.dtype)
 
 
 def forward_rows(plan: Plan, x: np.ndarray, out: np.ndarray, lo: int, hi: int) -> None:
     """The same, one sample at a time (small batches: latency)."""
-    if _rows is None:
-        raise RuntimeError("the native engine kernel is not built (see setup.py)")
-    _check(_rows(header(plan), x, out, lo, hi), plan)
+    status = _library().sparsecl_forward_rows(
+        header(plan)[1], x.ctypes.data, x.shape[1], out.ctypes.data, lo, hi
+    )
+    _check(status, plan.net.indices.dtype)
 
 
 def latency_runner(plan: Plan) -> Callable[[Tensor], Tensor]:
@@ -162,35 +126,21 @@ def latency_runner(plan: Plan) -> Callable[[Tensor], Tensor]:
     the kernel (at batch 1 every step of it shows in the latency)."""
     run = _LATENCY.get(plan)
     if run is None:
-        if LIBRARY is None:
-            raise RuntimeError("the native engine kernel is not built (see setup.py)")
-        kernel = LIBRARY.sparsecl_forward_rows
-        packed = header(plan)
-        address = packed.ctypes.data
+        kernel = _library().sparsecl_forward_rows
+        packed, address = header(plan)
         classes = int(plan.head_bias.shape[0])
         dtype = plan.net.indices.dtype
 
         def run(x: Tensor, packed: np.ndarray = packed) -> Tensor:  # packed: kept alive
             n = x.shape[0]
             out = torch.empty((n, classes))
-            if kernel(address, x.data_ptr(), x.shape[1], out.data_ptr(), 0, n):
-                raise ValueError(f"native forward refused the plan's {dtype} indices")
+            _check(kernel(address, x.data_ptr(), x.shape[1], out.data_ptr(), 0, n), dtype)
             return out
 
         _LATENCY[plan] = run
     return run
 
 
-def warm_up() -> None:
-    """Compile the numba call wrappers now, not on the first request."""
-    if _blocked is None or _rows is None:
-        return
-    hd = np.zeros(H_COLS, dtype=np.int64)  # index width 0: refused before any array is read
-    x = np.zeros((1, 1), dtype=np.float32)
-    _blocked(hd, x, x, 0, 0)
-    _rows(hd, x, x, 0, 0)
-
-
-def _check(status: int, plan: Plan) -> None:
+def _check(status: int, dtype: np.dtype) -> None:
     if status != 0:
-        raise ValueError(f"native forward refused the plan's {plan.net.indices.dtype} indices")
+        raise ValueError(f"native forward refused the plan's {dtype} indices")
