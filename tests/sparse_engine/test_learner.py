@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import math
 
 import pytest
 import torch
 
+from sparse_engine import learner
 from sparse_engine.backbone import Backbone, BackboneSpec
 from sparse_engine.config import ProgressEvent, Retrain, TaskConfig
 from sparse_engine.data import TaskData
@@ -55,6 +58,32 @@ def test_gradients_never_reach_owned_positions() -> None:
     assert grad is not None
     assert torch.equal(grad[owned], torch.zeros(int(owned.sum())))
     assert bool((grad[~owned] != 0).any())
+
+
+def test_retraining_anneals_the_learning_rate_and_dense_training_does_not(
+    three_tasks: list[TaskData], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = dataclasses.replace(FAST, epochs=1, retrain_epochs=2)
+    run = _run(SparseCL(TINY), three_tasks[0], config)
+    rates: list[float] = []
+    make = learner.make_optimizer
+
+    def recording(params: list[torch.nn.Parameter], cfg: TaskConfig) -> torch.optim.Optimizer:
+        optimizer = make(params, cfg)
+        optimizer.register_step_pre_hook(
+            lambda opt, *_: rates.append(float(opt.param_groups[0]["lr"]))
+        )
+        return optimizer
+
+    monkeypatch.setattr(learner, "make_optimizer", recording)
+    run.prune_recipe()
+    per_epoch = run.steps_per_epoch()
+    assert len(rates) == 3 * per_epoch
+    assert rates[:per_epoch] == [config.lr] * per_epoch  # dense phase: constant
+    total = 2 * per_epoch
+    want = [config.lr * 0.5 * (1 + math.cos(math.pi * s / total)) for s in range(total)]
+    assert rates[per_epoch:] == pytest.approx(want)  # retrain: lr, falling towards 0
+    assert all(a > b for a, b in itertools.pairwise(rates[per_epoch:]))
 
 
 def test_rewound_lottery_ticket_still_learns(three_tasks: list[TaskData]) -> None:
