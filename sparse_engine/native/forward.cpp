@@ -145,6 +145,26 @@ void kwta(Scratch& s, int64_t n, int64_t k, const float* boost, int m) {
     }
 }
 
+// acc[idx[p]] += vals[p] * v over p in [p, end); a row's indices are distinct, so four
+// sums are loaded before any is stored. T is a float or a vector of LANES floats.
+template <typename T, typename Index>
+inline void add_row(T* acc, const float* vals, const Index* idx, uint32_t p, const uint32_t end,
+                    const T v) {
+    for (; p + 4 <= end; p += 4) {
+        T* d0 = acc + idx[p];
+        T* d1 = acc + idx[p + 1];
+        T* d2 = acc + idx[p + 2];
+        T* d3 = acc + idx[p + 3];
+        const T r0 = *d0 + vals[p] * v, r1 = *d1 + vals[p + 1] * v;
+        const T r2 = *d2 + vals[p + 2] * v, r3 = *d3 + vals[p + 3] * v;
+        *d0 = r0;
+        *d1 = r1;
+        *d2 = r2;
+        *d3 = r3;
+    }
+    for (; p < end; ++p) acc[idx[p]] += vals[p] * v;
+}
+
 template <typename Index>
 void output_major(Scratch& s, int64_t n_out, const float* vals, const Index* idx,
                   const uint32_t* ptr, const float* bias) {
@@ -179,21 +199,7 @@ template <typename Index>
 void input_major(Scratch& s, int64_t n_in, int64_t n_out, const float* vals, const Index* idx,
                  const uint32_t* ptr, const float* bias) {
     add_active_rows(s, n_in, n_out, bias, [&](int64_t i, const vf v, vf* pre) {
-        uint32_t p = ptr[i];
-        const uint32_t end = ptr[i + 1];
-        for (; p + 4 <= end; p += 4) {  // a row's indices are distinct: load four, then store
-            vf* d0 = pre + idx[p];
-            vf* d1 = pre + idx[p + 1];
-            vf* d2 = pre + idx[p + 2];
-            vf* d3 = pre + idx[p + 3];
-            const vf r0 = *d0 + vals[p] * v, r1 = *d1 + vals[p + 1] * v;
-            const vf r2 = *d2 + vals[p + 2] * v, r3 = *d3 + vals[p + 3] * v;
-            *d0 = r0;
-            *d1 = r1;
-            *d2 = r2;
-            *d3 = r3;
-        }
-        for (; p < end; ++p) pre[idx[p]] += vals[p] * v;
+        add_row(pre, vals, idx, ptr[i], ptr[i + 1], v);
     });
 }
 
@@ -395,19 +401,7 @@ void scatter_rows(Sample& s, int64_t n_act, const float* vals, const Index* idx,
     for (int64_t q = 0; q < n_act; ++q) {
         fetch(q + PREFETCH_ROWS);
         const int64_t i = s.act[q];
-        const float v = s.h[i];
-        uint32_t p = ptr[i];
-        const uint32_t end = ptr[i + 1];
-        for (; p + 4 <= end; p += 4) {  // a row's indices are distinct: load four, then store
-            const float r0 = acc[idx[p]] + v * vals[p], r1 = acc[idx[p + 1]] + v * vals[p + 1];
-            const float r2 = acc[idx[p + 2]] + v * vals[p + 2];
-            const float r3 = acc[idx[p + 3]] + v * vals[p + 3];
-            acc[idx[p]] = r0;
-            acc[idx[p + 1]] = r1;
-            acc[idx[p + 2]] = r2;
-            acc[idx[p + 3]] = r3;
-        }
-        for (; p < end; ++p) acc[idx[p]] += v * vals[p];
+        add_row(acc, vals, idx, ptr[i], ptr[i + 1], s.h[i]);
     }
 }
 
