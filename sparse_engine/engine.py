@@ -231,7 +231,7 @@ class InferenceEngine:
         if (
             0 < n < NATIVE_FROM
             and self._native
-            and plan.linear_only
+            and plan.n_conv == 0
             and x.dim() == 2
             and x.dtype == torch.float32
             and x.is_contiguous()

@@ -141,11 +141,6 @@ class Plan:
     def n_conv(self) -> int:
         return sum(1 for layer in self.layers if layer.format == "conv")
 
-    @cached_property
-    def linear_only(self) -> bool:
-        """No conv layer: the whole network runs in one kernel call."""
-        return self.n_conv == 0
-
 
 def boost_factors(state: KWinnersState, units: int) -> np.ndarray:
     """exp((k/n − duty)·strength): computed with the same float32 ops as ``kwinners``."""
