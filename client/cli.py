@@ -375,11 +375,12 @@ def _tasks(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{'id':>3}  {'name':<20} {'state':<10} {'classes':<16} {'val_acc':>7} "
-        f"{'density':>7} {'owned':>9}  mlflow"
+        f"{'density':>7} {'owned':>9} {'plan':>9}  mlflow"
     )
     for t in tasks:
         density = f"{sum(t.density) / len(t.density):.3f}" if t.density else "-"
         acc = f"{t.val_accuracy:.4f}" if t.state == "committed" else "-"
+        plan = f"{t.plan_bytes / 1e6:.2f} MB" if t.plan_bytes else "-"
         where = (
             f"{t.model_name} v{t.model_version} (run {t.mlflow_run_id})"
             if t.model_name
@@ -388,7 +389,7 @@ def _tasks(args: argparse.Namespace) -> int:
         classes = ",".join(map(str, t.classes)) or "-"
         print(
             f"{t.id or '-':>3}  {t.name:<20} {t.state:<10} {classes:<16} {acc:>7} "
-            f"{density:>7} {t.weights_owned:>9}  {where}"
+            f"{density:>7} {t.weights_owned:>9} {plan:>9}  {where}"
         )
     return 0
 

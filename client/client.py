@@ -79,6 +79,7 @@ class TaskInfo:
     created: dt.datetime | None
     seconds: float
     error: str
+    plan_bytes: int  # memory of the task's inference plan on the server (0 unless committed)
     hyper_parameters: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -111,6 +112,7 @@ class TaskInfo:
             ),
             seconds=m.seconds,
             error=m.error,
+            plan_bytes=m.plan_bytes,
             hyper_parameters=hp,
         )
 

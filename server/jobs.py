@@ -203,6 +203,10 @@ class Trainer:
         except Exception as e:
             self._fail(job, e)
             return
+        try:  # the plan now, before the client hears Done, not in the first Predict
+            self.model.plan(job.name)
+        except Exception:  # the task is committed all the same: the first Predict compiles it
+            log.exception("could not compile the inference plan of task %r", job.name)
         record = state.record
         total = sum(layer.numel for layer in self.model.spec.layers)
         job.listener(

@@ -54,6 +54,12 @@ async def serve(config: ServerConfig) -> None:
     committed, failed = await asyncio.to_thread(store.load)
     for task in committed:
         model.commit_task(task.state)
+
+    def compile_plans() -> None:  # before serving: a first Predict would pay for it
+        for name in model.tasks:
+            model.plan(name)
+
+    await asyncio.to_thread(compile_plans)
     await asyncio.to_thread(
         store.describe_backbone,
         spec,

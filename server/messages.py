@@ -49,6 +49,7 @@ def task_info(
     model_name: str = "",
     model_version: str = "",
     created_ms: int = 0,
+    plan_bytes: int = 0,
 ) -> pb.TaskInfo:
     """A committed task's record as a message."""
     return pb.TaskInfo(
@@ -67,6 +68,7 @@ def task_info(
         created_unix_ms=created_ms,
         seconds=record.seconds,
         hyper_parameters=hyper_parameters(config),
+        plan_bytes=plan_bytes,
     )
 
 

@@ -125,6 +125,7 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
             model_name=stored.model_name if stored else "",
             model_version=stored.model_version if stored else "",
             created_ms=stored.created_ms if stored else 0,
+            plan_bytes=self.model.plan(name).memory.total_bytes,
         )
 
     def _job_info(self, job: Job) -> pb.TaskInfo:

@@ -16,6 +16,7 @@ from .errors import InvalidInputError, NoFreeCapacityError, TaskExistsError, Unk
 from .kwta import resolve_k
 from .learner import Subnetwork, learn_subnetwork
 from .owners import MAX_TASKS, OwnerMap
+from .plan import Plan
 from .saliency import keep_count
 from .state import TaskState
 from .structured import row_units
@@ -61,6 +62,7 @@ class SparseCL:
         """
         state = self.prepare_task(name, train, val, config, progress)
         record = self.commit_task(state)
+        self.plan(name)  # compiled now, not by the first prediction
         if progress is not None:
             total = sum(layer.numel for layer in self.spec.layers)
             progress(
@@ -247,6 +249,11 @@ class SparseCL:
         if name not in self._nets:
             self._nets[name] = TaskNet(self.spec, self.backbone.weights, self.task(name))
         return self._nets[name]
+
+    def plan(self, name: str) -> Plan:
+        """The task's inference plan: compiled on first use (milliseconds to tens of them),
+        then cached by the engine; its ``memory`` says the bytes it holds."""
+        return self.engine.plan(self.task(name), self.backbone.weights)
 
     @torch.no_grad()
     def logits(self, name: str, x: Tensor) -> Tensor:

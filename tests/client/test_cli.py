@@ -81,6 +81,23 @@ def test_tasks_json_lists_the_task(cli: Cli) -> None:
     ]
 
 
+def test_tasks_table_shows_the_plan_memory(cli: Cli) -> None:
+    done = cli.run("tasks")
+    header, row = done.stdout.splitlines()[:2]
+    assert header.split()[:8] == [
+        "id",
+        "name",
+        "state",
+        "classes",
+        "val_acc",
+        "density",
+        "owned",
+        "plan",
+    ]
+    plan_bytes = json.loads(cli.run("tasks", "--json").stdout)[0]["plan_bytes"]
+    assert f"{plan_bytes / 1e6:.2f} MB" in row and plan_bytes > 0
+
+
 def test_predict_saves_labels_equal_to_the_client_api(cli: Cli, tmp_path: Path) -> None:
     out = tmp_path / "pred.npy"
     done = cli.run(

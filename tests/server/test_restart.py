@@ -28,6 +28,7 @@ class Restarted:
     client: Client
     probe: np.ndarray
     before: dict[str, bytes]  # scores of A and B on the probe before the kill
+    plans: dict[str, int]  # A's and B's plan bytes before the kill
     mnist: Mnist
 
 
@@ -51,6 +52,7 @@ def restarted(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Iterato
         client.learn("A", digits(mnist, [0, 1]), **FAST)
         client.learn("B", digits(mnist, [2, 3]), **FAST)
         before = {n: client.predict(n, probe).scores.tobytes() for n in ("A", "B")}
+        plans = {n: client.task(n).plan_bytes for n in ("A", "B")}
         events = client.add_task("C", digits(mnist, [4, 5], n=2000), **{**FAST, "epochs": 20})
 
         def follow() -> None:
@@ -64,7 +66,7 @@ def restarted(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Iterato
         server.kill()  # while the client still follows C: closing it first would cancel C
     server.start()
     client = Client(server.address, timeout=120)
-    yield Restarted(server, client, probe, before, mnist)
+    yield Restarted(server, client, probe, before, plans, mnist)
     client.close()
     server.terminate()
 
@@ -74,6 +76,11 @@ def test_committed_tasks_answer_bit_identically_after_sigkill_and_restart(
 ) -> None:
     after = {n: restarted.client.predict(n, restarted.probe).scores.tobytes() for n in ("A", "B")}
     assert after == restarted.before
+
+
+def test_committed_tasks_report_the_same_plan_after_restart(restarted: Restarted) -> None:
+    assert {n: restarted.client.task(n).plan_bytes for n in ("A", "B")} == restarted.plans
+    assert all(b > 0 for b in restarted.plans.values())
 
 
 def test_task_cut_off_mid_training_is_reported_failed(restarted: Restarted) -> None:

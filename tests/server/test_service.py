@@ -107,6 +107,16 @@ def test_tasks_are_listed_committed_in_id_order_with_their_mlflow_run(served: Se
     assert all(t.mlflow_run_id and t.model_version == "1" for t in tasks[:2])
 
 
+def test_committed_tasks_report_their_plan_within_its_memory_bound(served: Served) -> None:
+    for t in served.client.tasks()[:2]:
+        kept = t.weights_owned + t.weights_read
+        rows = 64 + 64  # both layers' output units: one row pointer each (+1 per layer)
+        head = 64 * len(t.classes)
+        # at least a float32 value and a uint16 index per kept weight; at most 1.5 × a
+        # plain CSR (float32 values, int32 indices, int64 row pointers) plus the head
+        assert 6 * kept <= t.plan_bytes <= 1.5 * (8 * kept + 8 * (rows + 2) + 4 * head), t
+
+
 def test_predicted_labels_are_the_tasks_own_label_values(served: Served) -> None:
     x, y = digits(served.mnist, [2, 3], n=100, offset=1000)
     prediction = served.client.predict("B", x)

@@ -199,3 +199,22 @@ def test_predictions_use_the_tasks_own_label_values(mnist: Mnist) -> None:
     assert record.classes == (3, 8)
     assert set(model.predict("t", data.x).tolist()) <= {3, 8}
     assert model.accuracy("t", data) > 0.8  # chance is 0.5
+
+
+def test_learning_a_task_compiles_its_plan_before_the_first_prediction(
+    three_tasks: list[TaskData], probe: TaskData
+) -> None:
+    model = SparseCL(TINY)
+    model.learn_task("t1", three_tasks[0], config=FAST)
+    assert set(model.engine.memory()) == {"t1"} and model.engine.builds == 1
+    model.logits("t1", probe.x)
+    assert model.engine.builds == 1
+    assert model.plan("t1").memory == model.engine.memory()["t1"]
+
+
+def test_the_plan_of_an_unknown_task_is_refused(three_tasks: list[TaskData]) -> None:
+    model = SparseCL(TINY)
+    model.learn_task("t1", three_tasks[0], config=FAST)
+    with pytest.raises(UnknownTaskError, match="unknown task 'nope'"):
+        model.plan("nope")
+    assert model.engine.builds == 1
