@@ -4,10 +4,13 @@ For each MLP 784-W-W-W (3 hidden layers) with weight density d_w and k-WTA densi
 times on the same inputs: (a) dense nn.Linear on the full weights, (b) the dense masked
 forward (the reference, TaskNet), (c) torch.sparse CSR weights, (d) the engine. All four
 apply the task's k-WTA and head. Prints medians, the ratio to (a) and the ideal ratio
-1/(d_w·d_a); ``--json`` prints one JSON object per grid point.
+1/(d_w·d_a); ``--json`` prints one JSON object per grid point. Inputs are N(0, 1) noise
+(dense, the default) or, with ``--inputs mnist``, real MNIST test images scaled to [0, 1]
+(about 19 % of their pixels are non-zero).
 
     python benchmarks/engine.py --quick --json     # reduced grid, under two minutes
     python benchmarks/engine.py                    # full grid (3 widths × 3 × 3 × 3 batches)
+    python benchmarks/engine.py --quick --inputs mnist
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sparse_engine.backbone import Backbone, BackboneSpec
 from sparse_engine.engine import EngineSettings, InferenceEngine, plan_paths
 from sparse_engine.kwta import KWinners
+from sparse_engine.mnist import load_mnist
 from sparse_engine.synthetic import synthetic_task
 from sparse_engine.task import Task, TaskNet
 
@@ -150,6 +154,7 @@ def run_point(
     budget_s: float,
     cold: bool = False,
     backend: str = "auto",
+    inputs: str = "randn",
 ) -> list[Point]:
     spec = BackboneSpec.parse(f"mlp:{INPUTS}-" + "-".join([str(width)] * LAYERS))
     backbone = Backbone(spec, seed=0)
@@ -171,8 +176,12 @@ def run_point(
     ]
     points = []
     g = torch.Generator().manual_seed(width)
+    images = load_mnist().x_test.reshape(-1, INPUTS) if inputs == "mnist" else None
     for batch in batches:
-        x = torch.randn(batch, INPUTS, generator=g)
+        if images is None:
+            x = torch.randn(batch, INPUTS, generator=g)
+        else:
+            x = torch.from_numpy(images[:batch].astype("float32") / 255)
         (dense, masked, csr, eng), reps = time_side_by_side(fns, x, budget_s, cold)
         got, want = engine_forward(x), reference(x)
         points.append(
@@ -230,6 +239,9 @@ def main(argv: list[str] | None = None) -> None:
         "--cold", action="store_true", help="time each call right after the other methods' calls"
     )
     parser.add_argument("--backend", default="auto", choices=("auto", "native", "numba", "torch"))
+    parser.add_argument(
+        "--inputs", default="randn", choices=("randn", "mnist"), help="N(0,1) or MNIST test images"
+    )
     parser.add_argument("--widths", type=int, nargs="*", default=None)
     parser.add_argument(
         "--pairs", type=float, nargs="*", default=None, help="d_w d_a d_w d_a ... (fractions)"
@@ -250,7 +262,9 @@ def main(argv: list[str] | None = None) -> None:
         pairs = list(zip(args.pairs[::2], args.pairs[1::2], strict=True))
     points: list[Point] = []
     for width, (d_w, d_a) in itertools.product(widths, pairs):
-        for p in run_point(width, d_w, d_a, BATCHES, args.threads, budget, args.cold, args.backend):
+        for p in run_point(
+            width, d_w, d_a, BATCHES, args.threads, budget, args.cold, args.backend, args.inputs
+        ):
             points.append(p)
             if args.json:
                 print(json.dumps(asdict(p)), flush=True)

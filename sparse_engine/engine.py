@@ -6,7 +6,8 @@ the GIL so the engine splits a batch over its own threads. The whole stack of li
 layers, their k-WTA and the head run in one kernel call per thread, in the native C++
 kernel (``native``; built at install):
 - below ``NATIVE_FROM`` samples (latency), one sample at a time, called with no PyTorch
-  op on the way (~5-10 µs of Python around an 80-130 µs forward pass, by host);
+  op on the way (~5-10 µs of Python around an 80-130 µs forward pass, by host); a sample
+  with few non-zero inputs scatters their rows in the first layer (``plan.PackedNet``);
 - from there, chunks of ``native.LANES`` samples (one vector register: 16 with AVX-512,
   8 with AVX2) held as vectors, so each non-zero weight updates them in one operation.
 Without the native kernel, numba's ``forward_rows`` and ``forward_blocked`` (from

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .plan import M_COLS
+
 if TYPE_CHECKING:
     from .plan import Plan
 
@@ -50,10 +52,12 @@ def _load() -> ctypes.CDLL | None:
     if spec is None or spec.origin is None:
         return None
     lib = ctypes.CDLL(spec.origin)
-    for name in ("sparsecl_lanes", "sparsecl_header_cols"):
+    for name in ("sparsecl_lanes", "sparsecl_header_cols", "sparsecl_meta_cols"):
+        if not hasattr(lib, name):
+            raise ImportError("sparse_engine._native is from another version: pip install -e .")
         getattr(lib, name).restype = ctypes.c_int
         getattr(lib, name).argtypes = []
-    if lib.sparsecl_header_cols() != H_COLS:
+    if lib.sparsecl_header_cols() != H_COLS or lib.sparsecl_meta_cols() != M_COLS:
         raise ImportError("sparse_engine._native is from another version: pip install -e .")
     # header, x, x_cols, out, lo, hi
     lib.sparsecl_forward.restype = ctypes.c_int

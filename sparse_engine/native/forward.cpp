@@ -43,7 +43,10 @@ constexpr int LANES = 8;
 typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
 
 // Columns of the plan's layer table (sparse_engine/plan.py: M_*) and format codes.
-enum { M_FORMAT, M_IN, M_OUT, M_K, M_VALUES, M_INDICES, M_INDPTR, M_UNITS, M_COLS };
+enum {
+    M_FORMAT, M_IN, M_OUT, M_K, M_VALUES, M_INDICES, M_INDPTR, M_UNITS,
+    M_T_VALUES, M_T_INDICES, M_T_INDPTR, M_SCATTER_BELOW, M_COLS
+};
 enum { OUTPUT_MAJOR = 0, INPUT_MAJOR = 1, DENSE_ROWS = 2 };
 constexpr int SAMPLE_STEP = 8;
 
@@ -258,8 +261,10 @@ void forward(const float* x, int64_t x_cols, const int64_t* meta, int64_t n_laye
 //
 // A small batch runs sample by sample with the activations as plain arrays: a dense-input
 // layer (output-major) sums each output unit's non-zero weights times their gathered
-// inputs; a layer fed by k-WTA walks the list of winners and scatters each one's row of
-// non-zero weights. One thread: sharing a sample's layers with a second thread through
+// inputs, unless the sample has few non-zero inputs and the layer an input-major copy
+// (the first layer of an MLP: images are mostly background), then it scatters their rows;
+// a layer fed by k-WTA walks the list of winners and scatters each one's row of non-zero
+// weights. One thread: sharing a sample's layers with a second thread through
 // a spinning worker was measured no faster on the 2-vCPU machines this runs on.
 
 // sum of vals[p] * h[idx[p]] over p in [p, end). With AVX2, eight inputs are loaded
@@ -422,8 +427,15 @@ void forward_one(const float* x, int64_t x_cols, const int64_t* meta, int64_t n_
         const uint32_t* ptr = indptr + row[M_INDPTR];
         const float* lb = bias + row[M_UNITS];
         if (row[M_FORMAT] == OUTPUT_MAJOR) {
-            for (int64_t j = 0; j < n_out; ++j)
-                acc[j] = sparse_dot(vals, idx, ptr[j], ptr[j + 1], h) + lb[j];
+            if (row[M_SCATTER_BELOW] > 0) n_act = nonzeros(h, n_in, s.act.data());
+            if (n_act >= 0 && n_act < row[M_SCATTER_BELOW]) {
+                std::copy(lb, lb + n_out, acc);
+                scatter_rows(s, n_act, values + row[M_T_VALUES], indices + row[M_T_INDICES],
+                             indptr + row[M_T_INDPTR]);
+            } else {
+                for (int64_t j = 0; j < n_out; ++j)
+                    acc[j] = sparse_dot(vals, idx, ptr[j], ptr[j + 1], h) + lb[j];
+            }
         } else {
             if (n_act < 0) n_act = nonzeros(h, n_in, s.act.data());
             std::copy(lb, lb + n_out, acc);
@@ -499,8 +511,10 @@ extern "C" {
 // Samples per vector: chunk bounds that are multiples of this fill whole vectors.
 int sparsecl_lanes(void) { return LANES; }
 
-// Columns of a plan's header (sparse_engine/native.py checks it packs the same).
+// Columns of a plan's header and of its layer table (sparse_engine/native.py checks it
+// packs the same).
 int sparsecl_header_cols(void) { return H_COLS; }
+int sparsecl_meta_cols(void) { return M_COLS; }
 
 // Logits of samples lo..hi of x (n x x_cols, row-major) into out (n x classes) through a
 // plan's header, LANES samples per vector. Returns 0, or -1 for an unknown index width.

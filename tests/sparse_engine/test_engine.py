@@ -15,7 +15,17 @@ from sparse_engine.config import TaskConfig
 from sparse_engine.engine import EngineSettings, InferenceEngine, plan_paths, run_mode
 from sparse_engine.mnist import Mnist
 from sparse_engine.model import SparseCL
-from sparse_engine.plan import compile_task
+from sparse_engine.plan import (
+    M_IN,
+    M_OUT,
+    M_SCATTER_BELOW,
+    M_T_INDICES,
+    M_T_INDPTR,
+    M_T_VALUES,
+    M_VALUES,
+    Plan,
+    compile_task,
+)
 from sparse_engine.synthetic import synthetic_task
 from sparse_engine.task import Task, TaskNet
 
@@ -151,6 +161,56 @@ def test_plan_memory_is_within_one_and_a_half_csr_of_the_nonzeros() -> None:
     # the 3×2048 MLP at 10 %: no dense copy of its 10.0 M weights (40 MB) per task
     big = compile_task(bb.spec, bb.weights, synthetic_task(bb, "big", 0.1, 0.1)).memory
     assert big.total_bytes < 0.25 * 4 * sum(w.numel() for w in bb.weights)
+
+
+def csr_rows(plan: Plan, layer: int, offsets: tuple[int, int, int], rows: int) -> Tensor:
+    """One CSR of the plan's packed arrays (values, indices, indptr at ``offsets``), dense."""
+    v, i, p = offsets
+    net = plan.net
+    indptr = net.indptr[p : p + rows + 1].astype(np.int64)
+    cols = int(net.meta[layer, M_IN] if rows == net.meta[layer, M_OUT] else net.meta[layer, M_OUT])
+    dense = torch.zeros(rows, cols)
+    for r in range(rows):
+        lo, hi = indptr[r], indptr[r + 1]
+        dense[r, net.indices[i + lo : i + hi].astype(np.int64)] = torch.from_numpy(
+            net.values[v + lo : v + hi]
+        )
+    return dense
+
+
+def test_the_first_layer_carries_its_transpose_for_sparse_inputs() -> None:
+    bb = backbone(MLP)
+    plan = compile_task(bb.spec, bb.weights, synthetic_task(bb, "copy", 0.1, 0.1, seed=3))
+    meta = plan.net.meta
+    assert meta[0, M_SCATTER_BELOW] == 392  # half of the 784 inputs
+    assert (meta[1:, M_SCATTER_BELOW] == 0).all()  # k-WTA-fed layers are input-major already
+    w = csr_rows(plan, 0, tuple(meta[0, M_VALUES : M_VALUES + 3]), 300)
+    wt = csr_rows(plan, 0, (meta[0, M_T_VALUES], meta[0, M_T_INDICES], meta[0, M_T_INDPTR]), 784)
+    assert torch.equal(wt, w.t())
+    assert plan.memory.total_bytes <= plan.memory.bound_bytes
+
+
+def test_the_transpose_is_left_out_when_it_would_break_the_memory_budget() -> None:
+    bb = backbone("mlp:784-32")  # one layer: a second copy of it is over 1.5 × its CSR
+    plan = compile_task(bb.spec, bb.weights, synthetic_task(bb, "no-copy", 0.1, 0.1))
+    assert plan.net.meta[0, M_SCATTER_BELOW] == 0
+    assert plan.memory.total_bytes <= plan.memory.bound_bytes
+
+
+@pytest.mark.parametrize("nonzero", [0.0, 0.002, 0.19, 0.49, 0.51, 1.0])
+def test_sparse_inputs_match_the_reference_one_sample_at_a_time(nonzero: float) -> None:
+    """Below half the inputs non-zero, a sample's first layer scatters rows of the copy."""
+    bb = backbone(MLP)
+    task = synthetic_task(bb, f"sparse-input-{nonzero}", 0.1, 0.1, seed=8)
+    engine = InferenceEngine(bb.spec, EngineSettings(backend="native"))
+    reference = TaskNet(bb.spec, bb.weights, task)
+    g = torch.Generator().manual_seed(8)
+    x = torch.rand(2, 784, generator=g)
+    x[:, torch.randperm(784, generator=g)[round(nonzero * 784) :]] = 0.0
+    for batch in (x[:1], x):
+        got, want = engine.logits(task, bb.weights, batch), reference(batch)
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), (got - want).abs().max()
+        assert torch.equal(got.argmax(1), want.argmax(1))
 
 
 def test_plans_are_cached_and_rebuilt_only_when_the_task_changes() -> None:
