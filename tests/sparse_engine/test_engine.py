@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import warnings
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -16,11 +18,7 @@ from sparse_engine.engine import EngineSettings, InferenceEngine, plan_paths, ru
 from sparse_engine.mnist import Mnist
 from sparse_engine.model import SparseCL
 from sparse_engine.plan import (
-    M_IN,
-    M_OUT,
     M_SCATTER_BELOW,
-    M_T_INDICES,
-    M_T_INDPTR,
     M_T_VALUES,
     M_VALUES,
     Plan,
@@ -163,19 +161,21 @@ def test_plan_memory_is_within_one_and_a_half_csr_of_the_nonzeros() -> None:
     assert big.total_bytes < 0.25 * 4 * sum(w.numel() for w in bb.weights)
 
 
-def csr_rows(plan: Plan, layer: int, offsets: tuple[int, int, int], rows: int) -> Tensor:
-    """One CSR of the plan's packed arrays (values, indices, indptr at ``offsets``), dense."""
-    v, i, p = offsets
+def dense_of(plan: Plan, offsets: Sequence[int], shape: tuple[int, int]) -> Tensor:
+    """The CSR at ``offsets`` (values, indices, indptr) in the plan's packed arrays, dense."""
+    v, i, p = (int(o) for o in offsets)
     net = plan.net
-    indptr = net.indptr[p : p + rows + 1].astype(np.int64)
-    cols = int(net.meta[layer, M_IN] if rows == net.meta[layer, M_OUT] else net.meta[layer, M_OUT])
-    dense = torch.zeros(rows, cols)
-    for r in range(rows):
-        lo, hi = indptr[r], indptr[r + 1]
-        dense[r, net.indices[i + lo : i + hi].astype(np.int64)] = torch.from_numpy(
-            net.values[v + lo : v + hi]
-        )
-    return dense
+    indptr = torch.from_numpy(net.indptr[p : p + shape[0] + 1].astype(np.int64))
+    nnz = int(indptr[-1])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            indptr,
+            torch.from_numpy(net.indices[i : i + nnz].astype(np.int64)),
+            torch.from_numpy(net.values[v : v + nnz]),
+            size=shape,
+            check_invariants=True,  # a malformed CSR fails here
+        ).to_dense()
 
 
 def test_the_first_layer_carries_its_transpose_for_sparse_inputs() -> None:
@@ -184,8 +184,8 @@ def test_the_first_layer_carries_its_transpose_for_sparse_inputs() -> None:
     meta = plan.net.meta
     assert meta[0, M_SCATTER_BELOW] == 392  # half of the 784 inputs
     assert (meta[1:, M_SCATTER_BELOW] == 0).all()  # k-WTA-fed layers are input-major already
-    w = csr_rows(plan, 0, tuple(meta[0, M_VALUES : M_VALUES + 3]), 300)
-    wt = csr_rows(plan, 0, (meta[0, M_T_VALUES], meta[0, M_T_INDICES], meta[0, M_T_INDPTR]), 784)
+    w = dense_of(plan, meta[0, M_VALUES : M_VALUES + 3], (300, 784))
+    wt = dense_of(plan, meta[0, M_T_VALUES : M_T_VALUES + 3], (784, 300))
     assert torch.equal(wt, w.t())
     assert plan.memory.total_bytes <= plan.memory.bound_bytes
 
