@@ -24,6 +24,31 @@ METHODS: tuple[str, ...] = ("prune", "supermask", "rigl")
 STRUCTURES: tuple[str, ...] = ("weights", "units")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
 
+# The sensible range of each numeric hyper-parameter, inclusive (density and the fractions
+# with open ends are checked below). Beyond these a task cannot learn (a learning rate of
+# 10 diverges) or holds the one trainer for ever; the CLI's --help shows them.
+RANGES: dict[str, tuple[float, float]] = {
+    "epochs": (0, 1000),
+    "retrain_epochs": (0, 1000),
+    "batch_size": (1, 65536),
+    "lr": (1e-8, 1.0),
+    "momentum": (0.0, 0.999),
+    "weight_decay": (0.0, 1.0),
+    "prune_rounds": (1, 100),
+    "rewind_epoch": (0, 1000),
+    "rigl_interval": (1, 1_000_000),
+    "saliency_batches": (1, 10_000),
+    "boost_strength": (0.0, 10.0),
+    "boost_strength_factor": (0.0, 1.0),
+    "duty_cycle_period": (1, 1_000_000),
+    "seed": (0, 2**63 - 1),
+}
+
+
+def range_text(name: str) -> str:
+    """A hyper-parameter's allowed range as text, e.g. '[1e-08, 1]'."""
+    return "[{}, {}]".format(*(f"{v}" if isinstance(v, int) else f"{v:g}" for v in RANGES[name]))
+
 
 @dataclass(frozen=True)
 class TaskConfig:
@@ -78,19 +103,17 @@ class TaskConfig:
         problems = []
         if not (isinstance(self.density, float | int) and 0.0 < self.density <= 1.0):
             problems.append(f"density must lie in (0, 1], got {self.density}")
-        for name in ("epochs", "retrain_epochs"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name, (lo, hi) in RANGES.items():
+            value = getattr(self, name)
+            whole = isinstance(getattr(TaskConfig, name), int)  # from the field's default
+            if isinstance(value, bool) or not isinstance(value, int if whole else int | float):
+                problems.append(
+                    f"{name} must be {'an integer' if whole else 'a number'}, got {value!r}"
+                )
+            elif not (math.isfinite(value) and lo <= value <= hi):
+                problems.append(f"{name} must lie in {range_text(name)}, got {value}")
         if self.epochs + self.retrain_epochs < 1:
             problems.append("epochs + retrain_epochs must be at least 1")
-        if self.batch_size < 1:
-            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            problems.append(f"lr must be a positive number, got {self.lr}")
-        if not 0.0 <= self.momentum < 1.0:
-            problems.append(f"momentum must lie in [0, 1), got {self.momentum}")
-        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.optimizer not in OPTIMIZERS:
             problems.append(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.saliency not in SALIENCIES:
@@ -99,15 +122,11 @@ class TaskConfig:
             problems.append(f"retrain must be one of {RETRAINS}, got {self.retrain!r}")
         if self.retrain in RESETS and self.retrain_epochs < 1:
             problems.append(f"retrain {self.retrain!r} needs retrain_epochs >= 1")
-        if not (isinstance(self.rewind_epoch, int) and self.rewind_epoch >= 0):
-            problems.append(f"rewind_epoch must be an integer >= 0, got {self.rewind_epoch!r}")
-        elif self.retrain == "late_rewind" and self.rewind_epoch > self.epochs:
+        if self.retrain == "late_rewind" and self.rewind_epoch > self.epochs:
             problems.append(
                 f"rewind_epoch {self.rewind_epoch} lies beyond the {self.epochs} epoch(s) "
                 "of dense training; it must be <= epochs"
             )
-        if self.prune_rounds < 1:
-            problems.append(f"prune_rounds must be >= 1, got {self.prune_rounds}")
         if self.method not in METHODS:
             problems.append(f"method must be one of {METHODS}, got {self.method!r}")
         elif self.method != "prune":
@@ -129,22 +148,20 @@ class TaskConfig:
             problems.append(
                 f"supermask_train_head must be true or false, got {self.supermask_train_head!r}"
             )
-        if self.rigl_interval < 1:
-            problems.append(f"rigl_interval must be >= 1, got {self.rigl_interval}")
         if not (math.isfinite(self.rigl_drop_fraction) and 0.0 < self.rigl_drop_fraction < 1.0):
             problems.append(f"rigl_drop_fraction must lie in (0, 1), got {self.rigl_drop_fraction}")
-        if self.saliency_batches < 1:
-            problems.append(f"saliency_batches must be >= 1, got {self.saliency_batches}")
-        if not (math.isfinite(self.boost_strength) and self.boost_strength >= 0):
-            problems.append(f"boost_strength must be finite and >= 0, got {self.boost_strength}")
-        if not 0.0 <= self.boost_strength_factor <= 1.0:
-            problems.append(
-                f"boost_strength_factor must lie in [0, 1], got {self.boost_strength_factor}"
-            )
-        if self.duty_cycle_period < 1:
-            problems.append(f"duty_cycle_period must be >= 1, got {self.duty_cycle_period}")
         if problems:
             raise InvalidInputError("; ".join(problems))
+
+    @property
+    def total_epochs(self) -> int:
+        """Epochs the learner runs: supermask trains only ``epochs``; rigl adds one block of
+        ``retrain_epochs``; prune retrains after each of its ``prune_rounds``."""
+        if self.method == "supermask":
+            return self.epochs
+        if self.method == "rigl":
+            return self.epochs + self.retrain_epochs
+        return self.epochs + self.retrain_epochs * self.prune_rounds
 
     def k_per_layer(self, layers: int) -> tuple[int | float, ...]:
         """k for each of ``layers`` hidden layers."""

@@ -70,11 +70,16 @@ class TaskData:
 
     def split_order(self, fraction: float, seed: int = 0) -> tuple[Tensor, Tensor]:
         """The example indices ``split`` keeps and holds out, without copying any data."""
-        if not 0.0 < fraction < 1.0:
-            raise InvalidInputError(f"split fraction must lie in (0, 1), got {fraction}")
-        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
-        cut = len(self) - max(1, round(fraction * len(self)))
-        return order[:cut], order[cut:]
+        return split_order(len(self), fraction, seed)
+
+
+def split_order(n: int, fraction: float, seed: int = 0) -> tuple[Tensor, Tensor]:
+    """Indices of ``n`` examples kept and held out by a random (1 - fraction, fraction) split."""
+    if not 0.0 < fraction < 1.0:
+        raise InvalidInputError(f"split fraction must lie in (0, 1), got {fraction}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    cut = n - max(1, round(fraction * n))
+    return order[:cut], order[cut:]
 
 
 def as_inputs(x: Any) -> Tensor:
@@ -99,6 +104,8 @@ def as_labels(y: Any) -> Tensor:
             raise InvalidInputError("labels must be integers")
     elif array.dtype.kind not in "iu":
         raise InvalidInputError(f"labels must be integers, got dtype {array.dtype}")
+    if array.size and (array.max() >= 2**63 or array.min() < -(2**63)):  # would wrap
+        raise InvalidInputError("labels must lie in the int64 range [-2**63, 2**63)")
     return torch.from_numpy(array.astype(np.int64).reshape(-1))
 
 

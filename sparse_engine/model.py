@@ -10,29 +10,55 @@ from torch import Tensor
 
 from .backbone import Backbone, BackboneSpec
 from .config import ProgressCallback, ProgressEvent, TaskConfig
-from .data import TaskData
+from .data import TaskData, split_order
 from .engine import InferenceEngine
-from .errors import InvalidInputError, NoFreeCapacityError, TaskExistsError, UnknownTaskError
+from .errors import (
+    InvalidInputError,
+    NoFreeCapacityError,
+    TaskExistsError,
+    UnknownTaskError,
+    brief,
+)
 from .kwta import resolve_k
 from .learner import Subnetwork, learn_subnetwork
 from .owners import MAX_TASKS, OwnerMap
 from .plan import Plan
 from .saliency import keep_count
+from .soundness import check_sound
 from .state import TaskState
 from .structured import row_units
 from .task import Task, TaskNet, TaskRecord
 
 MAX_NAME = 128
 HOLD_OUT = 0.1  # fraction of the training examples held out when no validation set is given
-_NAME = re.compile(r"[\w.\-]+")
+# ASCII only: Unicode look-alikes ('dígits', Cyrillic 'а') would pass for another task's name
+_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
 
 def check_name(name: str) -> None:
-    """Task names: 1..128 characters of letters, digits, '_', '-' or '.'."""
-    if not isinstance(name, str) or not name or len(name) > MAX_NAME or not _NAME.fullmatch(name):
+    """Task names: 1..128 ASCII letters, digits, '_', '-' or '.', not only dots ('.', '..')."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or len(name) > MAX_NAME
+        or not _NAME.fullmatch(name)
+        or not name.strip(".")
+    ):
         raise InvalidInputError(
-            f"task name {name!r} must be 1..{MAX_NAME} characters of letters, digits, '_', '-', '.'"
+            f"task name {brief(name)} must be 1..{MAX_NAME} ASCII letters, digits, '_', '-' or "
+            "'.', and not only dots"
         )
+
+
+def finite_scores(logits: Tensor) -> Tensor:
+    """``logits`` unless some are NaN/Inf: inputs far outside the training range (say 3e38)
+    overflow the network, and a score of NaN is no answer."""
+    if not bool(torch.isfinite(logits).all()):
+        raise InvalidInputError(
+            "the inputs overflow the network (some scores are not finite): send inputs on "
+            "the scale the task was trained on (uint8, or float32 in about [0, 1])"
+        )
+    return logits
 
 
 class SparseCL:
@@ -104,31 +130,40 @@ class SparseCL:
             free_capacity=sum(free) / total,
             progress=progress,
         )
+        check_sound(name, sub, len(train.classes), config)
         return self._prepared(name, train.classes, config, sub)
 
     def check_new_task(
         self, name: str, train: TaskData, val: TaskData | None, config: TaskConfig
     ) -> None:
         """Every reason ``learn_task`` would refuse, checked before any work is done."""
+        self.check_inputs(train.x)
+        if val is not None:
+            self.check_inputs(val.x)
+        self.check_labels(name, train.y, val.y if val is not None else None, config)
+
+    def check_labels(
+        self, name: str, train_y: Tensor, val_y: Tensor | None, config: TaskConfig
+    ) -> None:
+        """The checks of ``check_new_task`` that need no inputs: the name, the backbone's
+        room, the label sets and the hold-out split, k for every layer, free capacity."""
         check_name(name)
         if name in self.tasks:
             raise TaskExistsError(f"task {name!r} already exists; choose another name")
         if len(self.tasks) >= MAX_TASKS:
             raise NoFreeCapacityError(f"the backbone already holds {MAX_TASKS} tasks")
-        self.check_inputs(train.x)
-        classes = train.classes
+        classes = tuple(int(c) for c in torch.unique(train_y).tolist())
         if len(classes) < 2:
             raise InvalidInputError(f"a task needs at least 2 classes, the labels hold {classes}")
-        if val is not None:
-            self.check_inputs(val.x)
-            unknown = set(val.classes) - set(classes)
+        if val_y is not None:
+            unknown = {int(c) for c in torch.unique(val_y).tolist()} - set(classes)
             if unknown:
                 raise InvalidInputError(f"validation labels {sorted(unknown)} are not in train")
-        elif len(train) < 2:
+        elif len(train_y) < 2:
             raise InvalidInputError("need at least 2 examples to hold out validation data")
         else:
-            kept, _ = train.split_order(HOLD_OUT, seed=config.seed)
-            missing = set(classes) - {int(c) for c in train.y[kept].unique().tolist()}
+            kept, _ = split_order(len(train_y), HOLD_OUT, config.seed)
+            missing = set(classes) - {int(c) for c in train_y[kept].unique().tolist()}
             if missing:
                 raise InvalidInputError(
                     f"holding out {HOLD_OUT:.0%} of the examples for validation leaves no "
@@ -158,14 +193,18 @@ class SparseCL:
                 f"(free capacity {self.free_capacity()}); start a larger backbone"
             )
 
-    def check_inputs(self, x: Tensor) -> None:
-        """Inputs must be N × (backbone input), float32 and finite."""
+    def check_shape(self, shape: tuple[int, ...]) -> None:
+        """Inputs must be N × (backbone input)."""
         want = math.prod(self.spec.input_shape)
-        if x.ndim < 2 or math.prod(x.shape[1:]) != want:
+        if len(shape) < 2 or math.prod(shape[1:]) != want:
             raise InvalidInputError(
-                f"inputs of shape {tuple(x.shape)} do not fit the backbone input "
+                f"inputs of shape {tuple(shape)} do not fit the backbone input "
                 f"{self.spec.input_shape} ({want} values per example)"
             )
+
+    def check_inputs(self, x: Tensor) -> None:
+        """Inputs must be N × (backbone input), float32 and finite."""
+        self.check_shape(tuple(x.shape))
         if x.dtype != torch.float32:
             raise InvalidInputError(f"inputs must be float32, got {x.dtype}")
         if not bool(torch.isfinite(x).all()):
@@ -242,7 +281,7 @@ class SparseCL:
             return self.tasks[name]
         except KeyError:
             known = ", ".join(sorted(self.tasks)) or "none yet"
-            raise UnknownTaskError(f"unknown task {name!r} (tasks: {known})") from None
+            raise UnknownTaskError(f"unknown task {brief(name)} (tasks: {known[:400]})") from None
 
     def net(self, name: str) -> TaskNet:
         """The task's reference network (dense masked forward), built once and cached."""
@@ -260,14 +299,14 @@ class SparseCL:
         """Per-class scores of task ``name`` for inputs ``x`` (N × backbone input): the engine."""
         task = self.task(name)
         self.check_inputs(x)
-        return self.engine.logits(task, self.backbone.weights, x)
+        return finite_scores(self.engine.logits(task, self.backbone.weights, x))
 
     @torch.no_grad()
     def reference_logits(self, name: str, x: Tensor) -> Tensor:
         """The same scores by the dense masked forward pass, the engine's reference."""
         net = self.net(name)
         self.check_inputs(x)
-        return net(x)
+        return finite_scores(net(x))
 
     def predict(self, name: str, x: Tensor) -> Tensor:
         """Predicted labels, in the task's own label values."""
