@@ -1,8 +1,12 @@
 """Fault injection for crash tests: ``SPARSECL_CRASH_AT=POINT:TASK`` SIGKILLs the server there.
 
-Points: ``train``, ``prune``, ``retrain`` (first progress event of that phase),
-``artifacts-written`` (the task's files are in MLflow, the commit tag is not) and
-``committed`` (the commit tag is written, memory not yet updated). Unset, it does nothing.
+Points, in the order a task reaches them: ``train``, ``prune``, ``retrain`` (first progress
+event of that phase); in the commit (server/store.py): ``artifacts-uploaded`` (the task's
+files are in MLflow, their sha256 tag is not), ``artifacts-written`` (the sha256 tag is
+written, the commit tag is not), ``committed`` (the commit tag is written, the registry
+entry and memory are not), ``registered`` (the task's registered model exists, its version
+does not) and ``model-version`` (the version exists, the run's tag naming it does not).
+Unset, it does nothing.
 """
 
 from __future__ import annotations

@@ -7,10 +7,14 @@ Commit protocol (so SIGKILL at any moment leaves no half-committed task):
    sha256 goes into a tag) are written first; then one write sets
    ``sparsecl.state=committed`` — the commit point; then the registry entry and the run's
    FINISHED status follow (both repaired on the next start if the server dies between).
-3. ``load`` (on start): committed runs are replayed in task-id order; any other run of a
-   task is marked failed.
+3. ``load`` (on start): committed runs are read back and checked, any other run of a task
+   is marked failed; ``server.storecheck.rebuild`` replays them in task-id order. A
+   committed run that cannot be served as stored (artifact missing or corrupt, tags that
+   contradict the store) is *damaged*: quarantined, listed, never served, never marked
+   failed — the other tasks keep serving.
 
 The backbone's spec and seed are experiment tags, written once when the store is created.
+An embedded store adopts a moved or copied data dir when it is opened (server/datadir.py).
 """
 
 from __future__ import annotations
@@ -27,9 +31,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -38,6 +42,7 @@ from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.state import TaskState, dumps, loads
 
 from . import plots
+from .datadir import DataDirError, relocate
 from .faults import crash_point
 
 KIND, TASK, STATE, TASK_ID = "sparsecl.kind", "sparsecl.task", "sparsecl.state", "sparsecl.task_id"
@@ -47,6 +52,7 @@ ANALYSIS_TAG, PARENT_TAG = "sparsecl.analysis", "mlflow.parentRunId"
 TRAINING, COMMITTED, FAILED = "training", "committed", "failed"
 STATE_ARTIFACT = "task/state.safetensors"
 INTERRUPTED = "interrupted: the server stopped while this task was training"
+RESTORE = ": put the file back from a backup, or restore the data dir (sparsecl restore)"
 T = TypeVar("T")
 
 
@@ -67,6 +73,32 @@ class CommittedTask:
     model_name: str
     model_version: str
     created_ms: int
+
+
+@dataclass(frozen=True)
+class DamagedTask:
+    """A committed task that cannot be served as stored: quarantined, listed, not served.
+
+    ``error`` says why, naming the run and the artifact. ``state`` is set when the task's
+    artifact is intact but its tags contradict the store: its weights are still replayed
+    (so later tasks that read them stay served), the task itself is not.
+    """
+
+    name: str
+    task_id: int  # 0 when its id tag is unreadable
+    run_id: str  # '' when no run is left
+    error: str
+    created_ms: int
+    state: TaskState | None = None
+
+
+@dataclass(frozen=True)
+class StoreContents:
+    """What ``TaskStore.load`` found: committed tasks in id order, damaged ones, failed ones."""
+
+    committed: list[CommittedTask]
+    damaged: list[DamagedTask]
+    failed: list[FailedTask]
 
 
 @dataclass(frozen=True)
@@ -125,8 +157,21 @@ class TaskStore:
         self.tracking_uri = tracking_uri
         self.artifact_root = artifact_root
         self.experiment = experiment
-        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self.experiment_id = ""
+        self.relocated_from: str | None = None  # the artifacts root a moved data dir had
+        if artifact_root is not None and tracking_uri.startswith("sqlite:///"):
+            db = Path(tracking_uri.removeprefix("sqlite:///"))
+            try:
+                self.relocated_from = relocate(db, artifact_root, experiment)
+            except DataDirError as e:
+                raise StoreCorruptError(str(e)) from None
+        try:  # MLflow opens (and may migrate) the database right here
+            self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        except Exception as e:
+            raise StoreUnavailableError(
+                f"cannot open the MLflow store {redact(tracking_uri)}: "
+                f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            ) from None
 
     # ---- plumbing -------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -144,17 +189,26 @@ class TaskStore:
         return f"{self.experiment}.{task}"
 
     # ---- backbone -------------------------------------------------------------------------
-    def open(self, backbone: str | None, seed: int, default: str) -> tuple[str, int]:
+    def open(
+        self, backbone: str | None, seed: int, default: str, create: bool = True
+    ) -> tuple[str, int]:
         """Create or open the experiment; returns the backbone (spec, seed) to run.
 
         A new store records ``backbone`` (or ``default``); an existing one keeps its own,
-        and asking for a different backbone raises StoreCorruptError.
+        and asking for a different backbone raises StoreCorruptError. Without ``create``
+        (``sparsecl store check``) a missing experiment or backbone raises
+        StoreUnavailableError instead.
         """
 
         def run() -> tuple[str, int]:
+            exp = self.client.get_experiment_by_name(self.experiment)
+            if not create and (exp is None or BACKBONE_TAG not in exp.tags):
+                raise StoreUnavailableError(
+                    f"{redact(self.tracking_uri)} holds no sparsecl experiment "
+                    f"{self.experiment!r} (nothing to check)"
+                )
             if self.artifact_root is not None:
                 self.artifact_root.mkdir(parents=True, exist_ok=True)
-            exp = self.client.get_experiment_by_name(self.experiment)
             if exp is None:
                 location = self.artifact_root.as_uri() if self.artifact_root else None
                 self.experiment_id = self.client.create_experiment(
@@ -268,6 +322,7 @@ class TaskStore:
                 plots.training_curve(events, record.name, root / "plots" / "training.png")
                 plots.density_per_layer(record, root / "plots" / "density.png")
                 self.client.log_artifacts(run_id, str(root))
+            crash_point("artifacts-uploaded", record.name)
             self.client.set_tag(run_id, SHA256, hashlib.sha256(blob).hexdigest())
             crash_point("artifacts-written", record.name)
             self.client.set_tag(run_id, STATE, COMMITTED)  # the commit point
@@ -305,12 +360,14 @@ class TaskStore:
                     raise
                 for key, value in tags.items():
                     self.client.set_registered_model_tag(name, key, value)
+            crash_point("registered", record.name)
             found = self.client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
             if found:  # registered before a crash cut off the tag below
                 mv = found[0]
             else:
                 source = f"{self.client.get_run(run_id).info.artifact_uri}/task"
                 mv = self.client.create_model_version(name, source, run_id=run_id, tags=tags)
+            crash_point("model-version", record.name)
             self.client.set_tag(run_id, VERSION, str(mv.version))
             return str(mv.version)
         except Exception:  # the commit already happened; the next start repairs the registry
@@ -396,55 +453,156 @@ class TaskStore:
             if not token:
                 return runs
 
-    def load(self) -> tuple[list[CommittedTask], list[FailedTask]]:
-        """Committed tasks in id order, checked; every other task run is marked failed."""
+    def load(self, repair: bool = True) -> StoreContents:
+        """Every task run, sorted out: committed (checked, id order), damaged, failed.
 
-        def run() -> tuple[list[CommittedTask], list[FailedTask]]:
-            committed, failed = [], []
+        A task run is *committed* when its state tag says so or when it carries the model
+        version tag (written only after the commit point). Committed runs whose artifact is
+        missing or corrupt, whose tags contradict each other, or whose task id is taken twice
+        or skipped are *damaged* (see ``DamagedTask``), never fatal and never marked failed.
+        With ``repair`` (the server's start, not ``sparsecl store check``) a run cut off
+        before its commit is marked failed and a committed run's registry entry and FINISHED
+        status are completed.
+        """
+
+        def run() -> StoreContents:
+            claims: dict[int, list[Any]] = {}
+            damaged: list[DamagedTask] = []
+            failed: list[FailedTask] = []
             for r in self._runs():
                 tags = r.data.tags
-                if tags.get(STATE) == COMMITTED:
-                    committed.append(r)
-                    continue
-                error = tags.get(ERROR, INTERRUPTED)
-                if tags.get(STATE) != FAILED or r.info.status == "RUNNING":
-                    self.fail(r.info.run_id, error)
-                failed.append(
-                    FailedTask(
-                        tags.get(TASK, r.info.run_name),
-                        r.info.run_id,
-                        error,
-                        int(r.info.start_time),
+                if tags.get(STATE) != COMMITTED and VERSION not in tags:
+                    error = tags.get(ERROR, INTERRUPTED)
+                    if repair and (tags.get(STATE) != FAILED or r.info.status == "RUNNING"):
+                        self.fail(r.info.run_id, error)
+                    failed.append(
+                        FailedTask(_name(r), r.info.run_id, error, int(r.info.start_time))
                     )
-                )
-            committed.sort(key=lambda r: int(r.data.tags[TASK_ID]))
-            ids = [int(r.data.tags[TASK_ID]) for r in committed]
-            if ids != list(range(1, len(ids) + 1)):
-                raise StoreCorruptError(f"committed task ids {ids} are not 1..{len(ids)}")
-            tasks = [self._read(r) for r in committed]
-            names = {t.state.name for t in tasks}
+                    continue
+                task_id = tags.get(TASK_ID, "")
+                if not task_id.isdigit() or int(task_id) < 1:
+                    damaged.append(
+                        _damaged(r, 0, f"its tag {TASK_ID}={task_id!r} is not a task id 1, 2, …")
+                    )
+                    continue
+                claims.setdefault(int(task_id), []).append(r)
+            top = max([*claims, 0])
+            deleted = self._deleted_runs() if len(claims) < top else {}
+            committed: list[CommittedTask] = []
+            for task_id in range(1, top + 1):
+                runs = claims.get(task_id, [])
+                if not runs:
+                    damaged.append(self._missing(task_id, deleted.get(task_id)))
+                elif len(runs) > 1:
+                    ids = ", ".join(r.info.run_id for r in runs)
+                    why = (
+                        f"runs {ids} all claim task id {task_id}: delete the wrong run(s) in "
+                        "MLflow, or restore the store from a backup"
+                    )
+                    damaged += [_damaged(r, task_id, why) for r in runs]
+                else:
+                    task = self._read(runs[0], task_id, repair)
+                    if isinstance(task, CommittedTask):
+                        committed.append(task)
+                    else:
+                        damaged.append(task)
+            taken = {t.state.name for t in committed} | {d.name for d in damaged}
             latest: dict[str, FailedTask] = {}
             for f in sorted(failed, key=lambda f: f.created_ms):
-                if f.name not in names:
+                if f.name not in taken:
                     latest[f.name] = f
-            return tasks, list(latest.values())
+            return StoreContents(committed, damaged, list(latest.values()))
 
         return self._call("load the tasks", run)
 
-    def _read(self, r: Any) -> CommittedTask:
-        run_id = r.info.run_id
+    def _deleted_runs(self) -> dict[int, Any]:
+        """Deleted task runs by task id: what a gap in the ids may have been."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{KIND}` = 'task'",
+            run_view_type=ViewType.DELETED_ONLY,
+            max_results=1000,
+        )
+        return {
+            int(r.data.tags[TASK_ID]): r
+            for r in runs
+            if r.data.tags.get(TASK_ID, "").isdigit()
+            and (r.data.tags.get(STATE) == COMMITTED or VERSION in r.data.tags)
+        }
+
+    def _missing(self, task_id: int, deleted: Any) -> DamagedTask:
+        """The damaged entry of a task id no committed run holds."""
+        if deleted is not None:
+            return _damaged(
+                deleted,
+                task_id,
+                "its run was deleted in MLflow; restore the run (MLflow UI, or "
+                "MlflowClient().restore_run) or the data dir from a backup",
+            )
+        return DamagedTask(
+            f"(missing task {task_id})",
+            task_id,
+            "",
+            f"no committed run holds task id {task_id} (ids must run 1, 2, … without gaps): "
+            "restore the store from a backup",
+            0,
+        )
+
+    def artifact_path(self, r: Any) -> str:
+        """Where the run's task state lives: a local path (embedded store) or a URI."""
+        uri = f"{r.info.artifact_uri}/{STATE_ARTIFACT}"
+        parts = urlsplit(uri)
+        return unquote(parts.path) if parts.scheme == "file" else uri
+
+    def _read(self, r: Any, task_id: int, repair: bool) -> CommittedTask | DamagedTask:
+        """A committed run's task, or why it is damaged (artifact or tags)."""
+        run_id, tags, path = r.info.run_id, r.data.tags, self.artifact_path(r)
+        listed = {a.path for a in self.client.list_artifacts(run_id, "task")}
+        if STATE_ARTIFACT not in listed:
+            return _damaged(r, task_id, f"its artifact {path} is missing{RESTORE}")
         with tempfile.TemporaryDirectory() as tmp:
-            path = self.client.download_artifacts(run_id, STATE_ARTIFACT, tmp)
-            blob = Path(path).read_bytes()
-        if hashlib.sha256(blob).hexdigest() != r.data.tags.get(SHA256):
-            raise StoreCorruptError(f"run {run_id}: {STATE_ARTIFACT} does not match its sha256")
+            blob = Path(self.client.download_artifacts(run_id, STATE_ARTIFACT, tmp)).read_bytes()
+        if hashlib.sha256(blob).hexdigest() != tags.get(SHA256):
+            return _damaged(
+                r, task_id, f"its artifact {path} does not match its sha256 tag{RESTORE}"
+            )
         try:
             state = loads(blob)
-        except ValueError as e:
-            raise StoreCorruptError(f"run {run_id}: {e}") from None
-        version = r.data.tags.get(VERSION) or self._register(run_id, state)
-        if r.info.status != "FINISHED":
-            self._finish(run_id)
+        except Exception as e:  # the bytes are the committed ones, yet unreadable
+            return _damaged(r, task_id, f"its artifact {path} cannot be read ({e}){RESTORE}")
+        if (state.record.id, state.name) != (task_id, tags.get(TASK)):
+            return _damaged(
+                r,
+                task_id,
+                f"its artifact {path} holds task {state.name!r} id {state.record.id}, its "
+                f"tags say task {tags.get(TASK)!r} id {task_id}",
+            )
+        if tags.get(STATE) != COMMITTED:
+            reason = (
+                f"its tag {STATE}={tags.get(STATE)!r} contradicts its tag {VERSION} (written "
+                f"only after the commit point): set {STATE}=committed again to serve it"
+            )
+            return dataclasses.replace(_damaged(r, task_id, reason), state=state)
+        version = tags.get(VERSION, "")
+        if repair:
+            version = version or self._register(run_id, state)
+            if r.info.status != "FINISHED":
+                self._finish(run_id)
         return CommittedTask(
             state, run_id, self.model_name(state.name), version, int(r.info.start_time)
         )
+
+
+def _name(r: Any) -> str:
+    return str(r.data.tags.get(TASK, r.info.run_name))
+
+
+def _damaged(r: Any, task_id: int, why: str) -> DamagedTask:
+    """A damaged task whose reason names its run and task."""
+    return DamagedTask(
+        _name(r),
+        task_id,
+        r.info.run_id,
+        f"run {r.info.run_id} of task {_name(r)!r} (id {task_id}): {why}",
+        int(r.info.start_time),
+    )

@@ -29,6 +29,7 @@ class TaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_STATE_TRAINING: _ClassVar[TaskState]
     TASK_STATE_COMMITTED: _ClassVar[TaskState]
     TASK_STATE_FAILED: _ClassVar[TaskState]
+    TASK_STATE_DAMAGED: _ClassVar[TaskState]
 
 class Analysis(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -50,6 +51,7 @@ TASK_STATE_QUEUED: TaskState
 TASK_STATE_TRAINING: TaskState
 TASK_STATE_COMMITTED: TaskState
 TASK_STATE_FAILED: TaskState
+TASK_STATE_DAMAGED: TaskState
 ANALYSIS_UNSPECIFIED: Analysis
 ANALYSIS_WEIGHT_AGNOSTIC: Analysis
 ANALYSIS_LAYER_ROBUSTNESS: Analysis

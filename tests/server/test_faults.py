@@ -1,10 +1,13 @@
 """The server SIGKILLs itself at a chosen point of AddTask (fault injection), then restarts.
 
-On one store: task A is committed; task P dies at the start of its prune phase; task W
-dies after its files are in MLflow but before the commit tag; task C dies right after the
-commit tag. After the restarts: A answers bit-identically, P and W are failed (never
-half-committed), C is committed, and the weights owned in the backbone are exactly those
-of the committed tasks.
+On one store: task A is committed; then one task dies at each point: P at the start of its
+prune phase, R of its retrain phase, U after its files are in MLflow but before their
+sha256 tag, W before the commit tag, C right after the commit tag, G after its registered
+model is created (before its version), V after its version is created (before the run's
+tag naming it). After the restarts: A answers bit-identically, every task killed before
+its commit tag is failed (never half-committed) and its name can be learned again, every
+task killed after it is committed and fully served (registry entry repaired), and the
+weights owned in the backbone are exactly those of the committed tasks.
 """
 
 from __future__ import annotations
@@ -25,9 +28,14 @@ from ..serving import FAST, ServerProcess, digits
 CRASHES = (
     ("P", "prune", [2, 3]),
     ("R", "retrain", [8, 9]),
+    ("U", "artifacts-uploaded", [0, 2]),
     ("W", "artifacts-written", [4, 5]),
     ("C", "committed", [6, 7]),
+    ("G", "registered", [1, 3]),
+    ("V", "model-version", [5, 7]),
 )
+FAILED = ("P", "R", "U", "W")  # killed before the commit tag
+COMMITTED = ("A", "C", "G", "V")  # in id order
 
 
 @dataclass
@@ -36,6 +44,7 @@ class Crashed:
     probe: np.ndarray
     a_before: bytes
     output: str  # what the crashed servers printed
+    mnist: Mnist
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +66,7 @@ def crashed(tmp_path_factory: pytest.TempPathFactory, mnist: Mnist) -> Iterator[
         output += server.output
     server = ServerProcess(store).start()
     client = Client(server.address, timeout=120)
-    yield Crashed(client, probe, a_before, "".join(output))
+    yield Crashed(client, probe, a_before, "".join(output), mnist)
     client.close()
     server.terminate()
 
@@ -71,27 +80,34 @@ def test_committed_task_answers_bit_identically_after_the_crashes(crashed: Crash
     assert crashed.client.predict("A", crashed.probe).scores.tobytes() == crashed.a_before
 
 
-def test_task_killed_while_pruning_is_failed(crashed: Crashed) -> None:
-    assert crashed.client.task("P").state == "failed"
+@pytest.mark.parametrize("name", FAILED)
+def test_task_killed_before_its_commit_tag_is_failed(crashed: Crashed, name: str) -> None:
+    info = crashed.client.task(name)
+    assert (info.state, info.id) == ("failed", 0)
 
 
-def test_task_killed_while_retraining_is_failed(crashed: Crashed) -> None:
-    assert crashed.client.task("R").state == "failed"
-
-
-def test_task_killed_before_its_commit_tag_is_failed(crashed: Crashed) -> None:
-    assert crashed.client.task("W").state == "failed"
-
-
-def test_task_killed_after_its_commit_tag_is_committed(crashed: Crashed) -> None:
-    info = crashed.client.task("C")
-    assert (info.state, info.classes) == ("committed", (6, 7))
-    assert set(np.unique(crashed.client.predict("C", crashed.probe).labels)) <= {6, 7}
+@pytest.mark.parametrize("name", ["C", "G", "V"])
+def test_task_killed_after_its_commit_tag_is_committed_and_served(
+    crashed: Crashed, name: str
+) -> None:
+    info = crashed.client.task(name)
+    labels = {n: set(digits) for n, _, digits in CRASHES}[name]
+    assert (info.state, set(info.classes)) == ("committed", labels)
+    assert info.model_name and info.model_version  # the registry entry was repaired
+    assert set(np.unique(crashed.client.predict(name, crashed.probe).labels)) <= labels
 
 
 def test_owned_weights_are_exactly_those_of_the_committed_tasks(crashed: Crashed) -> None:
     backbone = crashed.client.backbone()
     committed = [t for t in crashed.client.tasks() if t.state == "committed"]
-    assert [t.name for t in committed] == ["A", "C"]
+    assert [t.name for t in committed] == list(COMMITTED)
     owned = sum(layer.weights - layer.free_weights for layer in backbone.layers)
     assert owned == sum(t.weights_owned for t in committed)
+
+
+def test_the_name_of_a_task_killed_before_its_sha256_tag_can_be_learned_again(
+    crashed: Crashed,
+) -> None:
+    info = crashed.client.learn("U", digits(crashed.mnist, [0, 2], n=200), **FAST)
+    assert (info.state, info.id) == ("committed", len(COMMITTED) + 1)
+    assert crashed.client.predict("A", crashed.probe).scores.tobytes() == crashed.a_before

@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from server.store import StoreCorruptError, TaskStore, event_metrics
+from server.store import (
+    COMMITTED,
+    FAILED,
+    STATE,
+    TASK_ID,
+    StoreCorruptError,
+    TaskStore,
+    event_metrics,
+)
 from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.mnist import Mnist, digits_task
 from sparse_engine.model import SparseCL
@@ -53,8 +61,9 @@ def committed(root: Path, prepared: tuple[TaskState, list[ProgressEvent]]) -> It
 def test_committed_task_loads_back_tensor_for_tensor(
     root: Path, committed: str, prepared: tuple[TaskState, list[ProgressEvent]]
 ) -> None:
-    tasks, failed = open_store(root, "committed").load()
-    assert failed == [] and [t.run_id for t in tasks] == [committed]
+    loaded = open_store(root, "committed").load()
+    tasks = loaded.committed
+    assert loaded.failed == loaded.damaged == [] and [t.run_id for t in tasks] == [committed]
     got, want = tasks[0].state, prepared[0]
     pairs = [
         *zip(got.masks, want.masks, strict=True),
@@ -104,23 +113,64 @@ def test_stored_bytes_grow_with_owned_weights_not_backbone_size(
 def test_run_left_training_is_loaded_as_failed(root: Path) -> None:
     store = open_store(root, "interrupted")
     run_id, _ = store.start("B", 1, CONFIG, TINY, {"train_examples": 10})
-    tasks, failed = open_store(root, "interrupted").load()
-    assert tasks == [] and [(f.name, f.run_id) for f in failed] == [("B", run_id)]
+    loaded = open_store(root, "interrupted").load()
+    assert loaded.committed == loaded.damaged == []
+    assert [(f.name, f.run_id) for f in loaded.failed] == [("B", run_id)]
     assert store.client.get_run(run_id).info.status == "FAILED"
 
 
-def test_tampered_task_state_refuses_to_load(
-    root: Path, prepared: tuple[TaskState, list[ProgressEvent]]
-) -> None:
-    store = open_store(root, "tampered")
+def commit_a(root: Path, experiment: str, prepared: tuple[TaskState, list[ProgressEvent]]) -> str:
+    """A store ``experiment`` holding task A, committed; returns its run id."""
+    store = open_store(root, experiment)
     run_id, created = store.start("A", 1, CONFIG, TINY, {})
     store.commit(run_id, prepared[0], prepared[1], 3, created)
+    return run_id
+
+
+def test_tampered_task_state_is_damaged_not_fatal(
+    root: Path, prepared: tuple[TaskState, list[ProgressEvent]]
+) -> None:
+    run_id = commit_a(root, "tampered", prepared)
     path = root / "artifacts" / run_id / "artifacts" / "task" / "state.safetensors"
     blob = bytearray(path.read_bytes())
     blob[-1] ^= 1
     path.write_bytes(bytes(blob))
-    with pytest.raises(StoreCorruptError, match="sha256"):
-        open_store(root, "tampered").load()
+    loaded = open_store(root, "tampered").load()
+    assert loaded.committed == [] and [(d.name, d.task_id) for d in loaded.damaged] == [("A", 1)]
+    assert run_id in loaded.damaged[0].error and str(path) in loaded.damaged[0].error
+    assert "sha256" in loaded.damaged[0].error
+
+
+def test_committed_run_tagged_failed_is_damaged_and_never_downgraded(
+    root: Path, prepared: tuple[TaskState, list[ProgressEvent]]
+) -> None:
+    run_id = commit_a(root, "edited", prepared)
+    store = open_store(root, "edited")
+    store.client.set_tag(run_id, STATE, FAILED)  # as if edited in the MLflow UI
+    loaded = store.load()
+    assert loaded.committed == loaded.failed == []
+    assert [(d.name, d.run_id) for d in loaded.damaged] == [("A", run_id)]
+    assert loaded.damaged[0].state is not None  # intact: replayed, not served
+    run = store.client.get_run(run_id)
+    assert run.info.status == "FINISHED" and STATE in loaded.damaged[0].error
+
+
+def test_duplicate_and_missing_task_ids_are_damaged_not_fatal(
+    root: Path, prepared: tuple[TaskState, list[ProgressEvent]]
+) -> None:
+    first = commit_a(root, "ids", prepared)
+    store = open_store(root, "ids")
+    second, _ = store.start("A2", 1, CONFIG, TINY, {})
+    store.client.set_tag(second, STATE, COMMITTED)  # a second run claiming id 1
+    loaded = store.load()
+    assert loaded.committed == []
+    assert {(d.run_id, d.task_id) for d in loaded.damaged} == {(first, 1), (second, 1)}
+    assert all("all claim task id 1" in d.error for d in loaded.damaged)
+    store.client.set_tag(second, TASK_ID, "3")  # now ids 1 and 3: id 2 is missing
+    loaded = store.load()
+    assert [t.run_id for t in loaded.committed] == [first]
+    assert [d.task_id for d in loaded.damaged] == [2, 3]
+    assert "no committed run holds task id 2" in loaded.damaged[0].error
 
 
 def test_store_refuses_another_backbone(root: Path) -> None:
