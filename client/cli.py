@@ -29,7 +29,10 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from server.config import ServerConfig
+    from server.config import LIMITS, ServerConfig
+    from sparse_engine.config import RANGES, range_text
+
+    from .client import CALL_TIMEOUT, LEARN_TIMEOUT
 
     parser = argparse.ArgumentParser(prog="sparsecl", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="backbone of a new store (default mlp:784-1000-1000, an MLP for "
         "28×28 inputs); an existing store keeps its own",
+    )
+    serve.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=ServerConfig.lease_seconds,
+        help="with --tracking-uri: the writer's lease on the store; a server killed without "
+        f"releasing it blocks its successor this long (default {ServerConfig.lease_seconds:g})",
     )
     security = serve.add_argument_group("security (see README, Security)")
     security.add_argument("--tls-cert", type=Path, help="PEM certificate chain: turns TLS on")
@@ -80,15 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto: the native kernel if built, else numba (default auto)",
     )
     limits = serve.add_argument_group("limits (see README, Operations)")
-    for option, help in (
-        ("--max-message-bytes", "per gRPC message, each direction"),
-        ("--max-upload-bytes", "all examples of one AddTask upload"),
-        ("--max-examples", "training + validation examples of one AddTask upload"),
-        ("--max-batch", "examples per Predict/Evaluate call"),
-        ("--max-queue", "training jobs queued or running"),
-    ):
-        default = getattr(ServerConfig, option[2:].replace("-", "_"))
-        limits.add_argument(option, type=int, default=default, help=f"{help} (default {default})")
+    for name, help in LIMITS.items():
+        default = getattr(ServerConfig, name)
+        limits.add_argument(
+            "--" + name.replace("_", "-"),
+            type=type(default),
+            default=default,
+            help=f"{help} (default {default:g})",
+        )
 
     def client_command(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help)
@@ -105,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--tls-ca", type=Path, help="PEM CA that signed the server's cert: TLS")
         sub.add_argument("--tls-cert", type=Path, help="PEM client certificate (mutual TLS)")
         sub.add_argument("--tls-key", type=Path, help="PEM key of --tls-cert")
+        sub.add_argument(
+            "--timeout",
+            type=float,
+            default=None,
+            help=f"seconds the call may take ('inf': no limit; default {CALL_TIMEOUT:g}, or "
+            f"{LEARN_TIMEOUT:g} for add-task and analyze, which train)",
+        )
         return sub
 
     add = client_command("add-task", "upload a task from .npz files and follow its learning")
@@ -159,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add.add_argument("--seed", type=int)
     add.add_argument("--quiet", action="store_true", help="no progress bar")
+    for action in add._actions:  # the server's ranges, shown where the library is installed
+        if action.dest in RANGES:
+            allowed = f"in {range_text(action.dest)}"
+            action.help = f"{action.help}; {allowed}" if action.help else allowed
 
     predict = client_command("predict", "predict labels (or scores) of one task")
     predict.add_argument("name")
@@ -219,11 +239,37 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="use at most this many training examples per task",
     )
+
+    backup = commands.add_parser(
+        "backup", help="consistent snapshot of an embedded store's data dir (server may run)"
+    )
+    backup.add_argument("data_dir", type=Path, help="the data dir (mlflow.db + artifacts/)")
+    backup.add_argument("dest", type=Path, help="a new or empty folder for the backup")
+    backup.add_argument(
+        "--tracking-uri", default=None, help="refused: back up a remote store with its own tools"
+    )
+    restore = commands.add_parser(
+        "restore", help="restore a backup into a new or empty data dir, then `serve` it"
+    )
+    restore.add_argument("backup", type=Path, help="a folder written by `sparsecl backup`")
+    restore.add_argument("data_dir", type=Path, help="a new or empty folder")
+    store = commands.add_parser("store", help="inspect the task store without a server")
+    store_commands = store.add_subparsers(dest="store_command", required=True)
+    check = store_commands.add_parser(
+        "check",
+        help="report each task: committed, failed or damaged (exit 0 healthy, 1 damaged, "
+        "2 the store cannot be opened)",
+    )
+    where = check.add_mutually_exclusive_group()
+    where.add_argument(
+        "--data-dir", type=Path, default=Path("sparsecl-data"), help="embedded store's data dir"
+    )
+    where.add_argument("--tracking-uri", default=None, help="any MLflow tracking URI instead")
     return parser
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from server.config import ServerConfig
+    from server.config import LIMITS, ServerConfig
     from server.main import run
 
     return run(
@@ -238,11 +284,8 @@ def _serve(args: argparse.Namespace) -> int:
             tls_client_ca=args.tls_client_ca,
             tokens=args.tokens,
             insecure=args.insecure,
-            max_message_bytes=args.max_message_bytes,
-            max_upload_bytes=args.max_upload_bytes,
-            max_examples=args.max_examples,
-            max_batch=args.max_batch,
-            max_queue=args.max_queue,
+            lease_seconds=args.lease_seconds,
+            **{name: getattr(args, name) for name in LIMITS},
             engine_threads=args.engine_threads,
             interop_threads=args.interop_threads,
             engine_backend=args.engine_backend,
@@ -256,6 +299,7 @@ def _client(args: argparse.Namespace) -> Any:
 
     return Client(
         args.address,
+        args.timeout,
         token=args.token,
         tls_ca=args.tls_ca,
         tls_cert=args.tls_cert,
@@ -442,6 +486,57 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _backup(args: argparse.Namespace) -> int:
+    from server.datadir import DataDirError, backup
+    from server.store import redact
+
+    if args.tracking_uri:
+        print(
+            f"sparsecl backup: error: {redact(args.tracking_uri)} is a remote MLflow store: "
+            "back it up with its database's own tools (pg_dump, mysqldump, ...) and its "
+            "artifact store's (bucket versioning or copy); `sparsecl backup` snapshots an "
+            "embedded store's data dir only",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        backup(args.data_dir, args.dest)
+    except DataDirError as e:
+        print(f"sparsecl backup: error: {e}", file=sys.stderr)
+        return 2
+    print(f"backed up {args.data_dir} to {args.dest}")
+    return 0
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from server.datadir import DataDirError, restore
+
+    try:
+        restore(args.backup, args.data_dir)
+    except DataDirError as e:
+        print(f"sparsecl restore: error: {e}", file=sys.stderr)
+        return 2
+    print(f"restored {args.backup} into {args.data_dir}: serve it with --data-dir {args.data_dir}")
+    return 0
+
+
+def _store(args: argparse.Namespace) -> int:
+    import logging
+
+    from server.config import ServerConfig
+    from server.storecheck import UNUSABLE, check
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    config = ServerConfig(data_dir=args.data_dir, tracking_uri=args.tracking_uri)
+    status, lines = check(config.resolved_tracking_uri, config.artifact_root, config.experiment)
+    if status == UNUSABLE:
+        print(f"sparsecl store check: error: {lines[0]}", file=sys.stderr)
+    else:
+        print("\n".join(lines))
+    return status
+
+
 COMMANDS = {
     "serve": _serve,
     "add-task": _add_task,
@@ -450,6 +545,9 @@ COMMANDS = {
     "evaluate": _evaluate,
     "analyze": _analyze,
     "demo": _demo,
+    "backup": _backup,
+    "restore": _restore,
+    "store": _store,
 }
 
 

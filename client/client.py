@@ -62,7 +62,8 @@ class Progress:
 
 @dataclass(frozen=True)
 class TaskInfo:
-    """A task as the server reports it (state committed, queued, training or failed)."""
+    """A task as the server reports it (state committed, queued, training, failed, or
+    damaged: quarantined because its stored artifact or tags are broken, reason in error)."""
 
     name: str
     state: str
@@ -204,6 +205,10 @@ def _k_sizes(k: int | float | Sequence[int | float] | None) -> list[pb.KSize]:
     ]
 
 
+CALL_TIMEOUT = 60.0  # seconds: the default deadline of a call that does not train
+LEARN_TIMEOUT = 4 * 3600.0  # seconds: AddTask and Analyze (uploading and training)
+
+
 class Client:
     """Calls one sparsecl server; every method raises ClientError with the server's status."""
 
@@ -218,7 +223,13 @@ class Client:
         tls_key: Path | None = None,
     ) -> None:
         """``token`` is sent as a bearer token; ``tls_ca`` (the CA that signed the server's
-        certificate) turns TLS on, ``tls_cert``/``tls_key`` add a client certificate."""
+        certificate) turns TLS on, ``tls_cert``/``tls_key`` add a client certificate.
+
+        ``timeout``: seconds every call may take; None (the default) gives each call a
+        deadline of its kind, ``CALL_TIMEOUT`` or ``LEARN_TIMEOUT`` for AddTask and Analyze
+        (which train); ``math.inf`` waits for ever."""
+        if timeout is not None and not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds (math.inf: none), got {timeout}")
         self.address = address
         self.timeout = timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
@@ -256,9 +267,16 @@ class Client:
                 f"no server answered at {self.address} within {timeout} s",
             ) from None
 
-    def _call(self, method: Any, request: Any) -> Any:
+    def _deadline(self, learning: bool = False) -> float | None:
+        """The seconds a call may take (None: no deadline)."""
+        timeout = self.timeout
+        if timeout is None:
+            timeout = LEARN_TIMEOUT if learning else CALL_TIMEOUT
+        return None if math.isinf(timeout) else timeout
+
+    def _call(self, method: Any, request: Any, learning: bool = False) -> Any:
         try:
-            return method(request, timeout=self.timeout, metadata=self._metadata)
+            return method(request, timeout=self._deadline(learning), metadata=self._metadata)
         except grpc.RpcError as e:
             raise ClientError(e.code(), e.details() or "") from None
 
@@ -350,7 +368,9 @@ class Client:
                     )
 
         try:
-            calls = self._stub.AddTask(requests(), timeout=self.timeout, metadata=self._metadata)
+            calls = self._stub.AddTask(
+                requests(), timeout=self._deadline(learning=True), metadata=self._metadata
+            )
             for event in calls:
                 kind = event.WhichOneof("event")
                 if kind == "queued":
@@ -459,7 +479,7 @@ class Client:
         ):
             if value is not None:
                 setattr(request, field_name, value)
-        m = self._call(self._stub.Analyze, request)
+        m = self._call(self._stub.Analyze, request, learning=True)
         names = {code: name for name, code in ANALYSES.items()}
         return AnalysisResult(
             task=m.task,

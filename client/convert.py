@@ -5,6 +5,7 @@ Kept free of server and sparse_engine imports on purpose: the client ships alone
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ def labels(value: Any) -> np.ndarray:
             raise ValueError("labels must be whole numbers")
     elif array.dtype.kind not in "iu":
         raise ValueError(f"labels must be integers, got dtype {array.dtype}")
+    # a float or uint64 past int64 would wrap into a wrong label
+    if array.size and (array.max() >= 2**63 or array.min() < -(2**63)):
+        raise ValueError(f"labels must lie in the int64 range [-2**63, 2**63), got {array.max()}")
     return array.astype(np.int64)
 
 
@@ -81,13 +85,18 @@ def load_npz(path: str | Path, need_labels: bool = True) -> tuple[np.ndarray, np
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
-    with np.load(path, allow_pickle=False) as npz:
-        if "x" not in npz.files:
-            raise KeyError(f"{path} has no array 'x' (it holds {sorted(npz.files)})")
-        if need_labels and "y" not in npz.files:
-            raise KeyError(f"{path} has no array 'y' of labels (it holds {sorted(npz.files)})")
-        x = inputs(npz["x"])
-        y = labels(npz["y"]) if "y" in npz.files else None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files if name in ("x", "y")}
+            files = sorted(npz.files)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path} is not a readable .npz file ({e})") from None
+    if "x" not in arrays:
+        raise KeyError(f"{path} has no array 'x' (it holds {files})")
+    if need_labels and "y" not in arrays:
+        raise KeyError(f"{path} has no array 'y' of labels (it holds {files})")
+    x = inputs(arrays["x"])
+    y = labels(arrays["y"]) if "y" in arrays else None
     return x, y
 
 

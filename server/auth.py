@@ -25,7 +25,20 @@ log = logging.getLogger("sparsecl.server")
 
 SCOPES = ("read", "write")
 PROTECTED = "/sparsecl.v1.ContinualLearner/"
-WRITE_METHODS = frozenset({PROTECTED + "AddTask", PROTECTED + "Analyze"})
+# The scope each ContinualLearner method needs. A method missing here (a new RPC nobody
+# classified) needs UNLISTED, which no token grants: it fails closed, and
+# tests/server/test_auth_matrix.py fails until it is listed.
+METHOD_SCOPES: dict[str, str] = {
+    "Predict": "read",
+    "ListTasks": "read",
+    "GetTask": "read",
+    "GetBackbone": "read",
+    "Evaluate": "read",
+    "AddTask": "write",
+    "Analyze": "write",
+}
+UNLISTED = "unlisted"
+WRITE_METHODS = frozenset(PROTECTED + m for m, s in METHOD_SCOPES.items() if s == "write")
 MIN_TOKEN_CHARS = 16
 
 
@@ -65,7 +78,14 @@ class Tokens:
 
     @classmethod
     def load(cls, path: Path) -> Tokens:
-        """Parse a token file."""
+        """Parse a token file; one that other users may read (or write) is refused, as ssh
+        refuses a private key anyone can read: its tokens would no longer be secret."""
+        mode = path.stat().st_mode
+        if mode & 0o077:
+            raise ValueError(
+                f"the tokens file {path} is accessible by other users (mode {mode & 0o777:o}); "
+                f"make it private: chmod 600 {path}"
+            )
         return cls.parse(path.read_text(), str(path))
 
     def scopes(self, token: str) -> frozenset[str] | None:
@@ -82,7 +102,7 @@ def required_scope(method: str) -> str | None:
     """The scope a method needs; None for open services (health, reflection)."""
     if not method.startswith(PROTECTED):
         return None
-    return "write" if method in WRITE_METHODS else "read"
+    return METHOD_SCOPES.get(method.removeprefix(PROTECTED), UNLISTED)
 
 
 def bearer(metadata: Any) -> str | None:

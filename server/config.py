@@ -13,6 +13,22 @@ MIB = 1024 * 1024
 ENGINE_BACKENDS = ("auto", "native", "numba", "torch")  # sparse_engine.engine.BACKENDS
 
 
+# The limits `sparsecl serve` takes as options (--max-message-bytes, ...), with their help;
+# each is a field of ServerConfig of the same name and must be > 0.
+LIMITS: dict[str, str] = {
+    "max_message_bytes": "bytes per gRPC message, each direction",
+    "max_upload_bytes": "bytes of one AddTask upload (as sent: uint8 is 1 byte a value)",
+    "max_buffered_bytes": "bytes of all uploads in flight and queued tasks' examples together",
+    "max_examples": "training + validation examples of one AddTask upload",
+    "max_classes": "labels of one task",
+    "max_batch": "examples per Predict/Evaluate call, and a task's largest batch_size",
+    "max_epochs": "epochs one task trains (epochs + retrain_epochs × prune_rounds)",
+    "max_train_seconds": "seconds one task may train; past them it stops, not committed",
+    "max_queue": "training jobs queued, training or uploading",
+    "upload_timeout": "seconds an upload may wait for its header or its next chunk",
+}
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Where the server listens, where it stores tasks, and its limits.
@@ -33,7 +49,13 @@ class ServerConfig:
     max_upload_bytes: int = 2048 * MIB  # all examples of one AddTask upload
     max_queue: int = 8  # training jobs waiting or running
     max_examples: int = 1_000_000  # training + validation examples of one AddTask
-    max_batch: int = 8192  # examples in one Predict or Evaluate call
+    max_batch: int = 8192  # examples in one Predict or Evaluate call, and per training step
+    max_buffered_bytes: int = 4096 * MIB  # uploads in flight + queued tasks' examples, all told
+    max_classes: int = 1000  # labels of one task
+    max_epochs: int = 200  # epochs one task trains (epochs + retrain_epochs × prune_rounds)
+    max_train_seconds: float = 3600.0  # a task training longer is stopped and not committed
+    upload_timeout: float = 60.0  # seconds an upload may wait for its header or next chunk
+    lease_seconds: float = 30.0  # a remote store's writer lease: renewed every third of it
     grace_seconds: float = 5.0  # in-flight calls get this long on SIGTERM
     tls_cert: Path | None = None  # PEM certificate chain; with tls_key turns TLS on
     tls_key: Path | None = None  # PEM private key
@@ -51,9 +73,16 @@ class ServerConfig:
             raise ValueError(f"max_queue must be >= 1, got {self.max_queue}")
         if self.max_message_bytes < 64 * 1024:
             raise ValueError(f"max_message_bytes must be >= 64 KiB, got {self.max_message_bytes}")
-        for name in ("max_upload_bytes", "max_examples", "max_batch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in LIMITS:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.lease_seconds >= 3:
+            raise ValueError(f"lease_seconds must be >= 3, got {self.lease_seconds}")
+        if self.max_upload_bytes > self.max_buffered_bytes:
+            raise ValueError(
+                f"max_upload_bytes ({self.max_upload_bytes}) must not exceed max_buffered_bytes "
+                f"({self.max_buffered_bytes}): such an upload could never be held"
+            )
         if self.engine_threads < 0 or self.interop_threads < 0:
             raise ValueError("engine_threads and interop_threads must be >= 0 (0 = default)")
         if self.engine_backend not in ENGINE_BACKENDS:

@@ -19,16 +19,22 @@ from dataclasses import dataclass, field
 
 from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.data import TaskData
-from sparse_engine.model import SparseCL
+from sparse_engine.model import HOLD_OUT, SparseCL
 
 from .faults import crash_point
+from .limits import LimitExceededError
 from .store import CommittedTask, TaskStore
+from .uploads import Examples, Reservation
 
 log = logging.getLogger("sparsecl.server")
 
 
 class QueueFullError(Exception):
     """Too many training jobs are waiting."""
+
+
+class TrainingTimeError(LimitExceededError):
+    """A job trained past the server's --max-train-seconds (answered RESOURCE_EXHAUSTED)."""
 
 
 class CancelledError(Exception):
@@ -54,36 +60,66 @@ JobEvent = ProgressEvent | Done | Failed
 
 @dataclass
 class Job:
-    """One task to learn: its data, hyper-parameters, state and listener (mutable, internal)."""
+    """One task to learn: its data, hyper-parameters, state and listener (mutable, internal).
+
+    The examples stay as uploaded (uint8 stays uint8) until the job trains; they and the
+    bytes they hold in the server's buffer pool are let go once the job is done."""
 
     name: str
     config: TaskConfig
-    train: TaskData
-    val: TaskData | None
+    train: Examples | None
+    val: Examples | None
     listener: Callable[[JobEvent], None]
+    reservation: Reservation | None = None
     created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     state: str = "queued"  # queued | training | committed | failed
     error: str = ""
     run_id: str = ""
     cancelled: str = ""  # why the job must stop before its commit; "" = keep going
+    train_examples: int = 0
+    val_examples: int = 0
+
+    def __post_init__(self) -> None:
+        self.train_examples = len(self.train) if self.train is not None else 0
+        self.val_examples = len(self.val) if self.val is not None else 0
 
     @property
     def total_epochs(self) -> int:
-        """Epochs the learner runs: supermask trains only ``epochs``; rigl adds one block of
-        ``retrain_epochs``; prune retrains after each of its ``prune_rounds``."""
-        config = self.config
-        if config.method == "supermask":
-            return config.epochs
-        if config.method == "rigl":
-            return config.epochs + config.retrain_epochs
-        return config.epochs + config.retrain_epochs * config.prune_rounds
+        return self.config.total_epochs
 
     @property
     def steps_per_epoch(self) -> int:
-        n = len(self.train)
-        if self.val is None:  # the model holds out 10 % for validation
-            n -= max(1, round(0.1 * n))
+        n = self.train_examples
+        if not self.val_examples:  # the model holds out 10 % for validation
+            n -= max(1, round(HOLD_OUT * n))
         return math.ceil(n / self.config.batch_size)
+
+    def data(self) -> tuple[TaskData, TaskData | None]:
+        """The examples as float32 TaskData (converted now, in the trainer's thread)."""
+        if self.train is None:
+            raise CancelledError(f"task {self.name!r} no longer holds its examples")
+        return self.train.task_data(), self.val.task_data() if self.val is not None else None
+
+    def let_go(self) -> None:
+        """Drop the examples and their bytes in the buffer pool (the job is done)."""
+        self.train = self.val = None
+        if self.reservation is not None:
+            self.reservation.release()
+
+
+class Slot:
+    """A place in the training queue held by an upload in flight, so that uploads count
+    against ``max_queue`` before their first chunk is accepted; released exactly once."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self.open = True
+
+    def release(self) -> None:
+        with self.trainer.lock:
+            if self.open:
+                self.open = False
+                self.trainer.uploading -= 1
 
 
 class Trainer:
@@ -96,6 +132,7 @@ class Trainer:
         lock: threading.RLock,
         max_queue: int,
         on_commit: Callable[[CommittedTask], None],
+        max_train_seconds: float = math.inf,
     ) -> None:
         self.model = model
         self.store = store
@@ -103,6 +140,8 @@ class Trainer:
         self.max_queue = max_queue
         self.on_commit = on_commit
         self.jobs: dict[str, Job] = {}  # queued, training and failed jobs by name
+        self.uploading = 0  # uploads in flight holding a queue slot
+        self.max_train_seconds = max_train_seconds
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._work, name="sparsecl-trainer", daemon=True)
@@ -119,16 +158,28 @@ class Trainer:
         with self.lock:
             return sorted(self.jobs.values(), key=lambda j: j.created_ms)
 
-    def submit(self, job: Job) -> int:
-        """Queue ``job``; returns how many jobs are ahead of it."""
+    def open_slot(self) -> Slot:
+        """Hold a queue place for an upload about to arrive; QueueFullError when none is left."""
         if self._stopping.is_set():
             raise CancelledError("the server is shutting down; no new tasks are accepted")
         with self.lock:
-            ahead = len(self.active())
-            if ahead >= self.max_queue:
+            busy = len(self.active()) + self.uploading
+            if busy >= self.max_queue:
                 raise QueueFullError(
-                    f"the training queue is full ({ahead} tasks queued or training); retry later"
+                    f"the training queue is full ({busy} tasks queued, training or uploading; "
+                    f"--max-queue {self.max_queue}); retry later"
                 )
+            self.uploading += 1
+            return Slot(self)
+
+    def submit(self, job: Job, slot: Slot | None = None) -> int:
+        """Queue ``job`` in ``slot`` (or a new one); returns how many jobs are ahead of it."""
+        with self.lock:
+            slot = slot or self.open_slot()
+            slot.release()
+            if self._stopping.is_set():
+                raise CancelledError("the server is shutting down; no new tasks are accepted")
+            ahead = len(self.active())
             self.jobs[job.name] = job
             self._queue.put(job)
             return ahead
@@ -141,6 +192,7 @@ class Trainer:
             job.cancelled = reason
             if job.state == "queued":
                 job.state, job.error = "failed", reason
+                job.let_go()
         log.info("task %r cancelled: %s", job.name, reason)
 
     def stop(self) -> None:
@@ -171,12 +223,19 @@ class Trainer:
                 return
             job.state = "training"
         events: list[ProgressEvent] = []
+        started = time.monotonic()
 
         def progress(event: ProgressEvent) -> None:
             if self._stopping.is_set():
                 raise CancelledError("the server shut down while this task was training")
             if job.cancelled:
                 raise CancelledError(job.cancelled)
+            if time.monotonic() - started > self.max_train_seconds:
+                raise TrainingTimeError(
+                    f"task {job.name!r} trained past the server's --max-train-seconds of "
+                    f"{self.max_train_seconds:g} and was stopped; nothing was committed: "
+                    "send fewer examples or epochs"
+                )
             if not events or events[-1].phase != event.phase:
                 crash_point(event.phase, job.name)
             events.append(event)
@@ -184,14 +243,13 @@ class Trainer:
 
         try:
             task_id = len(self.model.tasks) + 1
-            examples = {
-                "train_examples": len(job.train),
-                "val_examples": len(job.val) if job.val is not None else 0,
-            }
+            examples = {"train_examples": job.train_examples, "val_examples": job.val_examples}
             job.run_id, created = self.store.start(
                 job.name, task_id, job.config, str(self.model.spec), examples
             )
-            state = self.model.prepare_task(job.name, job.train, job.val, job.config, progress)
+            train, val = job.data()
+            state = self.model.prepare_task(job.name, train, val, job.config, progress)
+            del train, val
             if job.cancelled:  # the last chance: after the store's commit the task is kept
                 raise CancelledError(job.cancelled)
             stored = self.store.commit(job.run_id, state, events, job.steps_per_epoch, created)
@@ -203,6 +261,8 @@ class Trainer:
         except Exception as e:
             self._fail(job, e)
             return
+        finally:
+            job.let_go()
         try:  # the plan now, before the client hears Done, not in the first Predict
             self.model.plan(job.name)
         except Exception:  # the task is committed all the same: the first Predict compiles it
@@ -226,6 +286,12 @@ class Trainer:
         )
 
     def _fail(self, job: Job, error: Exception) -> None:
+        job.let_go()
+        if isinstance(error, MemoryError):
+            error = LimitExceededError(
+                f"task {job.name!r} ran out of memory while training; nothing was committed: "
+                "send fewer examples or a smaller batch_size"
+            )
         message = str(error) or type(error).__name__
         if not isinstance(error, CancelledError):
             log.error("task %r failed:\n%s", job.name, "".join(traceback.format_exception(error)))

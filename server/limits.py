@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sparse_engine.config import TaskConfig
+
 from .config import ServerConfig
 
 
@@ -29,6 +31,29 @@ def check_examples(rows: int, config: ServerConfig) -> None:
         )
 
 
+def check_task_config(config: TaskConfig, server: ServerConfig) -> None:
+    """A task's epochs and batch size within the server's --max-epochs and --max-batch."""
+    if config.total_epochs > server.max_epochs:
+        raise LimitExceededError(
+            f"the task would train {config.total_epochs} epochs (epochs + retrain_epochs × "
+            f"prune_rounds), over the server's --max-epochs of {server.max_epochs}; train fewer"
+        )
+    if config.batch_size > server.max_batch:
+        raise LimitExceededError(
+            f"batch_size {config.batch_size} exceeds the server's --max-batch of "
+            f"{server.max_batch}; use a smaller batch"
+        )
+
+
+def check_classes(classes: int, server: ServerConfig) -> None:
+    """A task may have at most ``max_classes`` labels (its head grows with them)."""
+    if classes > server.max_classes:
+        raise LimitExceededError(
+            f"the task has {classes} or more distinct labels, over the server's --max-classes "
+            f"of {server.max_classes}; split it into smaller tasks"
+        )
+
+
 @dataclass
 class UploadMeter:
     """Counts one AddTask upload's bytes and examples as they arrive (mutable, per call)."""
@@ -43,11 +68,11 @@ class UploadMeter:
         self.examples += examples
         if self.bytes > self.config.max_upload_bytes:
             raise LimitExceededError(
-                f"the upload exceeds the server's limit of {self.config.max_upload_bytes} "
-                "bytes; send fewer examples (or uint8 inputs)"
+                f"the upload exceeds the server's --max-upload-bytes of "
+                f"{self.config.max_upload_bytes}; send fewer examples (or uint8 inputs)"
             )
         if self.examples > self.config.max_examples:
             raise LimitExceededError(
-                f"the upload holds more than the server's limit of {self.config.max_examples} "
-                "examples per task (training and validation together); send fewer"
+                f"the upload holds more than the server's --max-examples of "
+                f"{self.config.max_examples} (training and validation together); send fewer"
             )

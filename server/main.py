@@ -6,10 +6,14 @@ import asyncio
 import logging
 import os
 import signal
+import ssl
 import sys
+from pathlib import Path
 from typing import Any
 
 from .config import DEFAULT_BACKBONE, ServerConfig
+from .lock import DataDirLock, StoreLockedError
+from .store import TaskStore, redact
 
 log = logging.getLogger("sparsecl.server")
 SERVICE = "sparsecl.v1.ContinualLearner"
@@ -21,6 +25,74 @@ async def serve(config: ServerConfig) -> None:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import grpc
+
+    from .auth import AuthInterceptor, Tokens
+    from .decoding import DecodeInterceptor
+
+    # read the token file and TLS files first: a typo fails before the store is touched
+    interceptors: list[grpc.aio.ServerInterceptor] = [DecodeInterceptor()]
+    if config.tokens:  # outermost: a refused call is not even decoded
+        interceptors.insert(0, AuthInterceptor(Tokens.load(config.tokens)))
+    credentials = server_credentials(config)
+    make_private_dir(config.data_dir)
+    lock = DataDirLock(config.data_dir)
+    lock.acquire()
+    try:
+        await _serve(config, interceptors, credentials, lock)
+    finally:
+        lock.release()
+
+
+async def _serve(
+    config: ServerConfig, interceptors: list[Any], credentials: Any, lock: DataDirLock
+) -> None:
+    """Open the store and serve, holding the data dir's lock."""
+    import grpc
+
+    from .lease import StoreLease
+
+    # bind first: a port in use fails before the store is touched (bound, not yet serving)
+    limit = config.max_message_bytes
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            # a second server on the same port must fail to bind, not take half the calls
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(config.address)
+        else:
+            port = server.add_secure_port(config.address, credentials)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise OSError(
+            f"cannot listen on {config.address}: the port is in use (another server?) "
+            "or the address is not one of this machine's"
+        )
+    lock.note(f"{config.host}:{port}")
+    store = TaskStore(config.resolved_tracking_uri, config.artifact_root, config.experiment)
+    spec, seed = await asyncio.to_thread(store.open, config.backbone, config.seed, DEFAULT_BACKBONE)
+    lease = None
+    if config.tracking_uri:  # a remote store: no shared data dir to lock, a lease instead
+        lease = StoreLease(store, config.lease_seconds)
+        lease.note(f"{config.host}:{port}")
+        await asyncio.to_thread(lease.acquire)
+    try:
+        await _run(config, server, port, store, spec, seed)
+    finally:
+        if lease is not None:
+            await asyncio.to_thread(lease.release)
+
+
+async def _run(
+    config: ServerConfig, server: Any, port: int, store: TaskStore, spec: str, seed: int
+) -> None:
+    """Rebuild the tasks from the opened store, then serve until SIGTERM/SIGINT."""
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
     from grpc_reflection.v1alpha import reflection
 
@@ -29,19 +101,9 @@ async def serve(config: ServerConfig) -> None:
     from sparsecl.v1 import sparsecl_pb2 as pb
     from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
 
-    from .auth import AuthInterceptor, Tokens
-    from .decoding import DecodeInterceptor
     from .service import ContinualLearnerService
-    from .store import TaskStore, redact
+    from .storecheck import rebuild
 
-    # read the token file and TLS files first: a typo fails before the store is touched
-    interceptors: list[grpc.aio.ServerInterceptor] = [DecodeInterceptor()]
-    if config.tokens:  # outermost: a refused call is not even decoded
-        interceptors.insert(0, AuthInterceptor(Tokens.load(config.tokens)))
-    credentials = server_credentials(config)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    store = TaskStore(config.resolved_tracking_uri, config.artifact_root, config.experiment)
-    spec, seed = await asyncio.to_thread(store.open, config.backbone, config.seed, DEFAULT_BACKBONE)
     model = SparseCL(spec, seed)
     model.engine.configure(
         EngineSettings(
@@ -51,9 +113,15 @@ async def serve(config: ServerConfig) -> None:
         )
     )
     await asyncio.to_thread(model.engine.warm_up)
-    committed, failed = await asyncio.to_thread(store.load)
-    for task in committed:
-        model.commit_task(task.state)
+    if store.relocated_from:
+        log.info(
+            "data dir moved or copied: artifacts of %s now read from the data dir's own artifacts/",
+            store.relocated_from,
+        )
+    stored = await asyncio.to_thread(rebuild, store, model)  # damaged tasks are quarantined
+    committed, failed = stored.committed, stored.failed
+    for task in stored.damaged:
+        log.warning("task %r is quarantined (damaged): %s", task.name, task.error)
 
     def compile_plans() -> None:  # before serving: a first Predict would pay for it
         for name in model.tasks:
@@ -68,15 +136,7 @@ async def serve(config: ServerConfig) -> None:
         sum(model.free_capacity()) / len(model.spec.layers),
     )
 
-    limit = config.max_message_bytes
-    server = grpc.aio.server(
-        interceptors=interceptors,
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-        ],
-    )
-    service = ContinualLearnerService(config, model, store, committed, failed)
+    service = ContinualLearnerService(config, model, store, committed, failed, stored.damaged)
     pb_grpc.add_ContinualLearnerServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -86,19 +146,14 @@ async def serve(config: ServerConfig) -> None:
         reflection.SERVICE_NAME,
     )
     reflection.enable_server_reflection(names, server)
-    if credentials is None:
-        port = server.add_insecure_port(config.address)
-    else:
-        port = server.add_secure_port(config.address, credentials)
-    if port == 0:
-        raise OSError(f"cannot listen on {config.address}")
     await server.start()
     service.trainer.start()
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     print(
         f"sparsecl serving on {config.host}:{port} | backbone {spec} (seed {seed}) | "
-        f"{len(model.tasks)} tasks, {len(failed)} failed | MLflow {redact(store.tracking_uri)} | "
+        f"{len(model.tasks)} tasks, {len(failed)} failed, {len(stored.damaged)} damaged | "
+        f"MLflow {redact(store.tracking_uri)} | "
         f"{security(config)} | engine {model.engine.backend}, {model.engine.threads} threads",
         flush=True,
     )
@@ -122,12 +177,38 @@ def server_credentials(config: ServerConfig) -> Any:
 
     if config.tls_cert is None or config.tls_key is None:
         return None
+    check_tls_files(config.tls_cert, config.tls_key, config.tls_client_ca)
     client_ca = config.tls_client_ca.read_bytes() if config.tls_client_ca else None
     return grpc.ssl_server_credentials(
         [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
         root_certificates=client_ca,
         require_client_auth=client_ca is not None,
     )
+
+
+def check_tls_files(cert: Path, key: Path, client_ca: Path | None) -> None:
+    """Raise ValueError naming the file unless the PEM certificate chain, its key and the
+    client CA parse and belong together (gRPC would only say 'Failed to bind' later)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as e:
+        raise ValueError(
+            f"--tls-cert {cert} / --tls-key {key}: not a PEM certificate chain and its "
+            f"private key ({e})"
+        ) from None
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except (ssl.SSLError, OSError) as e:
+            raise ValueError(f"--tls-client-ca {client_ca}: not a PEM certificate ({e})") from None
+
+
+def make_private_dir(path: Path) -> None:
+    """Create the data dir readable by its owner only (0700): it holds every task's data."""
+    if not path.exists():
+        path.mkdir(parents=True, mode=0o700)
+        path.chmod(0o700)  # mkdir's mode is filtered by the umask
 
 
 def security(config: ServerConfig) -> str:
@@ -150,7 +231,7 @@ def run(config: ServerConfig) -> int:
 
     try:
         asyncio.run(serve(config))
-    except (StoreUnavailableError, StoreCorruptError, OSError, ValueError) as e:
+    except (StoreUnavailableError, StoreCorruptError, StoreLockedError, OSError, ValueError) as e:
         print(f"sparsecl serve: error: {e}", file=sys.stderr, flush=True)
         return 2
     return 0

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import grpc
@@ -17,12 +18,14 @@ import numpy as np
 import torch
 
 from sparse_engine import analysis
+from sparse_engine.config import TaskConfig
 from sparse_engine.data import TaskData
 from sparse_engine.errors import (
     InvalidInputError,
     NoFreeCapacityError,
     TaskExistsError,
     UnknownTaskError,
+    brief,
 )
 from sparse_engine.model import SparseCL, check_name
 from sparsecl.v1 import sparsecl_pb2 as pb
@@ -31,11 +34,27 @@ from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
 from . import messages, plots, tensors
 from .config import ServerConfig
 from .jobs import CancelledError, Done, Failed, Job, JobEvent, QueueFullError, Trainer
-from .limits import LimitExceededError, UploadMeter, check_batch, check_examples
-from .store import CommittedTask, FailedTask, StoreUnavailableError, TaskStore, redact
+from .limits import (
+    LimitExceededError,
+    UploadMeter,
+    check_batch,
+    check_classes,
+    check_examples,
+    check_task_config,
+)
+from .store import (
+    CommittedTask,
+    DamagedTask,
+    FailedTask,
+    StoreUnavailableError,
+    TaskStore,
+    redact,
+)
+from .uploads import BufferPool, Examples, Reservation, SplitBuffer
 
 log = logging.getLogger("sparsecl.server")
 T = TypeVar("T")
+RESERVED_NAMES = frozenset({"backbone"})
 
 
 class NotReadyError(Exception):
@@ -50,6 +69,7 @@ STATUS: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (QueueFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NotReadyError, grpc.StatusCode.FAILED_PRECONDITION),
+    (MemoryError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (CancelledError, grpc.StatusCode.UNAVAILABLE),
     (analysis.AnalysisStoppedError, grpc.StatusCode.CANCELLED),
@@ -88,6 +108,7 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
         store: TaskStore,
         committed: list[CommittedTask],
         failed: list[FailedTask],
+        damaged: list[DamagedTask] | None = None,
     ) -> None:
         self.config = config
         self.model = model
@@ -95,7 +116,13 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
         self.lock = threading.RLock()
         self.stored: dict[str, CommittedTask] = {t.state.name: t for t in committed}
         self.failed: dict[str, FailedTask] = {f.name: f for f in failed}
-        self.trainer = Trainer(model, store, self.lock, config.max_queue, self._committed)
+        # quarantined at start (see storecheck.py): listed, never served
+        self.damaged: dict[str, DamagedTask] = {d.name: d for d in damaged or []}
+        self.trainer = Trainer(
+            model, store, self.lock, config.max_queue, self._committed, config.max_train_seconds
+        )
+        self.pool = BufferPool(config.max_buffered_bytes)
+        self.uploads = ThreadPoolExecutor(1, "sparsecl-upload")
         # one analysis computes at a time (it may train a dense network); others wait
         self.analyses = asyncio.Semaphore(1)
 
@@ -152,6 +179,17 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
             error=failed.error,
         )
 
+    def _damaged_info(self, damaged: DamagedTask) -> pb.TaskInfo:
+        """A quarantined task: state damaged, why (run id, artifact path) in ``error``."""
+        return pb.TaskInfo(
+            name=damaged.name,
+            state=pb.TASK_STATE_DAMAGED,
+            id=damaged.task_id,
+            mlflow_run_id=damaged.run_id,
+            created_unix_ms=damaged.created_ms,
+            error=damaged.error,
+        )
+
     def _info(self, name: str) -> pb.TaskInfo:
         check_name(name)  # a malformed name is INVALID_ARGUMENT, not NOT_FOUND
         with self.lock:
@@ -160,6 +198,8 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
             job = self.trainer.jobs.get(name)
             if job is not None:
                 return self._job_info(job)
+            if name in self.damaged:
+                return self._damaged_info(self.damaged[name])
             if name in self.failed:
                 return self._failed_info(self.failed[name])
             self.model.task(name)  # raises UnknownTaskError naming the known tasks
@@ -199,6 +239,8 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
         async def run() -> pb.ListTasksResponse:
             with self.lock:
                 infos = [self._committed_info(r.name) for r in self.model.records()]
+                infos += [self._damaged_info(d) for d in self.damaged.values()]
+                infos.sort(key=lambda info: info.id)
                 jobs = self.trainer.snapshot()
                 infos += [self._job_info(j) for j in jobs]
                 seen = {j.name for j in jobs}
@@ -385,27 +427,49 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
     ) -> AsyncIterator[pb.AddTaskEvent]:
         events: asyncio.Queue[JobEvent] = asyncio.Queue()
         loop = asyncio.get_running_loop()
+        requests = aiter(request_iterator)
 
         async def accept() -> tuple[int, Job]:
-            header, train, val = await self._receive(request_iterator)
-            config = messages.task_config(header.hyper_parameters)
-            await asyncio.to_thread(self.model.check_new_task, header.name, train, val, config)
-            with self.lock:  # re-checked atomically with the submit
-                if header.name in self.model.tasks or header.name in {
-                    j.name for j in self.trainer.active()
-                }:
-                    raise TaskExistsError(
-                        f"task {header.name!r} already exists or is being learned; "
-                        "choose another name"
-                    )
+            if self.damaged:  # a new task could claim a damaged task's weights for good
+                raise NotReadyError(
+                    "the store holds damaged task(s) "
+                    f"{', '.join(sorted(self.damaged))}: no task can be added until they are "
+                    "repaired; see `sparsecl store check`, then restore the named artifact or "
+                    "run, or the data dir from a backup (sparsecl restore), and restart"
+                )
+            first = await self._next(requests, "header")
+            if first is None:
+                raise InvalidInputError("empty upload: send a header, then chunks of examples")
+            if first.WhichOneof("item") != "header":
+                raise InvalidInputError("the first AddTask message must be the header")
+            header = first.header
+            config = self._check_header(header)
+            slot = self.trainer.open_slot()  # an upload in flight counts against the queue
+            reservation = Reservation(self.pool)
+            try:
+                train, val = await self._receive(header, requests, reservation)
+                name = header.name
+                await asyncio.to_thread(
+                    self.model.check_labels,
+                    name,
+                    train.labels(),
+                    val.labels() if val is not None else None,
+                    config,
+                )
+                with self.lock:  # re-checked atomically with the submit
+                    self._check_free(name)
 
-                def listen(event: JobEvent) -> None:  # called from the trainer thread
-                    loop.call_soon_threadsafe(events.put_nowait, event)
+                    def listen(event: JobEvent) -> None:  # called from the trainer thread
+                        loop.call_soon_threadsafe(events.put_nowait, event)
 
-                job = Job(header.name, config, train, val, listen)
-                position = self.trainer.submit(job)
-                self.failed.pop(header.name, None)
-            return position, job
+                    job = Job(name, config, train, val, listen, reservation)
+                    position = self.trainer.submit(job, slot)
+                    self.failed.pop(name, None)
+                return position, job
+            except BaseException:
+                slot.release()
+                reservation.release()
+                raise
 
         position, job = await answer(context, accept)
         try:
@@ -431,45 +495,70 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
         finally:  # the caller went away (cancelled, disconnected, deadline): nothing is kept
             self.trainer.cancel(job, "AddTask was cancelled by the client (or its deadline passed)")
 
+    def _check_free(self, name: str) -> None:
+        """Refuse a name that is committed or being learned (call under the lock)."""
+        if name in self.model.tasks or name in {j.name for j in self.trainer.active()}:
+            raise TaskExistsError(
+                f"task {name!r} already exists or is being learned; choose another name"
+            )
+
+    def _check_header(self, header: pb.AddTaskHeader) -> TaskConfig:
+        """Everything the header alone can refuse, before any example is accepted."""
+        check_task_name(header.name)
+        config = messages.task_config(header.hyper_parameters)
+        check_task_config(config, self.config)
+        if header.labels:
+            check_classes(len(set(header.labels)), self.config)
+        check_examples(header.train_examples + header.val_examples, self.config)
+        with self.lock:
+            self._check_free(header.name)
+        return config
+
+    async def _next(
+        self, requests: AsyncIterator[pb.AddTaskRequest], what: str
+    ) -> pb.AddTaskRequest | None:
+        """The upload's next message (None at its end), waiting at most ``upload_timeout``."""
+        try:
+            return await asyncio.wait_for(anext(requests), self.config.upload_timeout)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise InvalidInputError(
+                f"no {what} arrived within the server's --upload-timeout of "
+                f"{self.config.upload_timeout:g} s; send the upload without pauses"
+            ) from None
+
     async def _receive(
-        self, requests: AsyncIterator[pb.AddTaskRequest]
-    ) -> tuple[pb.AddTaskHeader, TaskData, TaskData | None]:
-        """Read a whole upload: the header, then chunks; everything is checked."""
-        header: pb.AddTaskHeader | None = None
-        parts: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {
-            pb.SPLIT_TRAIN: ([], []),
-            pb.SPLIT_VAL: ([], []),
+        self,
+        header: pb.AddTaskHeader,
+        requests: AsyncIterator[pb.AddTaskRequest],
+        reservation: Reservation,
+    ) -> tuple[Examples, Examples | None]:
+        """Read the upload's chunks after its header; everything is checked, and every
+        chunk's bytes are counted against the server's buffer pool before it is kept."""
+        most = self.config.max_upload_bytes
+        splits = {
+            pb.SPLIT_TRAIN: SplitBuffer("training", reservation, header.train_examples, most),
+            pb.SPLIT_VAL: SplitBuffer("validation", reservation, header.val_examples, most),
         }
         meter = UploadMeter(self.config)
-        async for request in requests:
-            kind = request.WhichOneof("item")
-            if header is None:
-                if kind != "header":
-                    raise InvalidInputError("the first AddTask message must be the header")
-                header = request.header
-                check_name(header.name)
-                continue
-            if kind != "chunk":
+        labels: set[int] = set()
+        while (request := await self._next(requests, "chunk")) is not None:
+            if request.WhichOneof("item") != "chunk":
                 raise InvalidInputError("only the first AddTask message may be a header")
             chunk = request.chunk
-            if chunk.split not in parts:
+            if chunk.split not in splits:
                 raise InvalidInputError("each chunk must say its split: SPLIT_TRAIN or SPLIT_VAL")
             meter.add(len(chunk.x.data) + len(chunk.y.data), 0)
-            x, y = tensors.inputs(chunk.x, "x"), tensors.labels(chunk.y, "y")
-            if x.ndim < 2 or x.shape[0] != y.shape[0]:
-                raise InvalidInputError(
-                    f"a chunk holds x of shape {list(x.shape)} and y of shape {list(y.shape)}: "
-                    "x must be N × features with one label per example"
-                )
-            meter.add(0, int(x.shape[0]))
-            if x.shape[0]:
-                self.model.check_inputs(x)
-            parts[chunk.split][0].append(x.reshape(x.shape[0], -1))
-            parts[chunk.split][1].append(y)
-        if header is None:
-            raise InvalidInputError("empty upload: send a header, then chunks of examples")
-        train = _concat(*parts[pb.SPLIT_TRAIN], "training")
-        val = _concat(*parts[pb.SPLIT_VAL], "validation") if parts[pb.SPLIT_VAL][0] else None
+            # off the event loop, on one thread of its own: checking and copying megabytes
+            # there would stall Predict, and in the shared pool would crowd out its calls
+            rows = await asyncio.get_running_loop().run_in_executor(
+                self.uploads, self._keep_chunk, chunk, splits[chunk.split], labels
+            )
+            meter.add(0, rows)
+        train, val = splits[pb.SPLIT_TRAIN].examples(), splits[pb.SPLIT_VAL].examples()
+        if train is None:
+            raise InvalidInputError("no training examples were sent")
         for what, data, want in (
             ("training", train, header.train_examples),
             ("validation", val, header.val_examples),
@@ -479,15 +568,34 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
                 raise InvalidInputError(
                     f"the header announced {want} {what} examples but {got} arrived"
                 )
-        if header.labels and tuple(sorted(set(header.labels))) != train.classes:
+        if header.labels and set(header.labels) != labels:
             raise InvalidInputError(
-                f"the header's label set {sorted(set(header.labels))} differs from the "
-                f"training labels {list(train.classes)}"
+                f"the header's label set {brief(sorted(set(header.labels)))} differs from the "
+                f"training labels {brief(sorted(labels))}"
             )
-        return header, train, val
+        return train, val
+
+    def _keep_chunk(self, chunk: pb.ExampleChunk, split: SplitBuffer, labels: set[int]) -> int:
+        """Check one chunk and append it to its split; returns its examples."""
+        x, y = tensors.raw_inputs(chunk.x, "x"), tensors.labels(chunk.y, "y")
+        if x.ndim < 2 or x.shape[0] != y.shape[0]:
+            raise InvalidInputError(
+                f"a chunk holds x of shape {list(x.shape)} and y of shape {list(y.shape)}: "
+                "x must be N × features with one label per example"
+            )
+        self.model.check_shape(tuple(x.shape))
+        if split.what == "training":
+            labels.update(np.unique(y.numpy()).tolist())
+            check_classes(len(labels), self.config)
+        split.append(x, y.numpy())
+        return int(x.shape[0])
 
 
-def _concat(xs: list[torch.Tensor], ys: list[torch.Tensor], what: str) -> TaskData:
-    if not xs or sum(len(y) for y in ys) == 0:
-        raise InvalidInputError(f"no {what} examples were sent")
-    return TaskData(torch.cat(xs), torch.cat(ys))
+def check_task_name(name: str) -> None:
+    """A task name the store can hold: ``check_name``'s rules, and not one of the names
+    the store uses for itself in the MLflow registry ('<experiment>.backbone')."""
+    check_name(name)
+    if name in RESERVED_NAMES:
+        raise InvalidInputError(
+            f"task name {name!r} is reserved (the registry's entry of the backbone); choose another"
+        )

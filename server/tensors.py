@@ -18,6 +18,8 @@ DTYPES: dict[int, np.dtype] = {
     pb.DTYPE_INT32: np.dtype("<i4"),
     pb.DTYPE_FLOAT64: np.dtype("<f8"),
 }
+MAX_DIMS = 8  # an input is N × at most 7 dimensions
+MAX_DIM = 2**31 - 1  # no size beyond what a message could carry
 CODES: dict[str, int] = {dtype.str.lstrip("<|"): code for code, dtype in DTYPES.items()}
 
 
@@ -37,8 +39,14 @@ def from_proto(tensor: pb.Tensor, what: str) -> np.ndarray:
         names = ", ".join(pb.DType.Name(c) for c in DTYPES)
         raise InvalidInputError(f"{what}: dtype {tensor.dtype} is not one of {names}")
     shape = tuple(int(s) for s in tensor.shape)
-    if not shape or any(s < 0 for s in shape):
-        raise InvalidInputError(f"{what}: shape {list(shape)} must be non-empty and non-negative")
+    if not 0 < len(shape) <= MAX_DIMS:
+        raise InvalidInputError(
+            f"{what}: shape must have 1 to {MAX_DIMS} dimensions, got {len(shape)}"
+        )
+    if any(not 0 <= s <= MAX_DIM for s in shape):
+        raise InvalidInputError(
+            f"{what}: shape {list(shape)} must hold sizes in 0..{MAX_DIM} (non-negative)"
+        )
     dtype = DTYPES[tensor.dtype]
     want = math.prod(shape) * dtype.itemsize
     if len(tensor.data) != want:
@@ -49,16 +57,26 @@ def from_proto(tensor: pb.Tensor, what: str) -> np.ndarray:
     return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
 
 
-def inputs(tensor: pb.Tensor, what: str = "x") -> Tensor:
-    """Model inputs: float32 as they are, uint8 scaled by 1/255; any other dtype is refused."""
+def raw_inputs(tensor: pb.Tensor, what: str = "x") -> np.ndarray:
+    """Model inputs as sent (a read-only view): uint8, or float32 checked finite."""
     array = from_proto(tensor, what)
-    if array.dtype == np.uint8:
-        return torch.from_numpy(array.astype(np.float32) / 255.0)
     if array.dtype == np.float32:
-        return torch.from_numpy(array.astype(np.float32))  # a writable, native-endian copy
+        if not bool(np.isfinite(array).all()):
+            raise InvalidInputError(f"{what} holds NaN or Inf values")
+        return array
+    if array.dtype == np.uint8:
+        return array
     raise InvalidInputError(
         f"{what} must be float32 or uint8 (scaled by 1/255), got {pb.DType.Name(tensor.dtype)}"
     )
+
+
+def inputs(tensor: pb.Tensor, what: str = "x") -> Tensor:
+    """Model inputs: float32 as they are, uint8 scaled by 1/255; any other dtype is refused."""
+    array = raw_inputs(tensor, what)
+    if array.dtype == np.uint8:
+        return torch.from_numpy(array.astype(np.float32) / 255.0)
+    return torch.from_numpy(array.astype(np.float32))  # a writable, native-endian copy
 
 
 def batch(tensor: pb.Tensor, what: str = "x") -> Tensor:

@@ -57,3 +57,31 @@ def test_chunks_stay_under_the_byte_limit() -> None:
 def test_tensor_message_round_trips() -> None:
     a = np.arange(12, dtype=np.int64).reshape(3, 4)
     assert np.array_equal(convert.array(convert.tensor(a)), a)
+
+
+@pytest.mark.parametrize(
+    "y",
+    [
+        np.array([0, 2**63], dtype=np.uint64),
+        np.array([0.0, 1e19]),
+        np.array([0.0, -1e19]),
+    ],
+    ids=["uint64-past-int64", "float-past-int64", "float-below-int64"],
+)
+def test_labels_past_int64_are_refused_not_wrapped(y: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="int64 range"):
+        convert.labels(y)
+
+
+def test_labels_at_the_int64_edges_are_kept_exactly() -> None:
+    y = np.array([-(2**63), 2**63 - 1], dtype=np.int64)
+    assert convert.labels(y).tolist() == y.tolist()
+    assert convert.labels(np.array([0, 2**63 - 1], dtype=np.uint64)).tolist() == [0, 2**63 - 1]
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip at all", b"PK\x03\x04garbage"])
+def test_a_corrupt_npz_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "bad.npz"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"not a readable \.npz file"):
+        convert.load_npz(path)

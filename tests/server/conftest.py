@@ -17,7 +17,10 @@ from ..serving import FAST, ServerProcess, digits
 
 MAX_EXAMPLES = 2000
 MAX_BATCH = 100
-LIMITS = ["--max-examples", str(MAX_EXAMPLES), "--max-batch", str(MAX_BATCH), "--max-queue", "1"]
+LIMITS = [
+    *("--max-examples", str(MAX_EXAMPLES), "--max-batch", str(MAX_BATCH), "--max-queue", "1"),
+    *("--max-epochs", "1001"),  # test_limits' SLOW task trains 1000 epochs unless cancelled
+]
 
 
 @dataclass

@@ -214,6 +214,7 @@ def test_read_token_is_refused_and_write_token_served(
     folder = tmp_path_factory.mktemp("analyze-auth")
     read, write = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
     (folder / "tokens").write_text(f"read {read}\nread,write {write}\n")
+    (folder / "tokens").chmod(0o600)  # the server refuses a tokens file others can read
     server = ServerProcess(folder / "store", args=["--tokens", str(folder / "tokens")]).start()
     try:
         with Client(server.address, timeout=120, token=write) as client:

@@ -1,12 +1,15 @@
 """Property-based: random and malformed messages to every RPC of a running server.
 
 Whatever arrives, the server stays up, answers with a deliberate status code (never
-INTERNAL or UNKNOWN), and the committed tasks A and B predict bit-identically.
+INTERNAL or UNKNOWN), and the committed tasks A and B predict bit-identically. An oracle
+knows which requests must be refused: an OK for a request that holds NaN/Inf, a malformed
+tensor or a name that is not a task's fails the test, and so does a refusal of a valid one.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +21,7 @@ from hypothesis import strategies as st
 
 from sparsecl.v1 import sparsecl_pb2 as pb
 
-from .conftest import Limited
+from .conftest import MAX_BATCH, Limited
 
 EXAMPLES = 50
 FUZZ = settings(
@@ -39,17 +42,21 @@ DELIBERATE = {
 ITEMSIZE = {1: 4, 2: 1, 3: 8, 4: 4, 5: 8}
 
 names = st.one_of(
-    st.sampled_from(["A", "B", "nope", "", "x" * 129, "A\n", "a b", "é"]),
+    st.sampled_from(["A", "B", "nope", "", "x" * 129, "A\n", "a b", "é", ".", "..", "backbone"]),
+    st.sampled_from(["x" * 20_000, "é" * 5_000]),
     st.text(max_size=20),
 )
-dims = st.sampled_from([-1, 0, 1, 2, 3, 28, 784, 2**40])
+dims = st.sampled_from([-1, 0, 1, 2, 3, 28, 784, 2**31, 2**40, 2**63 - 1])
+TASKS = {"A", "B"}
+VALID_DTYPES = {pb.DTYPE_UINT8: np.uint8, pb.DTYPE_FLOAT32: np.dtype("<f4")}
 
 
 @st.composite
 def tensors(draw: st.DrawFn) -> pb.Tensor:
-    """Tensors of any dtype code and shape, with bytes that often (not always) fit the shape."""
+    """Tensors of any dtype code and shape (zero, huge and many dimensions), with bytes that
+    often (not always) fit the shape."""
     dtype = draw(st.integers(0, 6))
-    shape = draw(st.lists(dims, max_size=3))
+    shape = draw(st.one_of(st.lists(dims, max_size=3), st.lists(st.just(1), max_size=65)))
     want = math.prod(shape) * ITEMSIZE.get(dtype, 1) if shape and min(shape) >= 0 else -1
     if 0 <= want <= 8 * 784 and draw(st.booleans()):
         data = draw(st.binary(min_size=want, max_size=want))
@@ -64,9 +71,9 @@ def uploads(draw: st.DrawFn) -> list[bytes]:
     hp = pb.HyperParameters()
     for field, values in (
         ("density", st.floats(allow_nan=True, allow_infinity=True)),
-        ("epochs", st.integers(-1, 1)),
-        ("retrain_epochs", st.integers(-1, 1)),
-        ("batch_size", st.integers(-1, 64)),
+        ("epochs", st.one_of(st.integers(-1, 1), st.integers(1000, 2**31 - 1))),
+        ("retrain_epochs", st.one_of(st.integers(-1, 1), st.integers(1000, 2**31 - 1))),
+        ("batch_size", st.one_of(st.integers(-1, 64), st.just(2**31 - 1))),
         ("lr", st.floats(allow_nan=True, allow_infinity=True)),
         ("optimizer", st.sampled_from(["sgd", "adam", "nope", ""])),
         ("prune_rounds", st.integers(-1, 2)),
@@ -84,7 +91,12 @@ def uploads(draw: st.DrawFn) -> list[bytes]:
     header = pb.AddTaskHeader(
         name=draw(names),
         hyper_parameters=hp,
-        labels=draw(st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3)),
+        labels=draw(
+            st.one_of(
+                st.lists(st.integers(-(2**63), 2**63 - 1), max_size=3),
+                st.integers(0, 3000).map(lambda n: list(range(n))),
+            )
+        ),
         train_examples=draw(st.integers(-1, 8)),
     )
     messages: list[bytes] = []
@@ -107,14 +119,20 @@ def uploads(draw: st.DrawFn) -> list[bytes]:
     return messages
 
 
+SPECIAL = st.sampled_from([math.nan, math.inf, -math.inf, 3e38, -3e38, 0.0, 0.5])
+
+
 @st.composite
 def batches(draw: st.DrawFn) -> pb.Tensor:
-    """Well-formed inputs: uint8 or float32 (any value, NaN and Inf included) rows."""
+    """Well-formed inputs: uint8 or float32 rows of any values, NaN and ±Inf often, in all
+    rows or in one value of one row."""
     rows = draw(st.integers(0, 8))
     if draw(st.booleans()):
         return uint8_rows(rows, draw(st.binary(max_size=4)))
-    value = draw(st.floats(width=32))
-    data = np.full((rows, 784), value, np.float32)
+    data = np.full((rows, 784), draw(st.floats(width=32)), np.float32)
+    if rows and draw(st.booleans()):
+        data[:] = 0.5
+        data[draw(st.integers(0, rows - 1)), draw(st.integers(0, 783))] = draw(SPECIAL)
     return pb.Tensor(shape=[rows, 784], dtype=pb.DTYPE_FLOAT32, data=data.tobytes())
 
 
@@ -154,6 +172,26 @@ def labels(values: list[int]) -> pb.Tensor:
     )
 
 
+def valid_batch(tensor: pb.Tensor, max_rows: int) -> bool:
+    """Whether ``tensor`` is inputs a task must accept: uint8 or float32, N × 784 with
+    1 <= N <= ``max_rows``, bytes that fit, every value finite."""
+    if tensor.dtype not in VALID_DTYPES or len(tensor.shape) < 2 or min(tensor.shape) < 0:
+        return False
+    if tensor.shape[0] < 1 or tensor.shape[0] > max_rows or math.prod(tensor.shape[1:]) != 784:
+        return False
+    dtype = np.dtype(VALID_DTYPES[tensor.dtype])
+    if len(tensor.data) != math.prod(tensor.shape) * dtype.itemsize:
+        return False
+    return bool(np.isfinite(np.frombuffer(tensor.data, dtype).astype(np.float64)).all())
+
+
+def overflows(tensor: pb.Tensor) -> bool:
+    """Finite float32 inputs so large the network's scores may overflow (refusal allowed)."""
+    if tensor.dtype != pb.DTYPE_FLOAT32:
+        return False
+    return bool((np.abs(np.frombuffer(tensor.data, "<f4")) > 1e30).any())
+
+
 def code_of(call: Any, *args: Any) -> grpc.StatusCode:
     """Run a call to the end; its status code."""
     try:
@@ -188,7 +226,21 @@ def test_predict_never_fails_internally(
     code = code_of(unary(limited, "Predict"), request.SerializeToString())
     event(code.name)
     assert code in DELIBERATE, request
+    valid = request.task in TASKS and valid_batch(request.x, MAX_BATCH)
+    if code == grpc.StatusCode.OK:
+        assert valid, request  # the oracle: nothing invalid is ever answered
+    elif valid:  # a valid request is answered, unless its huge values overflow the network
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and overflows(request.x), (code, request)
     settled(limited, before)
+
+
+@FUZZ
+@given(request=st.builds(pb.PredictRequest, task=st.sampled_from(sorted(TASKS)), x=batches()))
+def test_predict_on_a_task_answers_exactly_the_valid_inputs(
+    limited: Limited, before: tuple[bytes, bytes], request: pb.PredictRequest
+) -> None:
+    """Known tasks, well-formed tensors: the oracle decides on the values alone."""
+    test_predict_never_fails_internally.hypothesis.inner_test(limited, before, request)  # type: ignore[attr-defined]
 
 
 @FUZZ
@@ -206,6 +258,8 @@ def test_evaluate_never_fails_internally(
     code = code_of(unary(limited, "Evaluate"), request.SerializeToString())
     event(code.name)
     assert code in DELIBERATE, request
+    if code == grpc.StatusCode.OK:  # the oracle: only known tasks and valid inputs
+        assert request.task in TASKS | {""} and valid_batch(request.x, MAX_BATCH), request
     settled(limited, before)
 
 
@@ -241,4 +295,33 @@ def test_add_task_never_fails_internally(
     code = code_of(call, iter(messages))
     event(code.name)
     assert code in DELIBERATE, messages
+    if code == grpc.StatusCode.OK:  # the oracle: only a sound upload is ever learned
+        assert sound_upload(messages), messages
     settled(limited, before)
+
+
+def sound_upload(messages: list[bytes]) -> bool:
+    """Whether an upload may be accepted: a header first with a valid name and epochs within
+    the server's cap, then chunks whose inputs are valid (finite, N × 784) and labels int."""
+    requests = []
+    for m in messages:
+        request = pb.AddTaskRequest()
+        try:
+            request.ParseFromString(m)
+        except Exception:
+            return False
+        requests.append(request)
+    if not requests or requests[0].WhichOneof("item") != "header":
+        return False
+    header = requests[0].header
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]{1,128}", header.name) or not header.name.strip("."):
+        return False
+    hp = header.hyper_parameters
+    if hp.epochs > 1000 or hp.retrain_epochs > 1000 or len(set(header.labels)) > 1000:
+        return False
+    chunks = [r.chunk for r in requests[1:]]
+    return (
+        bool(chunks)
+        and all(r.WhichOneof("item") == "chunk" for r in requests[1:])
+        and all(valid_batch(c.x, 10**6) for c in chunks)
+    )

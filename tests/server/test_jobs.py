@@ -1,4 +1,4 @@
-"""The training job's progress total: the epochs each method actually runs."""
+"""A task's progress total (TaskConfig.total_epochs): the epochs each method actually runs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import dataclasses
 
 import pytest
 
-from server.jobs import Job
 from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.mnist import Mnist, digits_task
 from sparse_engine.model import SparseCL
@@ -30,6 +29,5 @@ def test_total_epochs_is_what_the_learner_runs(mnist: Mnist, changes: dict[str, 
     train = digits_task([0, 1], 120, mnist)
     events: list[ProgressEvent] = []
     SparseCL(TINY).learn_task("t", train, None, config, events.append)
-    job = Job("t", config, train, None, lambda _event: None)
     ran = max(e.epoch for e in events if e.phase in ("train", "retrain"))
-    assert job.total_epochs == ran
+    assert config.total_epochs == ran

@@ -22,7 +22,7 @@ from sparsecl.v1 import sparsecl_pb2 as pb
 from ..serving import FAST, digits
 from .conftest import MAX_BATCH, MAX_EXAMPLES, Limited
 
-SLOW = {**FAST, "epochs": 2000}  # trains for minutes unless cancelled
+SLOW = {**FAST, "epochs": 1000}  # trains for minutes unless cancelled
 
 
 def upload_requests(name: str, x: np.ndarray, y: np.ndarray, **hp: float) -> list[object]:
@@ -127,8 +127,10 @@ def test_predictions_are_served_while_a_cancelled_task_winds_down(limited: Limit
     next(call)
     stop = threading.Timer(1.0, call.cancel)
     stop.start()
+    deadline = time.monotonic() + 120
     while state(limited, "brief") != "failed":
         assert limited.scores() == before
+        assert time.monotonic() < deadline, "the cancelled task never failed"
     stop.join()
 
 
