@@ -50,6 +50,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory, pki: Pki, mnist: Mnist) ->
     read, write, admin = (secrets.token_urlsafe(24) for _ in range(3))
     tokens = folder / "tokens"
     tokens.write_text(f"# scopes token\nread {read}\nwrite {write}\nread,write {admin}\n")
+    tokens.chmod(0o600)  # a token file others may read is refused
     tls = ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)]
     server = ServerProcess(folder / "store", args=[*tls, "--tokens", str(tokens)]).start()
     s = Secured(server, pki, read, write, admin)
@@ -173,8 +174,13 @@ def mutual(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Serve
 
 
 def test_mutual_tls_serves_a_client_with_a_certificate(mutual: ServerProcess, pki: Pki) -> None:
-    tls = {"tls_ca": pki.ca, "tls_cert": pki.client_cert, "tls_key": pki.client_key}
-    with Client(mutual.address, timeout=30, **tls) as client:
+    with Client(
+        mutual.address,
+        timeout=30,
+        tls_ca=pki.ca,
+        tls_cert=pki.client_cert,
+        tls_key=pki.client_key,
+    ) as client:
         assert client.backbone().spec == "mlp:784-64-64"
 
 

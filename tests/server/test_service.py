@@ -162,7 +162,9 @@ def test_predictions_for_a_are_served_while_b_trains(served: Served) -> None:
     thread = threading.Thread(target=learn)
     thread.start()
     served_during_training = 0
+    deadline = time.monotonic() + 300
     while thread.is_alive():
+        assert time.monotonic() < deadline, "learning 'slow' took over 300 s"
         before = state()
         assert served.client.predict("A", served.probe).scores.tobytes() == expected
         if before == "training" and state() == "training":

@@ -17,7 +17,10 @@ from client.convert import tensor
 from sparsecl.v1 import sparsecl_pb2 as pb
 
 from ..serving import FAST, digits
-from .conftest import Limited
+from .conftest import MAX_BATCH, Limited
+
+# a header this server accepts (its --max-batch is below the default batch size)
+HEADER = pb.AddTaskHeader(name="C", hyper_parameters=pb.HyperParameters(batch_size=MAX_BATCH))
 
 
 def invalid(s: Limited, call: Callable[[], object]) -> str:
@@ -29,7 +32,7 @@ def invalid(s: Limited, call: Callable[[], object]) -> str:
     if isinstance(error, ClientError):
         code, message = error.code, error.message
     else:
-        code, message = error.code(), error.details()  # type: ignore[attr-defined]
+        code, message = error.code(), error.details()
     assert code == grpc.StatusCode.INVALID_ARGUMENT, message
     assert (s.committed(), s.scores()) == before
     return str(message)
@@ -102,7 +105,7 @@ def test_evaluate_with_fewer_labels_than_inputs_is_invalid(limited: Limited) -> 
 def test_chunk_without_a_split_is_invalid(limited: Limited) -> None:
     x, y = digits(limited.mnist, [4, 5], n=50)
     requests = [
-        pb.AddTaskRequest(header=pb.AddTaskHeader(name="C")),
+        pb.AddTaskRequest(header=HEADER),
         pb.AddTaskRequest(chunk=pb.ExampleChunk(x=tensor(x), y=tensor(y))),
     ]
     message = invalid(limited, lambda: list(limited.stub.AddTask(iter(requests), timeout=30)))
@@ -110,7 +113,7 @@ def test_chunk_without_a_split_is_invalid(limited: Limited) -> None:
 
 
 def test_second_header_is_invalid(limited: Limited) -> None:
-    head = pb.AddTaskRequest(header=pb.AddTaskHeader(name="C"))
+    head = pb.AddTaskRequest(header=HEADER)
     invalid(limited, lambda: list(limited.stub.AddTask(iter([head, head]), timeout=30)))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import warnings
 from collections.abc import Sequence
@@ -43,6 +44,25 @@ def backbone(spec: str) -> Backbone:
     return _backbones[spec]
 
 
+# Hidden biases, relative to synthetic_task's. A unit whose mask reads none of the previous
+# layer's winners holds its bias whatever the input; with synthetic_task's biases (0.1·N(0,1)),
+# such units win the next k-WTA for every sample when few units are active (k = 1, or low
+# density): the whole batch then gets the same logits, and a kernel mixing up samples passes.
+# With small biases, the units fed by a sample's own winners win.
+BIAS_SCALE = 1e-3
+
+
+def varied(task: Task) -> Task:
+    """``task`` with its hidden biases scaled by BIAS_SCALE, so samples get their own logits."""
+    return dataclasses.replace(task, biases=tuple(BIAS_SCALE * b for b in task.biases))
+
+
+def assert_rows_differ(logits: Tensor) -> None:
+    """A batch whose samples all get the same logits cannot tell samples apart."""
+    if len(logits) > 1:
+        assert not bool((logits == logits[0]).all()), "every sample has the same logits"
+
+
 def assert_matches_reference(
     engine: InferenceEngine, bb: Backbone, task: Task, batches: tuple[int, ...] = BATCHES
 ) -> None:
@@ -51,6 +71,7 @@ def assert_matches_reference(
     for batch in batches:
         x = torch.randn(batch, *bb.spec.input_shape, generator=g)
         got, want = engine.logits(task, bb.weights, x), reference(x)
+        assert_rows_differ(want)
         assert got.shape == want.shape
         assert torch.allclose(got, want, rtol=1e-5, atol=1e-6), (
             f"batch {batch}: max |Δ| {(got - want).abs().max():.2e}"
@@ -63,7 +84,7 @@ def assert_matches_reference(
 @pytest.mark.parametrize("k", [1, 0.05, 0.2, 1.0])
 def test_mlp_logits_match_dense_masked_forward(backend: str, density: float, k: float) -> None:
     bb = backbone(MLP)
-    task = synthetic_task(bb, f"d{density}-k{k}", density, k, seed=int(100 * density))
+    task = varied(synthetic_task(bb, f"d{density}-k{k}", density, k, seed=int(100 * density)))
     engine = InferenceEngine(bb.spec, EngineSettings(backend=backend))  # type: ignore[arg-type]
     assert_matches_reference(engine, bb, task)
 
@@ -73,7 +94,7 @@ def test_mlp_logits_match_dense_masked_forward(backend: str, density: float, k: 
 @pytest.mark.parametrize("k", [0.1, 0.3, 1.0])
 def test_cnn_logits_match_dense_masked_forward(spec: str, density: float, k: float) -> None:
     bb = backbone(spec)
-    task = synthetic_task(bb, f"c{density}-{k}", density, k, seed=7)
+    task = varied(synthetic_task(bb, f"c{density}-{k}", density, k, seed=7))
     assert_matches_reference(InferenceEngine(bb.spec), bb, task, batches=(1, 5, 40))
 
 
@@ -81,7 +102,9 @@ def test_cnn_logits_match_dense_masked_forward(spec: str, density: float, k: flo
 def test_boosted_winners_match_the_reference(boost_strength: float) -> None:
     """Strong boosting makes winners differ from the plain top-k; the engine must follow."""
     bb = backbone(MLP)
-    task = synthetic_task(bb, f"boost{boost_strength}", 0.1, 0.1, boost_strength=boost_strength)
+    task = varied(
+        synthetic_task(bb, f"boost{boost_strength}", 0.1, 0.1, boost_strength=boost_strength)
+    )
     assert_matches_reference(InferenceEngine(bb.spec), bb, task)
 
 
@@ -161,7 +184,7 @@ def test_plan_memory_is_within_one_and_a_half_csr_of_the_nonzeros() -> None:
     assert big.total_bytes < 0.25 * 4 * sum(w.numel() for w in bb.weights)
 
 
-def dense_of(plan: Plan, offsets: Sequence[int], shape: tuple[int, int]) -> Tensor:
+def dense_of(plan: Plan, offsets: Sequence[int] | np.ndarray, shape: tuple[int, int]) -> Tensor:
     """The CSR at ``offsets`` (values, indices, indptr) in the plan's packed arrays, dense."""
     v, i, p = (int(o) for o in offsets)
     net = plan.net
@@ -251,7 +274,8 @@ def test_concurrent_callers_get_their_own_answers() -> None:
     for t in threads:
         t.start()
     for t in threads:
-        t.join()
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a caller hung"
     assert errors == []
     engine.close()
 
@@ -318,7 +342,7 @@ def test_wide_layers_with_32_bit_indices_match_the_reference(
 
     monkeypatch.setattr(plan_module, "INDEX16_MAX", 1)
     bb = backbone(MLP)
-    task = synthetic_task(bb, "wide-indices", 0.1, 0.1, seed=11)
+    task = varied(synthetic_task(bb, "wide-indices", 0.1, 0.1, seed=11))
     engine = InferenceEngine(bb.spec, EngineSettings(backend=backend))  # type: ignore[arg-type]
     assert engine.plan(task, bb.weights).net.indices.dtype == np.uint32
     assert_matches_reference(engine, bb, task)
@@ -345,7 +369,7 @@ def test_ties_at_the_k_th_value_go_to_the_lowest_units(backend: str) -> None:
     task.biases[0].fill_(0.5)
     engine = InferenceEngine(bb.spec, EngineSettings(backend=backend))  # type: ignore[arg-type]
     reference = TaskNet(bb.spec, bb.weights, task)
-    reference.kwta[0] = LowestUnitsWin(task.kwta[0].k)  # type: ignore[arg-type]
+    reference.kwta[0] = LowestUnitsWin(task.kwta[0].k)
     for batch in (1, 2, 16):
         x = torch.zeros(batch, 784)
         assert torch.allclose(engine.logits(task, bb.weights, x), reference(x), atol=1e-6)
@@ -362,3 +386,48 @@ def test_the_one_sample_path_gives_the_same_bits_for_any_input_layout() -> None:
     for other in (x.t().contiguous().t(), x.clone().requires_grad_(True), x.reshape(2, 28, 28)):
         assert torch.equal(engine.logits(task, bb.weights, other), want)
     assert torch.equal(engine.logits(task, bb.weights, x[1:]), want[1:])
+
+
+def cut_after(bb: Backbone, task: Task, depth: int) -> tuple[BackboneSpec, list[Tensor], Task]:
+    """The backbone and task up to hidden layer ``depth`` with an identity head (zero bias):
+    the compiled plan's logits are then that layer's k-WTA output itself."""
+    spec = BackboneSpec(bb.spec.kind, bb.spec.input_shape, bb.spec.hidden[:depth])
+    units = spec.layers[-1].units
+    cut = dataclasses.replace(
+        task,
+        masks=task.masks[:depth],
+        biases=task.biases[:depth],
+        kwta=task.kwta[:depth],
+        head_weight=torch.eye(units),
+        head_bias=torch.zeros(units),
+    )
+    return spec, list(bb.weights[:depth]), cut
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+@pytest.mark.parametrize("density", [0.1, 0.6])  # sparse layers; dense-stored ones
+@pytest.mark.parametrize("backend", ["native", "numba"])
+def test_compiled_kernels_keep_exactly_k_winners_per_sample_after_each_hidden_layer(
+    backend: str, density: float, depth: int
+) -> None:
+    """Batches of 1-2 (one-sample path), 3-5 (native: vector lanes; numba: rows, then
+    blocked), 40 (blocked over several lane groups; per-layer kernels for dense layers)."""
+    bb = backbone(MLP)
+    full = varied(synthetic_task(bb, f"winners-{density}", density, 0.1, seed=12))
+    spec, weights, task = cut_after(bb, full, depth)
+    k = task.kwta[-1].k
+    assert 1 < k < spec.layers[-1].units
+    engine = InferenceEngine(spec, EngineSettings(backend=backend))  # type: ignore[arg-type]
+    reference = TaskNet(spec, weights, task)
+    plan = engine.plan(task, weights)
+    modes = set()
+    g = torch.Generator().manual_seed(depth)
+    for batch in (1, 2, 3, 5, 40):
+        modes.add(run_mode(plan, batch, backend == "native"))
+        x = torch.randn(batch, 784, generator=g)
+        got, want = engine.logits(task, weights, x), reference(x)
+        assert_rows_differ(want)
+        assert torch.equal((got != 0).sum(1), torch.full((batch,), k)), f"batch {batch}"
+        assert torch.equal(got != 0, want != 0), f"batch {batch}: other winners"
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert modes >= ({"rows", "native"} if backend == "native" else {"rows", "blocked"})
