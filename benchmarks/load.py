@@ -43,10 +43,12 @@ def examples(mnist: Mnist, digits: list[int], n: int) -> tuple[np.ndarray, np.nd
     return mnist.x_train[keep][:n], mnist.y_train[keep][:n]
 
 
-def start_server(folder: Path, backbone: str) -> tuple[subprocess.Popen[str], str]:
-    """`sparsecl serve` on a free loopback port; its process and address."""
+def start_server(
+    folder: Path, backbone: str, args: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[str], str]:
+    """`sparsecl serve` on a free loopback port (more ``args``); its process and address."""
     cmd = [sys.executable, "-m", "client.cli", "serve", "--port", "0"]
-    cmd += ["--data-dir", str(folder), "--backbone", backbone]
+    cmd += ["--data-dir", str(folder), "--backbone", backbone, *args]
     process = subprocess.Popen(
         cmd,
         cwd=ROOT,

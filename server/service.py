@@ -7,7 +7,9 @@ queued, and tasks become visible only once committed (see jobs.py and store.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -122,7 +124,7 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
             model, store, self.lock, config.max_queue, self._committed, config.max_train_seconds
         )
         self.pool = BufferPool(config.max_buffered_bytes)
-        self.uploads = ThreadPoolExecutor(1, "sparsecl-upload")
+        self.uploads = ThreadPoolExecutor(1, "sparsecl-upload", initializer=lower_priority)
         # one analysis computes at a time (it may train a dense network); others wait
         self.analyses = asyncio.Semaphore(1)
 
@@ -589,6 +591,13 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
             check_classes(len(labels), self.config)
         split.append(x, y.numpy())
         return int(x.shape[0])
+
+
+def lower_priority() -> None:
+    """Run the calling thread at a lower CPU priority (Linux: nice is per thread), so that
+    copying uploads yields the cores to Predict when both want them."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 def check_task_name(name: str) -> None:
