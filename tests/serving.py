@@ -22,6 +22,28 @@ READY = re.compile(r"serving on (\S+)")
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def sparsecl(*args: str | Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`python -m client.cli ARGS` to its end: exit status, stdout and stderr."""
+    return subprocess.run(
+        [sys.executable, "-m", "client.cli", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def run_statuses(data_dir: Path, name: str) -> list[str]:
+    """The MLflow statuses of task ``name``'s runs in an embedded store (FAILED, ...)."""
+    from mlflow.tracking import MlflowClient
+
+    store = MlflowClient(f"sqlite:///{Path(data_dir) / 'mlflow.db'}")
+    experiment = store.get_experiment_by_name("sparsecl")
+    assert experiment is not None
+    runs = store.search_runs([experiment.experiment_id])
+    return [r.info.status for r in runs if r.info.run_name == name]
+
+
 def digits(
     mnist: Mnist, which: list[int], n: int = 300, offset: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:

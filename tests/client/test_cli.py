@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 from client import Client
 from sparse_engine.mnist import Mnist
 
-from ..serving import FAST, ROOT, ServerProcess, digits
+from ..serving import FAST, ServerProcess, digits, sparsecl
 
 
 @dataclass
@@ -26,16 +25,6 @@ class Cli:
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         return sparsecl(*args, "--address", self.server.address)
-
-
-def sparsecl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "client.cli", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from sparse_engine.mnist import Mnist
 from sparsecl.v1 import sparsecl_pb2 as pb
 from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
 
-from ..serving import FAST, ROOT, TINY, ServerProcess, digits
+from ..serving import FAST, ROOT, TINY, ServerProcess, digits, run_statuses, sparsecl
 
 MIB = 1024 * 1024
 GUARDS = [
@@ -101,11 +101,7 @@ def test_a_task_at_chance_is_refused_and_the_next_one_predicts_finite_bit_identi
         with Client(server.address, timeout=120) as client:
             for t, scores in before.items():
                 assert client.predict(t, probe).scores.tobytes() == scores.tobytes()
-        from mlflow.tracking import MlflowClient
-
-        store = MlflowClient(f"sqlite:///{tmp_path / 'data' / 'mlflow.db'}")
-        runs = store.search_runs([store.get_experiment_by_name("sparsecl").experiment_id])
-        assert [r.info.status for r in runs if r.info.run_name == "wild"] == ["FAILED"]
+        assert run_statuses(tmp_path / "data", "wild") == ["FAILED"]
     finally:
         server.terminate()
 
@@ -122,7 +118,7 @@ def test_a_learning_rate_that_diverges_is_refused_before_upload(guarded: Guarded
 # ---- 2. one writer per store ----------------------------------------------------------------
 def test_a_second_server_on_the_same_data_dir_is_refused(guarded: Guarded) -> None:
     before = guarded.names()
-    second = run_serve("--data-dir", str(guarded.server.data_dir))
+    second = serve("--data-dir", str(guarded.server.data_dir))
     assert second.returncode == 2
     assert "in use by another sparsecl server" in second.stderr
     assert f"pid {guarded.server.process.pid}" in second.stderr  # type: ignore[union-attr]
@@ -131,7 +127,7 @@ def test_a_second_server_on_the_same_data_dir_is_refused(guarded: Guarded) -> No
 
 def test_a_second_server_on_the_same_port_is_refused(guarded: Guarded, tmp_path: Path) -> None:
     port = guarded.server.address.rsplit(":", 1)[1]
-    second = run_serve("--data-dir", str(tmp_path / "other"), "--port", port)
+    second = serve("--data-dir", str(tmp_path / "other"), "--port", port)
     assert second.returncode == 2
     assert "cannot listen" in second.stderr and "in use" in second.stderr
     assert not (tmp_path / "other" / "mlflow.db").exists()  # refused before the store
@@ -144,9 +140,9 @@ def test_a_server_killed_with_sigkill_leaves_no_lock_behind(tmp_path: Path, mnis
     server.terminate()
 
 
-def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "client.cli", "serve", "--backbone", TINY, *args]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+def serve(*args: str) -> subprocess.CompletedProcess[str]:
+    """`sparsecl serve` of the tiny backbone to its end (for servers that must not start)."""
+    return sparsecl("serve", "--backbone", TINY, *args, timeout=120)
 
 
 # ---- 3. bounded memory: uploads count before they are accepted -------------------------
@@ -315,16 +311,8 @@ def test_training_past_max_train_seconds_is_stopped_and_not_committed(guarded: G
     assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "--max-train-seconds" in info.value.message
     assert guarded.client.task("slow").state == "failed"
-    assert run_status_of(guarded, "slow") == ["FAILED"]
+    assert run_statuses(guarded.server.data_dir, "slow") == ["FAILED"]
     assert guarded.scores() == before
-
-
-def run_status_of(guarded: Guarded, name: str) -> list[str]:
-    from mlflow.tracking import MlflowClient
-
-    store = MlflowClient(f"sqlite:///{Path(guarded.server.data_dir) / 'mlflow.db'}")
-    runs = store.search_runs([guarded.client.backbone().experiment_id])
-    return [r.info.status for r in runs if r.info.run_name == name]
 
 
 # ---- 7. the smaller items --------------------------------------------------------------------
@@ -386,7 +374,7 @@ def test_a_tokens_file_others_can_read_is_refused(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text("read r3ad-0nly-t0ken-for-dashboards\n")
     tokens.chmod(0o644)
-    result = run_serve("--data-dir", str(tmp_path / "data"), "--tokens", str(tokens))
+    result = serve("--data-dir", str(tmp_path / "data"), "--tokens", str(tokens))
     assert result.returncode == 2 and "chmod 600" in result.stderr
     assert not (tmp_path / "data").exists()
 
@@ -394,7 +382,7 @@ def test_a_tokens_file_others_can_read_is_refused(tmp_path: Path) -> None:
 def test_a_bad_tls_certificate_is_named_before_the_data_dir_is_made(tmp_path: Path) -> None:
     (tmp_path / "cert.pem").write_text("not a certificate\n")
     (tmp_path / "key.pem").write_text("not a key\n")
-    result = run_serve(
+    result = serve(
         *("--data-dir", str(tmp_path / "data"), "--tls-cert", str(tmp_path / "cert.pem")),
         *("--tls-key", str(tmp_path / "key.pem")),
     )

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from client import Client
 from sparse_engine.mnist import Mnist
 
-from ..serving import FAST, ROOT, TINY, ServerProcess, digits
+from ..serving import FAST, TINY, ServerProcess, digits, sparsecl
 from .test_remote_store import free_port, start_mlflow, stop_mlflow
 
 LEASE = ["--lease-seconds", "3"]
 
 
 def serve_once(uri: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "client.cli", "serve", "--port", "0", "--backbone", TINY]
-    cmd += ["--tracking-uri", uri, "--data-dir", str(data_dir), *LEASE]
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return sparsecl(
+        *("serve", "--port", "0", "--backbone", TINY, "--tracking-uri", uri),
+        *("--data-dir", data_dir, *LEASE),
+        timeout=120,
+    )
 
 
 def test_a_second_writer_is_refused_and_a_dead_writers_successor_takes_over(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -19,7 +18,7 @@ from client.convert import tensor
 from server.config import ServerConfig
 from sparsecl.v1 import sparsecl_pb2 as pb
 
-from ..serving import FAST, digits
+from ..serving import FAST, digits, run_statuses
 from .conftest import MAX_BATCH, MAX_EXAMPLES, Limited
 
 SLOW = {**FAST, "epochs": 1000}  # trains for minutes unless cancelled
@@ -48,14 +47,6 @@ def wait_for(s: Limited, name: str, states: set[str], timeout: float = 60.0) -> 
         assert time.monotonic() < deadline, f"task {name!r} stayed {now!r}"
         time.sleep(0.1)
     return now
-
-
-def run_status(s: Limited, name: str) -> list[str]:
-    from mlflow.tracking import MlflowClient
-
-    store = MlflowClient(f"sqlite:///{Path(s.server.data_dir) / 'mlflow.db'}")
-    runs = store.search_runs([s.client.backbone().experiment_id])
-    return [r.info.status for r in runs if r.info.run_name == name]
 
 
 def test_upload_over_max_examples_is_resource_exhausted(limited: Limited) -> None:
@@ -92,7 +83,7 @@ def test_add_task_past_its_deadline_leaves_no_committed_task(limited: Limited) -
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert wait_for(limited, "late", {"failed", "committed"}) == "failed"
     assert "cancelled" in limited.client.task("late").error
-    assert run_status(limited, "late") == ["FAILED"]
+    assert run_statuses(limited.server.data_dir, "late") == ["FAILED"]
     assert limited.scores() == before
 
 
@@ -103,7 +94,7 @@ def test_add_task_cancelled_by_the_client_leaves_no_committed_task(limited: Limi
     wait_for(limited, "gone", {"training"})
     call.cancel()
     assert wait_for(limited, "gone", {"failed", "committed"}) == "failed"
-    assert run_status(limited, "gone") == ["FAILED"]
+    assert run_statuses(limited.server.data_dir, "gone") == ["FAILED"]
 
 
 def test_full_training_queue_is_resource_exhausted(limited: Limited) -> None:

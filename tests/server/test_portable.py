@@ -7,8 +7,6 @@ copied data dir at start (server/datadir.py), and a copy becomes an independent 
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +16,7 @@ import pytest
 from client import Client
 from sparse_engine.mnist import Mnist
 
-from ..serving import FAST, ROOT, ServerProcess, digits
+from ..serving import FAST, ServerProcess, digits, sparsecl
 
 NAMES = ("A", "B")
 
@@ -48,16 +46,6 @@ def served(data_dir: Path, probe: np.ndarray) -> tuple[dict[str, bytes], list[st
 
 def files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-
-
-def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "client.cli", *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +91,11 @@ def test_backup_of_a_running_server_restores_elsewhere_bit_identically(
     shutil.copytree(original.home, live)
     server = ServerProcess(live).start()
     try:
-        done = cli("backup", live, snapshot)
+        done = sparsecl("backup", live, snapshot)
     finally:
         assert server.terminate() == 0
     assert done.returncode == 0, done.stderr
-    done = cli("restore", snapshot, restored)
+    done = sparsecl("restore", snapshot, restored)
     assert done.returncode == 0, done.stderr
     assert served(restored, original.probe) == (original.scores, list(NAMES))
 
@@ -115,12 +103,14 @@ def test_backup_of_a_running_server_restores_elsewhere_bit_identically(
 def test_restore_refuses_a_non_empty_data_dir(original: Original, tmp_path: Path) -> None:
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "keep.txt").write_text("mine")
-    done = cli("restore", original.home, tmp_path / "busy")
+    done = sparsecl("restore", original.home, tmp_path / "busy")
     assert done.returncode == 2 and "not empty" in done.stderr
     assert [p.name for p in (tmp_path / "busy").iterdir()] == ["keep.txt"]
 
 
 def test_backup_refuses_a_remote_tracking_store(tmp_path: Path) -> None:
-    done = cli("backup", tmp_path / "data", tmp_path / "dest", "--tracking-uri", "http://x:5000")
+    done = sparsecl(
+        "backup", tmp_path / "data", tmp_path / "dest", "--tracking-uri", "http://x:5000"
+    )
     assert done.returncode == 2 and "pg_dump" in done.stderr
     assert not (tmp_path / "dest").exists()

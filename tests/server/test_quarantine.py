@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from sparse_engine.mnist import Mnist, digits_task
 from sparse_engine.model import SparseCL
 from sparse_engine.state import TaskState, loads
 
-from ..serving import FAST, ROOT, TINY, ServerProcess, digits
+from ..serving import FAST, TINY, ServerProcess, digits, sparsecl
 
 NAMES = ("A", "B", "C")
 
@@ -58,16 +56,6 @@ class Served:
     tasks: dict[str, tuple[str, str]]  # name -> (state, error)
     scores: dict[str, bytes]  # of the tasks still committed
     refusals: dict[str, tuple[grpc.StatusCode, str]]  # Predict of the others, AddTask
-
-
-def cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "client.cli", *map(str, args)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def serve(source: Source, data_dir: Path) -> Served:
@@ -126,7 +114,7 @@ def test_corrupt_task_is_quarantined_and_the_others_answer_bit_identically(
     assert code == grpc.StatusCode.FAILED_PRECONDITION and source.runs["C"] in message
     code, message = served.refusals["add"]
     assert code == grpc.StatusCode.FAILED_PRECONDITION and "damaged" in message
-    done = cli("store", "check", "--data-dir", data_dir)
+    done = sparsecl("store", "check", "--data-dir", data_dir)
     assert done.returncode == 1 and str(path) in done.stdout and "DAMAGED" in done.stdout
 
 
@@ -153,7 +141,7 @@ def test_missing_artifact_quarantines_its_task_and_the_tasks_reading_its_weights
     assert "reads weights of damaged task(s) 'B'" in served.tasks["C"][1]
     assert served.scores == {"A": source.scores["A"]}
     assert set(served.refusals) == {"B", "C", "add"}
-    done = cli("store", "check", "--data-dir", data_dir)
+    done = sparsecl("store", "check", "--data-dir", data_dir)
     assert done.returncode == 1 and str(path) in done.stdout
     assert "C: DAMAGED" in done.stdout and "A: committed" in done.stdout
 
@@ -173,13 +161,13 @@ def test_committed_run_tagged_failed_is_quarantined_not_fatal(
     assert served.scores == {n: source.scores[n] for n in ("A", "C")}
     run = client.get_run(source.runs["B"])
     assert run.info.status == "FINISHED" and "sparsecl.error" not in run.data.tags
-    assert cli("store", "check", "--data-dir", data_dir).returncode == 1
+    assert sparsecl("store", "check", "--data-dir", data_dir).returncode == 1
 
 
 def test_unreadable_database_is_one_line_and_exit_status_2(tmp_path: Path) -> None:
     (tmp_path / "mlflow.db").write_bytes(b"not a database at all" * 100)
     for args in (["serve", "--port", "0"], ["store", "check"]):
-        done = cli(*args, "--data-dir", tmp_path)
+        done = sparsecl(*args, "--data-dir", tmp_path)
         assert done.returncode == 2, done.stderr
         assert "Traceback" not in done.stderr and "not a usable sqlite database" in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1, done.stderr
