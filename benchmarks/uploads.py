@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import platform
 import sys
 import tempfile
@@ -48,9 +49,10 @@ def rss(pid: int) -> int:
     return 0
 
 
-def upload_all(address: str, uploads: int, rows: int, codes: Any) -> None:
+def upload_all(address: str, uploads: int, rows: int, codes: Any, nice: int = 0) -> None:
     """``uploads`` concurrent AddTask uploads of ``rows`` MNIST images each, each announcing
     one example more than it sends; puts each call's status code name on ``codes``."""
+    os.nice(nice)
     mnist = load_mnist()
     x = np.resize(mnist.x_train.reshape(-1, 784), (rows, 784))
     y = np.resize(np.array([0, 1], dtype=np.int64), rows)
@@ -91,6 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--megabytes", type=int, default=100, help="per upload (uint8)")
     parser.add_argument("--cap-mib", type=int, default=256, help="--max-buffered-bytes")
     parser.add_argument("--backbone", default="mlp:784-1000-1000")
+    parser.add_argument(
+        "--uploader-nice",
+        type=int,
+        default=0,
+        help="niceness of the uploading process (19 stands for clients on other machines)",
+    )
     args = parser.parse_args(argv)
     mnist = load_mnist()
     rows = args.megabytes * 1_000_000 // 784
@@ -116,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
             # the uploads come from another process, so that serialising them does not hold
             # this process's GIL and inflate the latencies measured here
             codes = spawn.Queue()
-            uploader = spawn.Process(target=upload_all, args=(address, args.uploads, rows, codes))
+            uploader = spawn.Process(
+                target=upload_all, args=(address, args.uploads, rows, codes, args.uploader_nice)
+            )
             start = time.monotonic()
             uploader.start()
             peak, predict, checks = baseline, [], []
@@ -145,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         "uploads": args.uploads,
         "megabytes_each": args.megabytes,
         "cap_mib": args.cap_mib,
+        "uploader_nice": args.uploader_nice,
         "codes": {c: got.count(c) for c in sorted(set(got))},
         "seconds": round(seconds, 1),
         "rss_baseline_mib": round(baseline / MIB, 1),

@@ -84,10 +84,6 @@ class Job:
         self.val_examples = len(self.val) if self.val is not None else 0
 
     @property
-    def total_epochs(self) -> int:
-        return self.config.total_epochs
-
-    @property
     def steps_per_epoch(self) -> int:
         n = self.train_examples
         if not self.val_examples:  # the model holds out 10 % for validation

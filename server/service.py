@@ -411,7 +411,7 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
             analysis.task_examples(self.model, task, train, "training")
             params.update(
                 noise_levels=",".join(map(str, levels)),
-                epochs=str(epochs if epochs is not None else analysis.task_epochs(task)),
+                epochs=str(epochs if epochs is not None else task.config.total_epochs),
                 train_examples=str(len(train)),
             )
 
@@ -492,7 +492,7 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
                     await answer(context, fail)
                     return
                 yield pb.AddTaskEvent(
-                    progress=messages.progress(event, job.total_epochs, job.steps_per_epoch)
+                    progress=messages.progress(event, job.config.total_epochs, job.steps_per_epoch)
                 )
         finally:  # the caller went away (cancelled, disconnected, deadline): nothing is kept
             self.trainer.cancel(job, "AddTask was cancelled by the client (or its deadline passed)")

@@ -445,12 +445,6 @@ def train_dense(
     return net
 
 
-def task_epochs(task: Task) -> int:
-    """Epochs the task's recipe trained for: dense epochs plus retraining per pruning round."""
-    config = task.config
-    return config.epochs + config.retrain_epochs * config.prune_rounds
-
-
 def noise_robustness(
     model: SparseCL,
     name: str,
@@ -466,7 +460,7 @@ def noise_robustness(
     own epochs). Each level sees the same noise draw, scaled."""
     task = model.task(name)
     levels = _floats(levels, "noise levels", 0.0, MAX_NOISE)
-    epochs = _count(task_epochs(task) if epochs is None else epochs, "epochs", MAX_EPOCHS)
+    epochs = _count(task.config.total_epochs if epochs is None else epochs, "epochs", MAX_EPOCHS)
     data, targets = task_examples(model, task, data, "evaluation")
     train, train_targets = task_examples(model, task, train, "training")
     if len(train.classes) < 2:

@@ -5,9 +5,13 @@ import json
 
 import pytest
 
-from sparse_engine.config import TaskConfig
+from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.errors import InvalidInputError
+from sparse_engine.mnist import Mnist, digits_task
+from sparse_engine.model import SparseCL
 from sparse_engine.state import config_from_dict
+
+from ..serving import FAST, TINY
 
 
 @pytest.mark.parametrize(
@@ -85,3 +89,22 @@ def test_k_per_layer_must_match_the_backbone_depth() -> None:
     assert TaskConfig(k=0.2).k_per_layer(3) == (0.2, 0.2, 0.2)
     with pytest.raises(InvalidInputError, match="2 values"):
         TaskConfig(k=(5, 6)).k_per_layer(3)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"method": "supermask", "epochs": 2, "retrain_epochs": 1},
+        {"method": "rigl", "epochs": 1, "retrain_epochs": 2},
+        {"prune_rounds": 2, "retrain_epochs": 1},
+    ],
+    ids=["supermask", "rigl", "prune-2-rounds"],
+)
+def test_total_epochs_is_what_the_learner_runs(mnist: Mnist, changes: dict[str, object]) -> None:
+    """The one formula of the epochs a task trains (progress totals, --max-epochs, analyses)."""
+    config = dataclasses.replace(TaskConfig(**FAST), **changes)  # type: ignore[arg-type]
+    train = digits_task([0, 1], 120, mnist)
+    events: list[ProgressEvent] = []
+    SparseCL(TINY).learn_task("t", train, None, config, events.append)
+    ran = max(e.epoch for e in events if e.phase in ("train", "retrain"))
+    assert config.total_epochs == ran
