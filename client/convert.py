@@ -12,18 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from sparsecl import tensors as codec
 from sparsecl.v1 import sparsecl_pb2 as pb
-
-DTYPES: dict[str, int] = {
-    "float32": pb.DTYPE_FLOAT32,
-    "uint8": pb.DTYPE_UINT8,
-    "int64": pb.DTYPE_INT64,
-    "int32": pb.DTYPE_INT32,
-    "float64": pb.DTYPE_FLOAT64,
-}
-NUMPY: dict[int, np.dtype] = {
-    code: np.dtype(name).newbyteorder("<") for name, code in DTYPES.items()
-}
 
 
 def to_numpy(value: Any) -> np.ndarray:
@@ -102,18 +92,12 @@ def load_npz(path: str | Path, need_labels: bool = True) -> tuple[np.ndarray, np
 
 def tensor(array: np.ndarray) -> pb.Tensor:
     """An array as a Tensor message: shape, dtype, raw little-endian bytes."""
-    name = array.dtype.name
-    if name not in DTYPES:
-        raise ValueError(f"cannot send arrays of dtype {array.dtype}")
-    data = np.ascontiguousarray(array, dtype=NUMPY[DTYPES[name]])
-    return pb.Tensor(shape=list(data.shape), dtype=DTYPES[name], data=data.tobytes())  # type: ignore[arg-type]
+    return codec.encode(array)
 
 
 def array(message: pb.Tensor) -> np.ndarray:
-    """The array a Tensor message holds (native byte order)."""
-    dtype = NUMPY[message.dtype]
-    flat = np.frombuffer(message.data, dtype=dtype)
-    return flat.reshape(tuple(message.shape)).astype(dtype.newbyteorder("="))
+    """The array a Tensor message holds (native byte order, writable)."""
+    return codec.decode(message).astype(codec.DTYPES[message.dtype].newbyteorder("="))
 
 
 def chunks(n: int, row_bytes: int, limit: int, max_rows: int | None = None) -> Iterator[slice]:

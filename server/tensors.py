@@ -1,60 +1,27 @@
-"""Tensors on the wire (shape + dtype + raw little-endian bytes) to and from numpy/torch."""
+"""Request tensors as model inputs and labels: the shared codec, plus the server's checks."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from sparse_engine.errors import InvalidInputError
+from sparsecl import tensors as codec
 from sparsecl.v1 import sparsecl_pb2 as pb
-
-DTYPES: dict[int, np.dtype] = {
-    pb.DTYPE_FLOAT32: np.dtype("<f4"),
-    pb.DTYPE_UINT8: np.dtype("u1"),
-    pb.DTYPE_INT64: np.dtype("<i8"),
-    pb.DTYPE_INT32: np.dtype("<i4"),
-    pb.DTYPE_FLOAT64: np.dtype("<f8"),
-}
-MAX_DIMS = 8  # an input is N × at most 7 dimensions
-MAX_DIM = 2**31 - 1  # no size beyond what a message could carry
-CODES: dict[str, int] = {dtype.str.lstrip("<|"): code for code, dtype in DTYPES.items()}
 
 
 def to_proto(array: np.ndarray) -> pb.Tensor:
-    """A numpy array as a Tensor message (converted to little-endian, C order)."""
-    dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
-    key = dtype.str.lstrip("<|=")
-    if key not in CODES:
-        raise InvalidInputError(f"cannot send arrays of dtype {array.dtype}")
-    data = np.ascontiguousarray(array, dtype=DTYPES[CODES[key]])
-    return pb.Tensor(shape=list(data.shape), dtype=CODES[key], data=data.tobytes())  # type: ignore[arg-type]
+    """A numpy array as a Tensor message (the shared codec)."""
+    return codec.encode(array)
 
 
 def from_proto(tensor: pb.Tensor, what: str) -> np.ndarray:
     """The array a Tensor message holds; InvalidInputError names ``what`` when it is malformed."""
-    if tensor.dtype not in DTYPES:
-        names = ", ".join(pb.DType.Name(c) for c in DTYPES)
-        raise InvalidInputError(f"{what}: dtype {tensor.dtype} is not one of {names}")
-    shape = tuple(int(s) for s in tensor.shape)
-    if not 0 < len(shape) <= MAX_DIMS:
-        raise InvalidInputError(
-            f"{what}: shape must have 1 to {MAX_DIMS} dimensions, got {len(shape)}"
-        )
-    if any(not 0 <= s <= MAX_DIM for s in shape):
-        raise InvalidInputError(
-            f"{what}: shape {list(shape)} must hold sizes in 0..{MAX_DIM} (non-negative)"
-        )
-    dtype = DTYPES[tensor.dtype]
-    want = math.prod(shape) * dtype.itemsize
-    if len(tensor.data) != want:
-        raise InvalidInputError(
-            f"{what}: {len(tensor.data)} bytes of data, but shape {list(shape)} of "
-            f"{pb.DType.Name(tensor.dtype)} needs {want}"
-        )
-    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+    try:
+        return codec.decode(tensor, what)
+    except codec.TensorError as e:
+        raise InvalidInputError(str(e)) from None
 
 
 def raw_inputs(tensor: pb.Tensor, what: str = "x") -> np.ndarray:

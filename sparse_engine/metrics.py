@@ -52,7 +52,7 @@ class AccuracyMatrix:
     def format(self, names: list[str] | None = None) -> str:
         """The matrix as a text table (percent), rows = after learning, columns = task."""
         names = names or [f"t{i + 1}" for i in range(self.tasks)]
-        width = max(7, *(len(n) for n in names))
+        width = max(7, *(len(n) for n in names)) + 1  # a space between columns, however long
         head = " " * width + "".join(f"{n:>{width}}" for n in names)
         lines = [head]
         for i, name in enumerate(names):

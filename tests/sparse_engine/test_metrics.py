@@ -34,3 +34,9 @@ def test_format_shows_percentages_and_blank_cells() -> None:
     text = matrix.format(["a", "b"])
     assert "50.00" in text
     assert "nan" not in text
+
+
+def test_long_task_names_stay_apart_in_the_table() -> None:
+    matrix = AccuracyMatrix.from_rows([[0.99, float("nan")], [0.98, 0.97]])
+    head = matrix.format(["digits-01", "digits-23"]).splitlines()[0]
+    assert head.split() == ["digits-01", "digits-23"]
