@@ -264,18 +264,7 @@ class Trainer:
         except Exception:  # the task is committed all the same: the first Predict compiles it
             log.exception("could not compile the inference plan of task %r", job.name)
         record = state.record
-        total = sum(layer.numel for layer in self.model.spec.layers)
-        job.listener(
-            ProgressEvent(
-                "commit",
-                0,
-                0,
-                math.nan,
-                record.val_accuracy,
-                sum(record.density) / len(record.density),
-                sum(self.model.owners.free_count()) / total,
-            )
-        )
+        job.listener(self.model.commit_event(record))
         job.listener(Done(stored))
         log.info(
             "committed task %r (id %d, val accuracy %.4f)", job.name, record.id, record.val_accuracy

@@ -133,7 +133,7 @@ async def _run(
         spec,
         seed,
         len(model.tasks),
-        sum(model.free_capacity()) / len(model.spec.layers),
+        model.spec.overall(model.free_capacity()),
     )
 
     service = ContinualLearnerService(config, model, store, committed, failed, stored.damaged)

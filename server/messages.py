@@ -107,13 +107,12 @@ def backbone_info(
         )
         for layer, n in zip(spec.layers, free, strict=True)
     ]
-    total = sum(layer.numel for layer in spec.layers)
     return pb.BackboneInfo(
         spec=str(spec),
         seed=seed,
         input_shape=list(spec.input_shape),
         layers=layers,
-        free_capacity=sum(free) / total,
+        free_capacity=spec.overall([layer.free_capacity for layer in layers]),
         tasks=tasks,
         max_tasks=MAX_TASKS,
         tracking_uri=tracking_uri,

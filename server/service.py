@@ -138,7 +138,7 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
                 spec,
                 self.model.seed,
                 len(self.model.tasks),
-                sum(self.model.free_capacity()) / len(self.model.spec.layers),
+                self.model.spec.overall(self.model.free_capacity()),
             )
         except StoreUnavailableError:
             log.warning("could not update the backbone's registered model")

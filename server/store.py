@@ -38,6 +38,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from sparse_engine.analysis import AnalysisTable
+from sparse_engine.backbone import BackboneSpec
 from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.state import TaskState, dumps, loads
 
@@ -158,6 +159,7 @@ class TaskStore:
         self.artifact_root = artifact_root
         self.experiment = experiment
         self.experiment_id = ""
+        self._spec: BackboneSpec | None = None  # the backbone's, once open() has read it
         self.relocated_from: str | None = None  # the artifacts root a moved data dir had
         if artifact_root is not None and tracking_uri.startswith("sqlite:///"):
             db = Path(tracking_uri.removeprefix("sqlite:///"))
@@ -187,6 +189,13 @@ class TaskStore:
     def model_name(self, task: str) -> str:
         """The registered model that shows task ``task`` in the MLflow UI."""
         return f"{self.experiment}.{task}"
+
+    @property
+    def spec(self) -> BackboneSpec:
+        """The backbone of the opened store (its overall density and capacity formulas)."""
+        if self._spec is None:
+            raise StoreUnavailableError("the store is not open yet (call open() first)")
+        return self._spec
 
     # ---- backbone -------------------------------------------------------------------------
     def open(
@@ -220,6 +229,7 @@ class TaskStore:
                 tags = dict(exp.tags)
             if BACKBONE_TAG in tags:
                 stored, stored_seed = tags[BACKBONE_TAG], int(tags.get(SEED_TAG, "0"))
+                self._spec = BackboneSpec.parse(stored)
                 if backbone is not None and backbone != stored:
                     raise StoreCorruptError(
                         f"the store {redact(self.tracking_uri)} (experiment {self.experiment!r})"
@@ -228,6 +238,7 @@ class TaskStore:
                     )
                 return stored, stored_seed
             spec = backbone or default
+            self._spec = BackboneSpec.parse(spec)
             self.client.set_experiment_tag(self.experiment_id, SEED_TAG, str(seed))
             self.client.set_experiment_tag(self.experiment_id, BACKBONE_TAG, spec)
             return spec, seed
@@ -300,8 +311,8 @@ class TaskStore:
             "weights_read": record.weights_read,
             "seconds": record.seconds,
             "state_bytes": len(blob),
-            "density": sum(record.density) / len(record.density),
-            "capacity_used": 1.0 - sum(record.free_capacity) / len(record.free_capacity),
+            "density": self.spec.overall(record.density),
+            "capacity_used": 1.0 - self.spec.overall(record.free_capacity),
         }
         for i, (d, f) in enumerate(zip(record.density, record.free_capacity, strict=True)):
             summary[f"density/layer{i}"] = d
@@ -342,9 +353,9 @@ class TaskStore:
             "backbone": spec,
             "task_id": str(record.id),
             "classes": ",".join(map(str, record.classes)),
-            "density": f"{sum(record.density) / len(record.density):.4f}",
+            "density": f"{self.spec.overall(record.density):.4f}",
             "accuracy": f"{record.val_accuracy:.4f}",
-            "capacity_used": f"{1 - sum(record.free_capacity) / len(record.free_capacity):.4f}",
+            "capacity_used": f"{1 - self.spec.overall(record.free_capacity):.4f}",
             "weights_owned": str(record.weights_owned),
         }
         try:

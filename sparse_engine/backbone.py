@@ -74,6 +74,13 @@ class BackboneSpec:
     def __str__(self) -> str:
         return f"{self.kind}:{'x'.join(map(str, self.input_shape))}-{'-'.join(self.hidden)}"
 
+    def overall(self, per_layer: Sequence[float]) -> float:
+        """A per-layer fraction of weights (density, free capacity) as the fraction of all
+        the backbone's weights, each layer counting by its size: the one formula that the
+        API, the progress events and the MLflow tags share."""
+        sizes = [layer.numel for layer in self.layers]
+        return sum(f * n for f, n in zip(per_layer, sizes, strict=True)) / sum(sizes)
+
     @cached_property
     def layers(self) -> tuple[LayerSpec, ...]:
         """The masked layers, in order (worked out once: inference asks on every call)."""

@@ -45,7 +45,7 @@ def run_demo(
             bar.n = steps
             bar.set_postfix(
                 val_acc=f"{record.val_accuracy:.4f}",
-                free=f"{sum(record.free_capacity) / len(record.free_capacity):.2f}",
+                free=f"{model.spec.overall(record.free_capacity):.2f}",
             )
         for j in range(i + 1):
             matrix.record(i, j, model.accuracy(stream[j].name, stream[j].test))

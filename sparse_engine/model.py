@@ -90,19 +90,20 @@ class SparseCL:
         record = self.commit_task(state)
         self.plan(name)  # compiled now, not by the first prediction
         if progress is not None:
-            total = sum(layer.numel for layer in self.spec.layers)
-            progress(
-                ProgressEvent(
-                    "commit",
-                    0,
-                    0,
-                    math.nan,
-                    record.val_accuracy,
-                    sum(record.density) / len(record.density),
-                    sum(self.owners.free_count()) / total,
-                )
-            )
+            progress(self.commit_event(record))
         return record
+
+    def commit_event(self, record: TaskRecord) -> ProgressEvent:
+        """The progress event that reports a task's commit (overall density, free capacity)."""
+        return ProgressEvent(
+            "commit",
+            0,
+            0,
+            math.nan,
+            record.val_accuracy,
+            self.spec.overall(record.density),
+            self.spec.overall(record.free_capacity),
+        )
 
     def prepare_task(
         self,
@@ -118,8 +119,6 @@ class SparseCL:
         self.check_new_task(name, train, val, config)
         if val is None:
             train, val = train.split(HOLD_OUT, seed=config.seed)
-        free = self.owners.free_count()
-        total = sum(layer.numel for layer in self.spec.layers)
         sub = learn_subnetwork(
             self.backbone,
             self.owners.owned(),
@@ -127,7 +126,7 @@ class SparseCL:
             val,
             train.classes,
             config,
-            free_capacity=sum(free) / total,
+            free_capacity=self.spec.overall(self.free_capacity()),
             progress=progress,
         )
         check_sound(name, sub, len(train.classes), config)
@@ -223,11 +222,11 @@ class SparseCL:
             id=task_id,
             name=name,
             classes=classes,
-            density=tuple(float(m.float().mean()) for m in sub.masks),
+            density=tuple(int(m.sum()) / m.numel() for m in sub.masks),  # exact, not float32
             weights_owned=owned,
             weights_read=kept - owned,
             val_accuracy=sub.val_accuracy,
-            free_capacity=tuple(float(f.float().mean()) for f in free_after),
+            free_capacity=tuple(int(f.sum()) / f.numel() for f in free_after),
             seconds=sub.seconds,
             history=sub.history,
         )

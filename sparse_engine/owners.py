@@ -31,7 +31,7 @@ class OwnerMap:
 
     def free_capacity(self) -> list[float]:
         """Per layer, the fraction of weights still owned by no task."""
-        return [float((m == 0).float().mean()) for m in self.maps]
+        return [int((m == 0).sum()) / m.numel() for m in self.maps]  # exact, not float32
 
     def free_count(self) -> list[int]:
         return [int((m == 0).sum()) for m in self.maps]

@@ -37,7 +37,7 @@ def synthetic_task(
         id=seed + 1,
         name=name,
         classes=tuple(range(classes)),
-        density=tuple(float(m.float().mean()) for m in masks),
+        density=tuple(int(m.sum()) / m.numel() for m in masks),
         weights_owned=0,
         weights_read=sum(int(m.sum()) for m in masks),
         val_accuracy=0.0,

@@ -340,3 +340,31 @@ def test_reflection_lists_the_service_without_our_stubs(served: Served) -> None:
         replies = list(stub.ServerReflectionInfo(iter([request]), timeout=10))
     names = {s.name for s in replies[0].list_services_response.service}
     assert {"sparsecl.v1.ContinualLearner", "grpc.health.v1.Health"} <= names
+
+
+def test_overall_density_and_free_capacity_agree_in_the_api_events_and_mlflow(
+    served: Served,
+) -> None:
+    """One formula (BackboneSpec.overall, each layer counting by its size) behind the commit
+    event, GetBackbone, the run's metrics and the registry's tags."""
+    from mlflow.tracking import MlflowClient
+
+    data = digits(served.mnist, [6, 8], n=600)
+    events = list(served.client.add_task("agree", data, **{**TRAIN, "epochs": 2}))
+    commit = next(e for e in events if getattr(e, "phase", "") == "commit")
+    backbone = served.client.backbone()
+    assert backbone.free_capacity == pytest.approx(commit.free_capacity, abs=1e-12)
+    sizes = [lay.weights for lay in backbone.layers]
+    info = served.client.task("agree")
+    weighted = sum(d * n for d, n in zip(info.density, sizes, strict=True)) / sum(sizes)
+    assert commit.density == pytest.approx(weighted, abs=1e-12)
+    assert len(set(info.density)) > 1 or len(set(sizes)) == 1  # layers differ: a mean would not do
+    store = MlflowClient(f"sqlite:///{served.server.data_dir / 'mlflow.db'}")
+    metrics = store.get_run(info.mlflow_run_id).data.metrics
+    assert metrics["density"] == pytest.approx(commit.density, abs=1e-12)
+    assert metrics["capacity_used"] == pytest.approx(1 - commit.free_capacity, abs=1e-12)
+    version = store.get_model_version(info.model_name, info.model_version)
+    assert float(version.tags["density"]) == pytest.approx(commit.density, abs=1e-4)
+    assert float(version.tags["capacity_used"]) == pytest.approx(1 - commit.free_capacity, abs=1e-4)
+    tags = store.get_registered_model("sparsecl.backbone").tags
+    assert float(tags["free_capacity"]) == pytest.approx(backbone.free_capacity, abs=1e-4)
