@@ -30,6 +30,7 @@ def _floats(text: str) -> tuple[float, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     from server.config import LIMITS, ServerConfig
+    from sparse_engine.backbone import DEFAULT_BACKBONE
     from sparse_engine.config import RANGES, range_text
 
     from .client import CALL_TIMEOUT, LEARN_TIMEOUT
@@ -228,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--json", action="store_true", help="machine-readable output")
 
     demo = commands.add_parser("demo", help="learn Split-MNIST task by task in-process")
-    demo.add_argument("--backbone", default="mlp:784-1000-1000")
+    demo.add_argument("--backbone", default=DEFAULT_BACKBONE)
     demo.add_argument("--density", type=float, default=0.1)
     demo.add_argument("--k", type=float, default=0.1)
     demo.add_argument("--epochs", type=int, default=2)

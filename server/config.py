@@ -8,7 +8,6 @@ from pathlib import Path
 
 DEFAULT_PORT = 50051
 DEFAULT_DATA_DIR = Path("sparsecl-data")
-DEFAULT_BACKBONE = "mlp:784-1000-1000"  # an MLP for 28×28 inputs (MNIST-sized)
 MIB = 1024 * 1024
 ENGINE_BACKENDS = ("auto", "native", "numba", "torch")  # sparse_engine.engine.BACKENDS
 

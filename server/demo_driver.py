@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from client import Client, Progress, TaskInfo
+from sparse_engine.backbone import DEFAULT_BACKBONE
 from sparse_engine.metrics import AccuracyMatrix
 from sparse_engine.mnist import split_mnist
 
@@ -54,7 +55,7 @@ def start_server(data_dir: Path, backbone: str) -> tuple[subprocess.Popen[str], 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", type=Path, default=Path("sparsecl-data"))
-    parser.add_argument("--backbone", default="mlp:784-1000-1000")
+    parser.add_argument("--backbone", default=DEFAULT_BACKBONE)
     parser.add_argument("--density", type=float, default=0.1)
     parser.add_argument("--k", type=float, default=0.1)
     parser.add_argument("--epochs", type=int, default=2)

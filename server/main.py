@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_BACKBONE, ServerConfig
+from sparse_engine.backbone import DEFAULT_BACKBONE
+
+from .config import ServerConfig
 from .lock import DataDirLock, StoreLockedError
 from .store import TaskStore, redact
 

@@ -29,7 +29,7 @@ from .backbone import Backbone, forward_layers, init_weight
 from .data import TaskData
 from .errors import InvalidInputError, SparseCLError
 from .learner import accuracy, make_optimizer
-from .model import SparseCL
+from .model import SparseCL, free_pool_generator
 from .task import Task, TaskNet
 
 ANALYSES: tuple[str, ...] = ("weight-agnostic", "layer-robustness", "noise")
@@ -247,7 +247,7 @@ def initial_weights(model: SparseCL, task_id: int) -> list[Tensor]:
     re-initialisation after task ``task_id - 1``'s commit (see ``SparseCL.commit_task``)."""
     if task_id == 1:
         return [w.clone() for w in Backbone(model.spec, model.seed).weights]
-    generator = torch.Generator().manual_seed(model.seed * 1_000_003 + task_id - 1)
+    generator = free_pool_generator(model.seed, task_id - 1)
     return [init_weight(layer.weight_shape, generator) for layer in model.spec.layers]
 
 

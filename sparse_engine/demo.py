@@ -6,6 +6,7 @@ import time
 
 from tqdm import tqdm
 
+from .backbone import DEFAULT_BACKBONE
 from .config import ProgressEvent, TaskConfig
 from .metrics import AccuracyMatrix
 from .mnist import split_mnist
@@ -13,7 +14,7 @@ from .model import SparseCL
 
 
 def run_demo(
-    backbone: str = "mlp:784-1000-1000",
+    backbone: str = DEFAULT_BACKBONE,
     config: TaskConfig | None = None,
     train_limit: int | None = None,
 ) -> AccuracyMatrix:

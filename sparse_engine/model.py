@@ -50,6 +50,12 @@ def check_name(name: str) -> None:
         )
 
 
+def free_pool_generator(seed: int, task_id: int) -> torch.Generator:
+    """The generator that re-initialises the free pool after task ``task_id``'s commit: a
+    function of the backbone's seed and the id alone, so a replay rebuilds it bit for bit."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + task_id)
+
+
 def finite_scores(logits: Tensor) -> Tensor:
     """``logits`` unless some are NaN/Inf: inputs far outside the training range (say 3e38)
     overflow the network, and a score of NaN is no answer."""
@@ -261,8 +267,7 @@ class SparseCL:
         self.owners.claim(task_id, state.masks)
         for w, c, v in zip(self.backbone.weights, claimed, state.own_values, strict=True):
             w[c] = v
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + task_id)
-        self.backbone.reinit_free(self.owners.free(), generator)
+        self.backbone.reinit_free(self.owners.free(), free_pool_generator(self.seed, task_id))
         self.tasks[name] = Task(
             state.record,
             state.config,

@@ -20,7 +20,7 @@ from avalanche.training.plugins.evaluation import default_evaluator
 from avalanche.training.templates import SupervisedTemplate
 from torch import Tensor, nn
 
-from .backbone import BackboneSpec
+from .backbone import DEFAULT_BACKBONE, BackboneSpec
 from .config import TaskConfig
 from .data import TaskData, from_avalanche
 from .errors import TaskExistsError
@@ -65,7 +65,7 @@ class SparseCLStrategy(SupervisedTemplate):
     def __init__(
         self,
         *,
-        backbone: str | BackboneSpec = "mlp:784-1000-1000",
+        backbone: str | BackboneSpec = DEFAULT_BACKBONE,
         config: TaskConfig | None = None,
         val_fraction: float = 0.1,
         eval_mb_size: int = 256,
