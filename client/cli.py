@@ -29,9 +29,8 @@ def _floats(text: str) -> tuple[float, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from server.config import LIMITS, ServerConfig
-    from sparse_engine.backbone import DEFAULT_BACKBONE
-    from sparse_engine.config import RANGES, range_text
+    from server.config import DEFAULT_DATA_DIR, LIMITS, ServerConfig
+    from sparse_engine.config import DEFAULT_BACKBONE, RANGES, range_text
 
     from .client import CALL_TIMEOUT, LEARN_TIMEOUT
 
@@ -44,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--data-dir",
         type=Path,
-        default=Path("sparsecl-data"),
+        default=DEFAULT_DATA_DIR,
         help="embedded store: sqlite + artifacts live here (default ./sparsecl-data)",
     )
     serve.add_argument(
@@ -263,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     where = check.add_mutually_exclusive_group()
     where.add_argument(
-        "--data-dir", type=Path, default=Path("sparsecl-data"), help="embedded store's data dir"
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="embedded store's data dir"
     )
     where.add_argument("--tracking-uri", default=None, help="any MLflow tracking URI instead")
     return parser
@@ -491,32 +490,21 @@ def _backup(args: argparse.Namespace) -> int:
     from server.datadir import DataDirError, backup
     from server.store import redact
 
-    if args.tracking_uri:
-        print(
-            f"sparsecl backup: error: {redact(args.tracking_uri)} is a remote MLflow store: "
-            "back it up with its database's own tools (pg_dump, mysqldump, ...) and its "
-            "artifact store's (bucket versioning or copy); `sparsecl backup` snapshots an "
-            "embedded store's data dir only",
-            file=sys.stderr,
+    if args.tracking_uri:  # main() prints DataDirError (a ValueError) and exits 2
+        raise DataDirError(
+            f"{redact(args.tracking_uri)} is a remote MLflow store: back it up with its "
+            "database's own tools (pg_dump, mysqldump, ...) and its artifact store's (bucket "
+            "versioning or copy); `sparsecl backup` snapshots an embedded store's data dir only"
         )
-        return 2
-    try:
-        backup(args.data_dir, args.dest)
-    except DataDirError as e:
-        print(f"sparsecl backup: error: {e}", file=sys.stderr)
-        return 2
+    backup(args.data_dir, args.dest)
     print(f"backed up {args.data_dir} to {args.dest}")
     return 0
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from server.datadir import DataDirError, restore
+    from server.datadir import restore
 
-    try:
-        restore(args.backup, args.data_dir)
-    except DataDirError as e:
-        print(f"sparsecl restore: error: {e}", file=sys.stderr)
-        return 2
+    restore(args.backup, args.data_dir)  # main() prints a DataDirError and exits 2
     print(f"restored {args.backup} into {args.data_dir}: serve it with --data-dir {args.data_dir}")
     return 0
 

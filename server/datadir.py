@@ -30,7 +30,7 @@ LOCATIONS = (
 )
 
 
-class DataDirError(Exception):
+class DataDirError(ValueError):
     """The data dir (or a backup) cannot be used as asked; the message says what to do."""
 
 

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from client import Client, Progress, TaskInfo
-from sparse_engine.backbone import DEFAULT_BACKBONE
+from sparse_engine.config import DEFAULT_BACKBONE
 from sparse_engine.metrics import AccuracyMatrix
 from sparse_engine.mnist import split_mnist
 

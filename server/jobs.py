@@ -76,8 +76,8 @@ class Job:
     error: str = ""
     run_id: str = ""
     cancelled: str = ""  # why the job must stop before its commit; "" = keep going
-    train_examples: int = 0
-    val_examples: int = 0
+    train_examples: int = field(init=False, default=0)  # kept once the examples are let go
+    val_examples: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.train_examples = len(self.train) if self.train is not None else 0

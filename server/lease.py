@@ -21,7 +21,7 @@ import time
 import uuid
 from typing import Any
 
-from .lock import StoreLockedError
+from .lock import StoreLockedError, describe
 from .store import StoreUnavailableError, TaskStore, redact
 
 log = logging.getLogger("sparsecl.server")
@@ -62,10 +62,9 @@ class StoreLease:
 
     def _refuse(self, holder: dict[str, Any]) -> StoreLockedError:
         left = max(0.0, float(holder.get("expires", 0)) - time.time())
-        where = f", serving {holder['address']}" if holder.get("address") else ""
         return StoreLockedError(
             f"the store {redact(self.store.tracking_uri)} is written by another sparsecl "
-            f"server (pid {holder.get('pid')} on {holder.get('host')}{where}); its lease "
+            f"server ({describe(holder)}); its lease "
             f"expires in {left:.0f} s unless renewed: stop it first, or wait for the lease of "
             "a server that died to expire"
         )

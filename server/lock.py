@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 LOCK_FILE = "server.lock"
 
@@ -70,11 +70,13 @@ class DataDirLock:
             self._file = None
 
 
-def describe(holder: str) -> str:
-    """The lock file's JSON as 'pid N on HOST, serving ADDRESS, since TIME'."""
+def describe(holder: str | dict[str, Any]) -> str:
+    """A holder (the lock file's JSON, or the store lease's) as 'pid N on HOST, serving
+    ADDRESS, since TIME', saying only what it knows."""
     try:
-        h = json.loads(holder)
+        h = json.loads(holder) if isinstance(holder, str) else holder
         where = f", serving {h['address']}" if h.get("address") else ""
-        return f"pid {h['pid']} on {h['host']}{where}, since {h['since']}"
-    except (ValueError, KeyError, TypeError):
-        return holder[:200]
+        since = f", since {h['since']}" if h.get("since") else ""
+        return f"pid {h['pid']} on {h['host']}{where}{since}"
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return str(holder)[:200]

@@ -9,13 +9,15 @@ import signal
 import ssl
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sparse_engine.backbone import DEFAULT_BACKBONE
+from sparse_engine.config import DEFAULT_BACKBONE
 
 from .config import ServerConfig
 from .lock import DataDirLock, StoreLockedError
-from .store import TaskStore, redact
+
+if TYPE_CHECKING:
+    from .store import TaskStore
 
 log = logging.getLogger("sparsecl.server")
 SERVICE = "sparsecl.v1.ContinualLearner"
@@ -52,6 +54,7 @@ async def _serve(
     import grpc
 
     from .lease import StoreLease
+    from .store import TaskStore
 
     # bind first: a port in use fails before the store is touched (bound, not yet serving)
     limit = config.max_message_bytes
@@ -104,6 +107,7 @@ async def _run(
     from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
 
     from .service import ContinualLearnerService
+    from .store import redact
     from .storecheck import rebuild
 
     model = SparseCL(spec, seed)

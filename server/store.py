@@ -568,11 +568,16 @@ class TaskStore:
     def _read(self, r: Any, task_id: int, repair: bool) -> CommittedTask | DamagedTask:
         """A committed run's task, or why it is damaged (artifact or tags)."""
         run_id, tags, path = r.info.run_id, r.data.tags, self.artifact_path(r)
-        listed = {a.path for a in self.client.list_artifacts(run_id, "task")}
-        if STATE_ARTIFACT not in listed:
-            return _damaged(r, task_id, f"its artifact {path} is missing{RESTORE}")
         with tempfile.TemporaryDirectory() as tmp:
-            blob = Path(self.client.download_artifacts(run_id, STATE_ARTIFACT, tmp)).read_bytes()
+            try:
+                blob = Path(
+                    self.client.download_artifacts(run_id, STATE_ARTIFACT, tmp)
+                ).read_bytes()
+            except Exception:  # missing (damaged), or the store failed (unavailable): ask it
+                listed = {a.path for a in self.client.list_artifacts(run_id, "task")}
+                if STATE_ARTIFACT in listed:
+                    raise
+                return _damaged(r, task_id, f"its artifact {path} is missing{RESTORE}")
         if hashlib.sha256(blob).hexdigest() != tags.get(SHA256):
             return _damaged(
                 r, task_id, f"its artifact {path} does not match its sha256 tag{RESTORE}"

@@ -19,9 +19,6 @@ from torch import Tensor, nn
 LayerKind = Literal["linear", "conv"]
 
 
-DEFAULT_BACKBONE = "mlp:784-1000-1000"  # an MLP for 28×28 inputs (MNIST-sized)
-
-
 @dataclass(frozen=True)
 class LayerSpec:
     """One masked layer: a linear layer, or a 3×3 conv followed by 2×2 max-pooling."""

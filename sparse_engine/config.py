@@ -23,6 +23,7 @@ RESETS: tuple[str, ...] = ("rewind", "late_rewind", "reinit", "sign_constant")
 METHODS: tuple[str, ...] = ("prune", "supermask", "rigl")
 STRUCTURES: tuple[str, ...] = ("weights", "units")
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
+DEFAULT_BACKBONE = "mlp:784-1000-1000"  # an MLP for 28×28 inputs (MNIST-sized)
 
 # The sensible range of each numeric hyper-parameter, inclusive (density and the fractions
 # with open ends are checked below). Beyond these a task cannot learn (a learning rate of

@@ -6,8 +6,7 @@ import time
 
 from tqdm import tqdm
 
-from .backbone import DEFAULT_BACKBONE
-from .config import ProgressEvent, TaskConfig
+from .config import DEFAULT_BACKBONE, ProgressEvent, TaskConfig
 from .metrics import AccuracyMatrix
 from .mnist import split_mnist
 from .model import SparseCL

@@ -20,8 +20,8 @@ from avalanche.training.plugins.evaluation import default_evaluator
 from avalanche.training.templates import SupervisedTemplate
 from torch import Tensor, nn
 
-from .backbone import DEFAULT_BACKBONE, BackboneSpec
-from .config import TaskConfig
+from .backbone import BackboneSpec
+from .config import DEFAULT_BACKBONE, TaskConfig
 from .data import TaskData, from_avalanche
 from .errors import TaskExistsError
 from .model import SparseCL
