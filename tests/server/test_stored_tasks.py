@@ -1,0 +1,69 @@
+"""Tasks stored by an earlier release serve bit for bit the same scores.
+
+tests/data/store.tar.gz holds a backup written by the release of commit 4a26bd3 (four
+tasks: sparse layers, dense-stored layers, a supermask, whole-unit pruning) and the
+scores its server answered for each engine backend, task and batch size
+(tests/data/write_store.py wrote it). The scores' last bits depend on the CPU's vector
+features, so they are compared bit for bit on a host with the features of the machine
+that wrote them, and to float32 rounding elsewhere.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from client import Client
+from sparse_engine.mnist import Mnist
+
+from ..serving import ServerProcess, sparsecl
+
+ARCHIVE = Path(__file__).resolve().parent.parent / "data" / "store.tar.gz"
+BACKENDS = ("native", "torch")
+
+
+def cpu_flags() -> set[str]:
+    text = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    line = next((x for x in text.splitlines() if x.startswith("flags")), "flags :")
+    return set(line.split(":")[1].split()) & {"avx2", "fma", "avx512f"}
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray], bool]:
+    """The old store restored into a new data dir, its expected scores, and whether this
+    host has the CPU features of the machine that wrote them."""
+    root = tmp_path_factory.mktemp("stored")
+    with tarfile.open(ARCHIVE) as tar:
+        tar.extractall(root, filter="data")
+    done = sparsecl("restore", root / "store", root / "data")
+    assert done.returncode == 0, done.stderr
+    written = json.loads((root / "written.json").read_text())
+    with np.load(root / "expected.npz") as expected:
+        scores = {k: expected[k] for k in expected.files}
+    return root / "data", scores, set(written["cpu_flags"]) == cpu_flags()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_old_store_serves_the_same_scores(
+    stored: tuple[Path, dict[str, np.ndarray], bool], mnist: Mnist, backend: str
+) -> None:
+    data_dir, expected, same_cpu = stored
+    mine = {k: v for k, v in expected.items() if k.startswith(f"{backend}/")}
+    assert len(mine) == 4 * 7  # four tasks, seven batch sizes
+    server = ServerProcess(data_dir, backbone=None, args=["--engine-backend", backend]).start()
+    try:
+        with Client(server.address, timeout=300) as client:
+            for key, want in mine.items():
+                _, task, batch = key.split("/")
+                got = client.predict(task, mnist.x_test[: int(batch)]).scores
+                if same_cpu:
+                    assert got.tobytes() == want.tobytes(), key
+                else:
+                    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=key)
+                assert (got.argmax(1) == want.argmax(1)).all(), key
+    finally:
+        assert server.terminate() == 0
