@@ -25,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .backbone import Backbone, forward_layers, init_weight
+from .backbone import Backbone, forward_layers, init_head, init_weight
 from .data import TaskData
 from .errors import InvalidInputError, SparseCLError
-from .learner import accuracy, make_optimizer
 from .model import SparseCL, free_pool_generator
 from .task import Task, TaskNet
+from .trainer import accuracy, make_optimizer
 
 ANALYSES: tuple[str, ...] = ("weight-agnostic", "layer-robustness", "noise")
 # Gaier & Ha sweep ±{0.5, 1, 2}; smaller values are added because a kept weight here is
@@ -270,12 +270,10 @@ def task_initial_weights(model: SparseCL, task: Task) -> list[Tensor]:
 
 def initial_head(task: Task, features: int) -> tuple[Tensor, Tensor]:
     """The head's values before training, regenerated from the task's seed as
-    ``learner.TaskTrainer`` draws them (weight, then bias, uniform in ±1/sqrt(features))."""
+    ``trainer.TaskTrainer`` draws them (weight, then bias, uniform in ±1/sqrt(features))."""
     generator = torch.Generator().manual_seed(task.config.seed)
-    bound = 1.0 / features**0.5
-    weight = torch.empty(task.head_weight.shape).uniform_(-bound, bound, generator=generator)
-    bias = torch.empty(task.head_bias.shape).uniform_(-bound, bound, generator=generator)
-    return weight, bias
+    head = init_head(nn.Linear(features, task.head_weight.shape[0]), generator)
+    return head.weight.detach(), head.bias.detach()
 
 
 # ---- weight-agnostic -----------------------------------------------------------------------
@@ -372,11 +370,9 @@ def layer_robustness(
     net.head.weight.copy_(init_w)
     net.head.bias.copy_(init_b)
     reinit.append(accuracy(net, data, targets))
-    bound = 1.0 / model.spec.features**0.5
     total = 0.0
     for _ in range(draws):
-        net.head.weight.uniform_(-bound, bound, generator=generator)
-        net.head.bias.uniform_(-bound, bound, generator=generator)
+        init_head(net.head, generator)
         total += accuracy(net, data, targets)
     rerandom.append(total / draws)
     net.head.weight.copy_(head_w)
@@ -406,11 +402,7 @@ class DenseNet(nn.Module):
             nn.Parameter(torch.zeros(layer.out_shape[0])) for layer in spec.layers
         )
         self.activations = nn.ModuleList(nn.ReLU() for _ in spec.layers)
-        self.head = nn.Linear(spec.features, classes)
-        bound = 1.0 / spec.features**0.5
-        with torch.no_grad():
-            self.head.weight.uniform_(-bound, bound, generator=generator)
-            self.head.bias.uniform_(-bound, bound, generator=generator)
+        self.head = init_head(nn.Linear(spec.features, classes), generator)
 
     def forward(self, x: Tensor) -> Tensor:
         hidden = forward_layers(

@@ -126,6 +126,16 @@ def init_weight(shape: Sequence[int], generator: torch.Generator) -> Tensor:
     return torch.empty(*shape).uniform_(-bound, bound, generator=generator)
 
 
+@torch.no_grad()
+def init_head(head: nn.Linear, generator: torch.Generator) -> nn.Linear:
+    """Draw a task head's values as ``nn.Linear`` does (weight, then bias, uniform in
+    ±1/sqrt(features)) from ``generator``, so a task's seed regenerates them."""
+    bound = 1.0 / math.sqrt(head.in_features)
+    head.weight.uniform_(-bound, bound, generator=generator)
+    head.bias.uniform_(-bound, bound, generator=generator)
+    return head
+
+
 def forward_layers(
     spec: BackboneSpec,
     x: Tensor,
