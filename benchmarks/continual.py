@@ -284,11 +284,11 @@ def make_strategy(
 def stored_bytes(method: str, strategy: Any, model: nn.Module, tasks: int) -> tuple[float, float]:
     """Bytes and parameters stored per task once the stream is learned."""
     if method == "sparsecl":
-        from sparse_engine.state import dumps, export_task
+        from sparse_engine.state import dumps
 
         # what the server stores per task: its safetensors blob (packed mask, owned values,
         # biases, k-WTA state, head)
-        states = [export_task(strategy.learner, name) for name in strategy.learner.tasks]
+        states = [strategy.learner.task(name) for name in strategy.learner.tasks]
         stored = [len(dumps(state)) for state in states]
         params = [
             sum(t.numel() for t in (*st.own_values, *st.biases, st.head_weight, st.head_bias))

@@ -40,7 +40,8 @@ from mlflow.tracking import MlflowClient
 from sparse_engine.analysis import AnalysisTable
 from sparse_engine.backbone import BackboneSpec
 from sparse_engine.config import ProgressEvent, TaskConfig
-from sparse_engine.state import TaskState, dumps, loads
+from sparse_engine.state import dumps, loads
+from sparse_engine.task import Task
 
 from . import plots
 from .datadir import DataDirError, relocate
@@ -69,7 +70,7 @@ class StoreCorruptError(Exception):
 class CommittedTask:
     """A task read back from (or just written to) the store."""
 
-    state: TaskState
+    state: Task
     run_id: str
     model_name: str
     model_version: str
@@ -90,7 +91,7 @@ class DamagedTask:
     run_id: str  # '' when no run is left
     error: str
     created_ms: int
-    state: TaskState | None = None
+    state: Task | None = None
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,7 @@ class TaskStore:
     def commit(
         self,
         run_id: str,
-        state: TaskState,
+        state: Task,
         events: Sequence[ProgressEvent],
         steps_per_epoch: int,
         created_ms: int,
@@ -344,7 +345,7 @@ class TaskStore:
         self._finish(run_id)
         return CommittedTask(state, run_id, self.model_name(record.name), version, created_ms)
 
-    def _register(self, run_id: str, state: TaskState) -> str:
+    def _register(self, run_id: str, state: Task) -> str:
         """One registered model per task, version tagged for the UI; '' if the registry failed."""
         record = state.record
         name = self.model_name(record.name)

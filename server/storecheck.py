@@ -27,8 +27,7 @@ import torch
 from sparse_engine.config import TaskConfig
 from sparse_engine.errors import TaskExistsError
 from sparse_engine.model import SparseCL
-from sparse_engine.state import TaskState
-from sparse_engine.task import TaskRecord
+from sparse_engine.task import Task, TaskRecord
 
 from .datadir import DB
 from .store import (
@@ -121,7 +120,7 @@ def _unreplayable(
     )
 
 
-def _placeholder(model: SparseCL, task_id: int) -> TaskState:
+def _placeholder(model: SparseCL, task_id: int) -> Task:
     """An empty task (no mask, no weights) holding id ``task_id`` during the replay; its
     name has a space, which no real task name can have."""
     layers = model.spec.layers
@@ -136,7 +135,7 @@ def _placeholder(model: SparseCL, task_id: int) -> TaskState:
         free_capacity=tuple(model.free_capacity()),
         seconds=0.0,
     )
-    return TaskState(
+    return Task(
         record=record,
         config=TaskConfig(),
         masks=tuple(torch.zeros(layer.weight_shape, dtype=torch.bool) for layer in layers),

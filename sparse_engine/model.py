@@ -20,12 +20,11 @@ from .errors import (
     brief,
 )
 from .kwta import resolve_k
-from .learner import Subnetwork, learn_subnetwork
+from .learner import learn_task
 from .owners import MAX_TASKS, OwnerMap
 from .plan import Plan
 from .saliency import keep_count
 from .soundness import check_sound
-from .state import TaskState
 from .structured import row_units
 from .task import Task, TaskNet, TaskRecord
 
@@ -118,25 +117,26 @@ class SparseCL:
         val: TaskData | None = None,
         config: TaskConfig | None = None,
         progress: ProgressCallback | None = None,
-    ) -> TaskState:
+    ) -> Task:
         """Learn task ``name`` without committing it (the model is unchanged until
         ``commit_task``), so a caller can store the result first."""
         config = config or TaskConfig()
         self.check_new_task(name, train, val, config)
         if val is None:
             train, val = train.split(HOLD_OUT, seed=config.seed)
-        sub = learn_subnetwork(
+        task = learn_task(
             self.backbone,
             self.owners.owned(),
             train,
             val,
-            train.classes,
+            name,
+            len(self.tasks) + 1,
             config,
             free_capacity=self.spec.overall(self.free_capacity()),
             progress=progress,
         )
-        check_sound(name, sub, len(train.classes), config)
-        return self._prepared(name, train.classes, config, sub)
+        check_sound(task)
+        return task
 
     def check_new_task(
         self, name: str, train: TaskData, val: TaskData | None, config: TaskConfig
@@ -216,39 +216,7 @@ class SparseCL:
             raise InvalidInputError("inputs hold NaN or Inf values")
 
     @torch.no_grad()
-    def _prepared(
-        self, name: str, classes: tuple[int, ...], config: TaskConfig, sub: Subnetwork
-    ) -> TaskState:
-        task_id = len(self.tasks) + 1
-        claimed = [m & f for m, f in zip(sub.masks, self.owners.free(), strict=True)]
-        free_after = [f & ~c for f, c in zip(self.owners.free(), claimed, strict=True)]
-        owned = sum(int(c.sum()) for c in claimed)
-        kept = sum(int(m.sum()) for m in sub.masks)
-        record = TaskRecord(
-            id=task_id,
-            name=name,
-            classes=classes,
-            density=tuple(int(m.sum()) / m.numel() for m in sub.masks),  # exact, not float32
-            weights_owned=owned,
-            weights_read=kept - owned,
-            val_accuracy=sub.val_accuracy,
-            free_capacity=tuple(int(f.sum()) / f.numel() for f in free_after),
-            seconds=sub.seconds,
-            history=sub.history,
-        )
-        return TaskState(
-            record=record,
-            config=config,
-            masks=sub.masks,
-            own_values=tuple(w[c].clone() for w, c in zip(sub.weights, claimed, strict=True)),
-            biases=sub.biases,
-            kwta=sub.kwta,
-            head_weight=sub.head_weight,
-            head_bias=sub.head_bias,
-        )
-
-    @torch.no_grad()
-    def commit_task(self, state: TaskState) -> TaskRecord:
+    def commit_task(self, state: Task) -> TaskRecord:
         """Commit a prepared (or stored) task: it owns the free weights of its mask, which
         take its values, and the free pool is re-initialised; deterministic, so replaying the
         stored tasks in id order rebuilds the backbone bit for bit."""
@@ -268,15 +236,7 @@ class SparseCL:
         for w, c, v in zip(self.backbone.weights, claimed, state.own_values, strict=True):
             w[c] = v
         self.backbone.reinit_free(self.owners.free(), free_pool_generator(self.seed, task_id))
-        self.tasks[name] = Task(
-            state.record,
-            state.config,
-            state.masks,
-            state.biases,
-            state.kwta,
-            state.head_weight,
-            state.head_bias,
-        )
+        self.tasks[name] = state
         return state.record
 
     # ---- inference ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .learner import Run
+from .recipe import Run
 from .saliency import keep_count, top_mask
 
 

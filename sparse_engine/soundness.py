@@ -10,9 +10,8 @@ import math
 
 import torch
 
-from .config import TaskConfig
 from .errors import UnsoundTaskError
-from .learner import Subnetwork
+from .task import Task
 
 
 def chance(classes: int) -> float:
@@ -20,23 +19,27 @@ def chance(classes: int) -> float:
     return 1.0 / classes
 
 
-def check_sound(name: str, sub: Subnetwork, classes: int, config: TaskConfig) -> None:
-    """Raise UnsoundTaskError, saying why and what to change, unless every tensor of ``sub``
-    is finite, its last training loss is finite and its validation accuracy beats chance."""
+def check_sound(task: Task) -> None:
+    """Raise UnsoundTaskError, saying why and what to change, unless every tensor of a
+    learned task is finite, its last training loss is finite and its validation accuracy
+    beats chance."""
+    name, classes, config = task.name, len(task.classes), task.config
     tensors = {
-        **{f"layer {i} weights": w for i, w in enumerate(sub.weights)},
-        **{f"layer {i} biases": b for i, b in enumerate(sub.biases)},
-        **{f"layer {i} k-WTA duty cycles": s.duty_cycle for i, s in enumerate(sub.kwta)},
-        "head weights": sub.head_weight,
-        "head biases": sub.head_bias,
+        **{f"layer {i} weights": w for i, w in enumerate(task.own_values)},
+        **{f"layer {i} biases": b for i, b in enumerate(task.biases)},
+        **{f"layer {i} k-WTA duty cycles": s.duty_cycle for i, s in enumerate(task.kwta)},
+        "head weights": task.head_weight,
+        "head biases": task.head_bias,
     }
     bad = [what for what, t in tensors.items() if not bool(torch.isfinite(t).all())]
     bad += [
         f"layer {i} k-WTA boost"
-        for i, s in enumerate(sub.kwta)
+        for i, s in enumerate(task.kwta)
         if not math.isfinite(s.boost_strength)
     ]
-    losses = [float(h["loss"]) for h in sub.history if h.get("phase") in ("train", "retrain")]
+    losses = [
+        float(h["loss"]) for h in task.record.history if h.get("phase") in ("train", "retrain")
+    ]
     if losses and not math.isfinite(losses[-1]):
         bad.append(f"training loss ({losses[-1]})")
     hint = (
@@ -50,9 +53,9 @@ def check_sound(name: str, sub: Subnetwork, classes: int, config: TaskConfig) ->
             f"{hint[0].upper()}{hint[1:]}"
         )
     floor = chance(classes)
-    if not (math.isfinite(sub.val_accuracy) and sub.val_accuracy > floor):
+    if not (math.isfinite(task.record.val_accuracy) and task.record.val_accuracy > floor):
         raise UnsoundTaskError(
-            f"task {name!r} reached validation accuracy {sub.val_accuracy:.4f}, not above "
+            f"task {name!r} reached validation accuracy {task.record.val_accuracy:.4f}, not above "
             f"chance ({floor:.4f} for {classes} classes); nothing was committed. Check that "
             f"the labels belong to the inputs, train longer (epochs {config.epochs}, "
             f"retrain_epochs {config.retrain_epochs}), or {hint}"

@@ -1,10 +1,9 @@
-"""A task's own tensors as one safetensors blob: what storage keeps so a task can be restored.
+"""A task as one safetensors blob: what storage keeps so a task can be restored.
 
-A ``TaskState`` holds only what the task adds: its mask (bit-packed on disk), the values
-of the weights it owns (the free positions of its mask at commit, in row-major order),
-its biases, k-WTA state and head. Older tasks' weights are never part of it, so storage
-grows with the weights each task owns, not with the backbone's size. No pickle: tensors
-go through safetensors, the record and config through JSON in its metadata.
+A ``Task`` holds only what the task adds: its mask (bit-packed on disk), the values of the
+weights it owns, its biases, k-WTA state and head. Older tasks' weights are never part of
+it, so storage grows with the weights each task owns, not with the backbone's size. No
+pickle: tensors go through safetensors, the record and config through JSON in its metadata.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,27 +21,9 @@ from torch import Tensor
 
 from .config import TaskConfig
 from .kwta import KWinnersState
-from .task import TaskRecord
+from .task import Task, TaskRecord
 
 FORMAT = "sparsecl.task/1"
-
-
-@dataclass(frozen=True)
-class TaskState:
-    """A learned task ready to commit, or one read back from storage."""
-
-    record: TaskRecord
-    config: TaskConfig
-    masks: tuple[Tensor, ...]  # bool, one per backbone layer
-    own_values: tuple[Tensor, ...]  # float32, 1-D: values at mask ∩ free-at-commit, row-major
-    biases: tuple[Tensor, ...]
-    kwta: tuple[KWinnersState, ...]
-    head_weight: Tensor
-    head_bias: Tensor
-
-    @property
-    def name(self) -> str:
-        return self.record.name
 
 
 def pack_mask(mask: Tensor) -> Tensor:
@@ -85,7 +65,7 @@ def config_from_dict(data: dict[str, Any]) -> TaskConfig:
     return TaskConfig(**values)
 
 
-def dumps(state: TaskState) -> bytes:
+def dumps(state: Task) -> bytes:
     """The task as safetensors bytes (tensors) with its record, config and k-WTA in metadata."""
     tensors: dict[str, Tensor] = {}
     for i, mask in enumerate(state.masks):
@@ -108,7 +88,7 @@ def dumps(state: TaskState) -> bytes:
     return st_save(tensors, metadata=meta)
 
 
-def loads(blob: bytes) -> TaskState:
+def loads(blob: bytes) -> Task:
     """Read back what ``dumps`` wrote; raises ValueError on anything malformed."""
     try:
         tensors = st_load(blob)
@@ -118,7 +98,7 @@ def loads(blob: bytes) -> TaskState:
         shapes = json.loads(meta["mask_shapes"])
         kwta_meta = json.loads(meta["kwta"])
         layers = range(len(shapes))
-        return TaskState(
+        return Task(
             record=_record_from(json.loads(meta["record"])),
             config=config_from_dict(json.loads(meta["config"])),
             masks=tuple(unpack_mask(tensors[f"mask.{i}"], shapes[i]) for i in layers),
@@ -167,21 +147,4 @@ def _metadata(blob: bytes) -> dict[str, str]:
     return dict(header.get("__metadata__", {}))
 
 
-def export_task(model: Any, name: str) -> TaskState:
-    """The committed task ``name`` of a ``SparseCL`` model as a TaskState (for copies, tests)."""
-    task = model.task(name)
-    owned = model.owners.owned_by(task.record.id)
-    values = tuple(w[o].clone() for w, o in zip(model.backbone.weights, owned, strict=True))
-    return TaskState(
-        record=task.record,
-        config=task.config,
-        masks=tuple(m.clone() for m in task.masks),
-        own_values=values,
-        biases=tuple(b.clone() for b in task.biases),
-        kwta=task.kwta,
-        head_weight=task.head_weight.clone(),
-        head_bias=task.head_bias.clone(),
-    )
-
-
-__all__ = ["TaskState", "dumps", "export_task", "loads", "pack_mask", "unpack_mask"]
+__all__ = ["dumps", "loads", "pack_mask", "unpack_mask"]

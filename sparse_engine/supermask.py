@@ -18,8 +18,9 @@ from torch import Tensor, nn
 
 from .backbone import Backbone, init_weight
 from .config import TaskConfig
-from .learner import Run, TaskTrainer
+from .recipe import Run
 from .saliency import keep_count
+from .trainer import TaskTrainer
 
 
 def top_k_mask(score: Tensor, keep: int) -> Tensor:

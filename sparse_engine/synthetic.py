@@ -48,6 +48,7 @@ def synthetic_task(
         record,
         TaskConfig(density=max(weight_density, 1e-6), k=k),
         tuple(masks),
+        tuple(torch.zeros(0) for _ in masks),  # owns nothing: reads the weights it is given
         tuple(biases),
         tuple(states),
         head_weight,

@@ -1,4 +1,5 @@
-"""A committed task: its mask over the backbone, its own biases, k-WTA state and head."""
+"""A task: its mask over the backbone, the values of the weights it owns, its biases, k-WTA
+state and head; what the learner returns, the model commits and runs, and storage keeps."""
 
 from __future__ import annotations
 
@@ -31,11 +32,14 @@ class TaskRecord:
 
 @dataclass(frozen=True)
 class Task:
-    """Everything needed to run a committed task besides the backbone's weight values."""
+    """A learned task: everything that it adds to the backbone. ``own_values`` are the
+    values of the free weights its mask claimed at commit (row-major), which the backbone
+    holds from then on; the weights of earlier tasks that it reads are never part of it."""
 
     record: TaskRecord
     config: TaskConfig
     masks: tuple[Tensor, ...]  # bool, one per backbone layer
+    own_values: tuple[Tensor, ...]  # float32, 1-D: values at mask ∩ free-at-commit
     biases: tuple[Tensor, ...]
     kwta: tuple[KWinnersState, ...]
     head_weight: Tensor

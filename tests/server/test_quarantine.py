@@ -24,7 +24,8 @@ from server.storecheck import rebuild
 from sparse_engine.config import TaskConfig
 from sparse_engine.mnist import Mnist, digits_task
 from sparse_engine.model import SparseCL
-from sparse_engine.state import TaskState, loads
+from sparse_engine.state import loads
+from sparse_engine.task import Task
 
 from ..serving import FAST, TINY, ServerProcess, digits, sparsecl
 
@@ -184,18 +185,18 @@ class Loaded:
         return self.contents
 
 
-def committed(state: TaskState) -> CommittedTask:
+def committed(state: Task) -> CommittedTask:
     return CommittedTask(state, f"run-{state.name}", state.name, "1", 0)
 
 
-def damaged(state: TaskState, keep_state: bool) -> DamagedTask:
+def damaged(state: Task, keep_state: bool) -> DamagedTask:
     return DamagedTask(
         state.name, state.record.id, f"run-{state.name}", "broken", 0, state if keep_state else None
     )
 
 
 @pytest.fixture(scope="module")
-def states(mnist: Mnist) -> tuple[list[TaskState], TaskState]:
+def states(mnist: Mnist) -> tuple[list[Task], Task]:
     """Tasks A, B, C learned in turn, and C' = C without the weights B owns (C' reads
     nothing of B, and owns exactly what C owns)."""
     model, out = SparseCL(TINY), []
@@ -211,7 +212,7 @@ def states(mnist: Mnist) -> tuple[list[TaskState], TaskState]:
     return out, c_free
 
 
-def replayed(*states: TaskState) -> SparseCL:
+def replayed(*states: Task) -> SparseCL:
     model = SparseCL(TINY)
     for s in states:
         model.commit_task(s)
@@ -219,7 +220,7 @@ def replayed(*states: TaskState) -> SparseCL:
 
 
 def test_replay_serves_a_later_task_that_reads_nothing_of_an_unreadable_one(
-    states: tuple[list[TaskState], TaskState], mnist: Mnist
+    states: tuple[list[Task], Task], mnist: Mnist
 ) -> None:
     (a, b, c), c_free = states
     x = torch.from_numpy(mnist.x_test[:100].reshape(100, -1).astype(np.float32) / 255)
@@ -238,7 +239,7 @@ def test_replay_serves_a_later_task_that_reads_nothing_of_an_unreadable_one(
 
 
 def test_replay_keeps_the_weights_of_an_intact_damaged_task(
-    states: tuple[list[TaskState], TaskState], mnist: Mnist
+    states: tuple[list[Task], Task], mnist: Mnist
 ) -> None:
     (a, b, c), _ = states
     x = torch.from_numpy(mnist.x_test[:100].reshape(100, -1).astype(np.float32) / 255)

@@ -21,7 +21,7 @@ from server.store import (
 from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.mnist import Mnist, digits_task
 from sparse_engine.model import SparseCL
-from sparse_engine.state import TaskState
+from sparse_engine.task import Task
 
 from ..serving import FAST, TINY
 
@@ -40,7 +40,7 @@ def open_store(root: Path, experiment: str, backbone: str | None = TINY) -> Task
 
 
 @pytest.fixture(scope="module")
-def prepared(mnist: Mnist) -> tuple[TaskState, list[ProgressEvent]]:
+def prepared(mnist: Mnist) -> tuple[Task, list[ProgressEvent]]:
     events: list[ProgressEvent] = []
     model = SparseCL(TINY)
     state = model.prepare_task("A", digits_task([0, 1], 200, mnist), None, CONFIG, events.append)
@@ -48,7 +48,7 @@ def prepared(mnist: Mnist) -> tuple[TaskState, list[ProgressEvent]]:
 
 
 @pytest.fixture(scope="module")
-def committed(root: Path, prepared: tuple[TaskState, list[ProgressEvent]]) -> Iterator[str]:
+def committed(root: Path, prepared: tuple[Task, list[ProgressEvent]]) -> Iterator[str]:
     """Experiment 'committed': task A stored completely; yields its run id."""
     state, events = prepared
     store = open_store(root, "committed")
@@ -59,7 +59,7 @@ def committed(root: Path, prepared: tuple[TaskState, list[ProgressEvent]]) -> It
 
 
 def test_committed_task_loads_back_tensor_for_tensor(
-    root: Path, committed: str, prepared: tuple[TaskState, list[ProgressEvent]]
+    root: Path, committed: str, prepared: tuple[Task, list[ProgressEvent]]
 ) -> None:
     loaded = open_store(root, "committed").load()
     tasks = loaded.committed
@@ -102,7 +102,7 @@ def test_run_and_registered_model_are_browsable(root: Path, committed: str) -> N
 
 
 def test_stored_bytes_grow_with_owned_weights_not_backbone_size(
-    root: Path, committed: str, prepared: tuple[TaskState, list[ProgressEvent]]
+    root: Path, committed: str, prepared: tuple[Task, list[ProgressEvent]]
 ) -> None:
     path = root / "artifacts" / committed / "artifacts" / "task" / "state.safetensors"
     backbone_bytes = 4 * (784 * 64 + 64 * 64)
@@ -119,7 +119,7 @@ def test_run_left_training_is_loaded_as_failed(root: Path) -> None:
     assert store.client.get_run(run_id).info.status == "FAILED"
 
 
-def commit_a(root: Path, experiment: str, prepared: tuple[TaskState, list[ProgressEvent]]) -> str:
+def commit_a(root: Path, experiment: str, prepared: tuple[Task, list[ProgressEvent]]) -> str:
     """A store ``experiment`` holding task A, committed; returns its run id."""
     store = open_store(root, experiment)
     run_id, created = store.start("A", 1, CONFIG, TINY, {})
@@ -128,7 +128,7 @@ def commit_a(root: Path, experiment: str, prepared: tuple[TaskState, list[Progre
 
 
 def test_tampered_task_state_is_damaged_not_fatal(
-    root: Path, prepared: tuple[TaskState, list[ProgressEvent]]
+    root: Path, prepared: tuple[Task, list[ProgressEvent]]
 ) -> None:
     run_id = commit_a(root, "tampered", prepared)
     path = root / "artifacts" / run_id / "artifacts" / "task" / "state.safetensors"
@@ -142,7 +142,7 @@ def test_tampered_task_state_is_damaged_not_fatal(
 
 
 def test_committed_run_tagged_failed_is_damaged_and_never_downgraded(
-    root: Path, prepared: tuple[TaskState, list[ProgressEvent]]
+    root: Path, prepared: tuple[Task, list[ProgressEvent]]
 ) -> None:
     run_id = commit_a(root, "edited", prepared)
     store = open_store(root, "edited")
@@ -156,7 +156,7 @@ def test_committed_run_tagged_failed_is_damaged_and_never_downgraded(
 
 
 def test_duplicate_and_missing_task_ids_are_damaged_not_fatal(
-    root: Path, prepared: tuple[TaskState, list[ProgressEvent]]
+    root: Path, prepared: tuple[Task, list[ProgressEvent]]
 ) -> None:
     first = commit_a(root, "ids", prepared)
     store = open_store(root, "ids")

@@ -13,9 +13,9 @@ from sparse_engine import analysis
 from sparse_engine.backbone import Backbone
 from sparse_engine.data import TaskData, from_numpy
 from sparse_engine.errors import InvalidInputError, UnknownTaskError
-from sparse_engine.learner import TaskTrainer
 from sparse_engine.mnist import Mnist, normalize
 from sparse_engine.model import SparseCL
+from sparse_engine.trainer import TaskTrainer
 
 from .conftest import FAST, TINY, task_of
 

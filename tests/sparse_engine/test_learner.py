@@ -7,13 +7,14 @@ import math
 import pytest
 import torch
 
-from sparse_engine import learner
+from sparse_engine import recipe
 from sparse_engine.backbone import Backbone, BackboneSpec
 from sparse_engine.config import ProgressEvent, Retrain, TaskConfig
 from sparse_engine.data import TaskData
-from sparse_engine.learner import Run, TaskTrainer
 from sparse_engine.model import SparseCL
+from sparse_engine.recipe import Run
 from sparse_engine.saliency import density_schedule, keep_count
+from sparse_engine.trainer import TaskTrainer
 
 from .conftest import FAST, TINY
 
@@ -66,7 +67,7 @@ def test_retraining_anneals_the_learning_rate_and_dense_training_does_not(
     config = dataclasses.replace(FAST, epochs=1, retrain_epochs=2)
     run = _run(SparseCL(TINY), three_tasks[0], config)
     rates: list[float] = []
-    make = learner.make_optimizer
+    make = recipe.make_optimizer
 
     def recording(params: list[torch.nn.Parameter], cfg: TaskConfig) -> torch.optim.Optimizer:
         optimizer = make(params, cfg)
@@ -75,7 +76,7 @@ def test_retraining_anneals_the_learning_rate_and_dense_training_does_not(
         )
         return optimizer
 
-    monkeypatch.setattr(learner, "make_optimizer", recording)
+    monkeypatch.setattr(recipe, "make_optimizer", recording)
     run.prune_recipe()
     per_epoch = run.steps_per_epoch()
     assert len(rates) == 3 * per_epoch

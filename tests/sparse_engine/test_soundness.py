@@ -10,25 +10,24 @@ import torch
 from sparse_engine.config import TaskConfig
 from sparse_engine.data import TaskData
 from sparse_engine.errors import InvalidInputError, UnsoundTaskError
-from sparse_engine.learner import Subnetwork, learn_subnetwork
+from sparse_engine.learner import learn_task
 from sparse_engine.model import SparseCL
 from sparse_engine.soundness import check_sound
+from sparse_engine.task import Task
 
 FAST = TaskConfig(density=0.1, k=0.25, epochs=1, retrain_epochs=1, batch_size=64, lr=3e-3)
 
 
 @pytest.fixture(scope="module")
-def learned(three_tasks: list[TaskData]) -> Subnetwork:
+def learned(three_tasks: list[TaskData]) -> Task:
     model = SparseCL("mlp:784-64-64")
     train, val = three_tasks[0].split(0.1)
-    return learn_subnetwork(
-        model.backbone, model.owners.owned(), train, val, train.classes, FAST, 1.0
-    )
+    return learn_task(model.backbone, model.owners.owned(), train, val, "t", 1, FAST, 1.0)
 
 
-def poisoned(sub: Subnetwork, part: str, value: float) -> Subnetwork:
+def poisoned(sub: Task, part: str, value: float) -> Task:
     """``sub`` with one value of ``part`` replaced by ``value``."""
-    if part in ("weights", "biases"):
+    if part in ("own_values", "biases"):
         tensors = [t.clone() for t in getattr(sub, part)]
         tensors[-1].view(-1)[0] = value
         return dataclasses.replace(sub, **{part: tuple(tensors)})
@@ -42,29 +41,29 @@ def poisoned(sub: Subnetwork, part: str, value: float) -> Subnetwork:
     return dataclasses.replace(sub, **{part: tensor})
 
 
-def test_a_sound_subnetwork_passes(learned: Subnetwork) -> None:
-    check_sound("t", learned, 2, FAST)
+def test_a_sound_subnetwork_passes(learned: Task) -> None:
+    check_sound(learned)
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
-@pytest.mark.parametrize("part", ["weights", "biases", "kwta", "head_weight", "head_bias"])
-def test_a_non_finite_value_anywhere_is_refused(
-    learned: Subnetwork, part: str, value: float
-) -> None:
+@pytest.mark.parametrize("part", ["own_values", "biases", "kwta", "head_weight", "head_bias"])
+def test_a_non_finite_value_anywhere_is_refused(learned: Task, part: str, value: float) -> None:
     with pytest.raises(UnsoundTaskError, match=r"diverged.*Lower lr"):
-        check_sound("t", poisoned(learned, part, value), 2, FAST)
+        check_sound(poisoned(learned, part, value))
 
 
-def test_a_non_finite_last_loss_is_refused(learned: Subnetwork) -> None:
-    history = (*learned.history, {"phase": "retrain", "epoch": 9, "loss": float("nan")})
+def test_a_non_finite_last_loss_is_refused(learned: Task) -> None:
+    history = (*learned.record.history, {"phase": "retrain", "epoch": 9, "loss": float("nan")})
+    record = dataclasses.replace(learned.record, history=history)
     with pytest.raises(UnsoundTaskError, match="training loss"):
-        check_sound("t", dataclasses.replace(learned, history=history), 2, FAST)
+        check_sound(dataclasses.replace(learned, record=record))
 
 
 @pytest.mark.parametrize("accuracy", [0.5, 0.2, float("nan")])
-def test_accuracy_at_or_below_chance_is_refused(learned: Subnetwork, accuracy: float) -> None:
+def test_accuracy_at_or_below_chance_is_refused(learned: Task, accuracy: float) -> None:
     with pytest.raises(UnsoundTaskError, match="not above chance"):
-        check_sound("t", dataclasses.replace(learned, val_accuracy=accuracy), 2, FAST)
+        record = dataclasses.replace(learned.record, val_accuracy=accuracy)
+        check_sound(dataclasses.replace(learned, record=record))
 
 
 def test_a_task_that_cannot_learn_changes_nothing(three_tasks: list[TaskData]) -> None:

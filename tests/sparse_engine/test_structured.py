@@ -14,7 +14,7 @@ from sparse_engine.data import TaskData
 from sparse_engine.errors import InvalidInputError
 from sparse_engine.model import SparseCL
 from sparse_engine.plan import compile_task
-from sparse_engine.state import dumps, export_task, loads
+from sparse_engine.state import dumps, loads
 from sparse_engine.structured import structured_masks
 from sparse_engine.task import Task
 
@@ -175,17 +175,17 @@ def test_structured_task_learns_real_mnist(mlp: SparseCL, three_tasks: list[Task
 
 
 def test_restart_keeps_the_units_mask(mlp: SparseCL, probe: TaskData) -> None:
-    state = loads(dumps(export_task(mlp, "units")))
+    state = loads(dumps(mlp.task("units")))
     for stored, kept in zip(state.kwta, rows_of(mlp.task("units")), strict=True):
         assert stored.units is not None and torch.equal(stored.units, kept)
     rebuilt = SparseCL(TINY)
-    rebuilt.commit_task(loads(dumps(export_task(mlp, "plain"))))
+    rebuilt.commit_task(loads(dumps(mlp.task("plain"))))
     rebuilt.commit_task(state)
     assert torch.equal(rebuilt.logits("units", probe.x), mlp.logits("units", probe.x))
 
 
 def test_unstructured_task_stores_no_units_mask(mlp: SparseCL) -> None:
-    state = loads(dumps(export_task(mlp, "plain")))
+    state = loads(dumps(mlp.task("plain")))
     assert all(s.units is None for s in state.kwta)
 
 
@@ -215,7 +215,7 @@ def test_fractional_k_is_a_fraction_of_the_kept_units(mlp: SparseCL) -> None:
 
 
 def test_stored_units_that_do_not_fit_the_layer_are_refused(mlp: SparseCL) -> None:
-    state = export_task(mlp, "units")
+    state = mlp.task("units")
     bad = dataclasses.replace(state.kwta[0], units=torch.ones(7, dtype=torch.bool))
     blob = dumps(dataclasses.replace(state, kwta=(bad, *state.kwta[1:])))
     with pytest.raises(ValueError, match="do not fit 64 units"):

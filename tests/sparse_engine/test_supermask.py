@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from sparse_engine.data import TaskData
-from sparse_engine.learner import TaskTrainer
 from sparse_engine.model import SparseCL
 from sparse_engine.saliency import keep_count
 from sparse_engine.supermask import straight_through
+from sparse_engine.trainer import TaskTrainer
 
 from .conftest import FAST, TINY
 
