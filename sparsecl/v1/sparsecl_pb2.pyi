@@ -288,7 +288,7 @@ class LayerInfo(_message.Message):
     def __init__(self, kind: _Optional[str] = ..., weight_shape: _Optional[_Iterable[int]] = ..., out_shape: _Optional[_Iterable[int]] = ..., weights: _Optional[int] = ..., free_weights: _Optional[int] = ..., free_capacity: _Optional[float] = ...) -> None: ...
 
 class BackboneInfo(_message.Message):
-    __slots__ = ("spec", "seed", "input_shape", "layers", "free_capacity", "tasks", "max_tasks", "tracking_uri", "experiment_id")
+    __slots__ = ("spec", "seed", "input_shape", "layers", "free_capacity", "tasks", "max_tasks", "tracking_uri", "experiment_id", "engine")
     SPEC_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPE_FIELD_NUMBER: _ClassVar[int]
@@ -298,6 +298,7 @@ class BackboneInfo(_message.Message):
     MAX_TASKS_FIELD_NUMBER: _ClassVar[int]
     TRACKING_URI_FIELD_NUMBER: _ClassVar[int]
     EXPERIMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
     spec: str
     seed: int
     input_shape: _containers.RepeatedScalarFieldContainer[int]
@@ -307,7 +308,18 @@ class BackboneInfo(_message.Message):
     max_tasks: int
     tracking_uri: str
     experiment_id: str
-    def __init__(self, spec: _Optional[str] = ..., seed: _Optional[int] = ..., input_shape: _Optional[_Iterable[int]] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., free_capacity: _Optional[float] = ..., tasks: _Optional[int] = ..., max_tasks: _Optional[int] = ..., tracking_uri: _Optional[str] = ..., experiment_id: _Optional[str] = ...) -> None: ...
+    engine: EngineInfo
+    def __init__(self, spec: _Optional[str] = ..., seed: _Optional[int] = ..., input_shape: _Optional[_Iterable[int]] = ..., layers: _Optional[_Iterable[_Union[LayerInfo, _Mapping]]] = ..., free_capacity: _Optional[float] = ..., tasks: _Optional[int] = ..., max_tasks: _Optional[int] = ..., tracking_uri: _Optional[str] = ..., experiment_id: _Optional[str] = ..., engine: _Optional[_Union[EngineInfo, _Mapping]] = ...) -> None: ...
+
+class EngineInfo(_message.Message):
+    __slots__ = ("backend", "isa", "warning")
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    ISA_FIELD_NUMBER: _ClassVar[int]
+    WARNING_FIELD_NUMBER: _ClassVar[int]
+    backend: str
+    isa: str
+    warning: str
+    def __init__(self, backend: _Optional[str] = ..., isa: _Optional[str] = ..., warning: _Optional[str] = ...) -> None: ...
 
 class EvaluateRequest(_message.Message):
     __slots__ = ("task", "x", "y")
