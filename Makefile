@@ -15,7 +15,7 @@ install: $(STAMP)
 
 # The service end to end: server on the embedded MLflow store, driven over gRPC.
 demo: $(STAMP)
-	$(VENV)/bin/python -m server.demo_driver
+	$(VENV)/bin/python -m client.demo
 
 # The same Split-MNIST run in-process, without the server.
 demo-local: $(STAMP)

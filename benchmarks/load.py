@@ -16,12 +16,11 @@ import argparse
 import json
 import os
 import platform
-import re
-import subprocess
 import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -31,39 +30,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from client import Client  # noqa: E402
+from client.launch import Server  # noqa: E402
 from server.config import is_loopback  # noqa: E402
 from sparse_engine.mnist import Mnist, load_mnist  # noqa: E402
 
 FAST = dict(density=0.1, k=0.25, epochs=1, retrain_epochs=1, batch_size=64, lr=3e-3)
-READY = re.compile(r"serving on (\S+)")
 
 
 def examples(mnist: Mnist, digits: list[int], n: int) -> tuple[np.ndarray, np.ndarray]:
     keep = np.isin(mnist.y_train, digits)
     return mnist.x_train[keep][:n], mnist.y_train[keep][:n]
-
-
-def start_server(
-    folder: Path, backbone: str, args: tuple[str, ...] = ()
-) -> tuple[subprocess.Popen[str], str]:
-    """`sparsecl serve` on a free loopback port (more ``args``); its process and address."""
-    cmd = [sys.executable, "-m", "client.cli", "serve", "--port", "0"]
-    cmd += ["--data-dir", str(folder), "--backbone", backbone, *args]
-    process = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stdout is not None
-    for line in process.stdout:
-        match = READY.search(line)
-        if match:
-            threading.Thread(target=process.stdout.read, daemon=True).start()  # drain
-            return process, match.group(1)
-    raise RuntimeError("the server did not start")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -164,9 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     mnist = load_mnist()
-    server = None
-    folder = tempfile.TemporaryDirectory(prefix="sparsecl-load-")
-    try:
+    with tempfile.TemporaryDirectory(prefix="sparsecl-load-") as folder, ExitStack() as stack:
         if args.address:
             if not is_loopback(args.address.rsplit(":", 1)[0]):
                 parser.error("the load test only runs against a loopback address")
@@ -174,8 +148,11 @@ def main(argv: list[str] | None = None) -> int:
             if not names:
                 parser.error("--address needs --names")
         else:
-            server, address = start_server(Path(folder.name), args.backbone)
-            names = [f"digits-{2 * i}{2 * i + 1}" for i in range(args.tasks)]
+            server = stack.enter_context(Server(Path(folder), backbone=args.backbone, cwd=ROOT))
+            address, names = (
+                server.address,
+                [f"digits-{2 * i}{2 * i + 1}" for i in range(args.tasks)],
+            )
             with Client(address, timeout=600) as client:
                 for i, name in enumerate(names):
                     client.learn(name, examples(mnist, [2 * i, 2 * i + 1], 2000), **FAST)
@@ -189,11 +166,6 @@ def main(argv: list[str] | None = None) -> int:
             batch=args.batch,
             add_epochs=args.add_epochs,
         )
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(60)
-        folder.cleanup()
     result["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     result["backbone"] = args.backbone if not args.address else "(the running server's)"
     text = json.dumps(result, indent=2)

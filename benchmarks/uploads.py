@@ -29,11 +29,12 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from load import FAST, ROOT, examples, percentile, start_server
+from load import FAST, ROOT, examples, percentile
 
 sys.path.insert(0, str(ROOT))
 from client import Client
 from client.convert import tensor
+from client.launch import Server
 from sparse_engine.mnist import load_mnist
 from sparsecl.v1 import sparsecl_pb2 as pb
 from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
@@ -109,46 +110,46 @@ def main(argv: list[str] | None = None) -> int:
         *("--max-examples", str(rows + 10)),
     )
     spawn = multiprocessing.get_context("spawn")
-    with tempfile.TemporaryDirectory() as tmp:
-        process, address = start_server(Path(tmp) / "data", args.backbone, serve_args)
-        try:
-            client = Client(address, timeout=120)
-            client.learn("A", examples(mnist, [0, 1], 500), **FAST)
-            baseline = rss(process.pid)
-            channel = grpc.insecure_channel(address)
-            health = channel.unary_unary(
-                "/grpc.health.v1.Health/Check",
-                request_serializer=lambda _: b"",
-                response_deserializer=lambda b: b,
-            )
-            # the uploads come from another process, so that serialising them does not hold
-            # this process's GIL and inflate the latencies measured here
-            codes = spawn.Queue()
-            uploader = spawn.Process(
-                target=upload_all, args=(address, args.uploads, rows, codes, args.uploader_nice)
-            )
-            start = time.monotonic()
-            uploader.start()
-            peak, predict, checks = baseline, [], []
-            probe = mnist.x_test[:1]
-            while uploader.is_alive() and time.monotonic() - start < 600:
-                t0 = time.perf_counter()
-                client.predict("A", probe)
-                t1 = time.perf_counter()
-                health(b"", timeout=10)
-                t2 = time.perf_counter()
-                predict.append((t1 - t0) * 1000)
-                checks.append((t2 - t1) * 1000)
-                peak = max(peak, rss(process.pid))
-                time.sleep(0.02)
-            uploader.join(60)
-            seconds = time.monotonic() - start
-            got = [codes.get(timeout=10) for _ in range(args.uploads)]
-            channel.close()
-            client.close()
-        finally:
-            process.terminate()
-            process.wait(60)
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Server(Path(tmp) / "data", args.backbone, args=list(serve_args), cwd=ROOT) as server,
+    ):
+        assert server.process is not None
+        address, pid = server.address, server.process.pid
+        client = Client(address, timeout=120)
+        client.learn("A", examples(mnist, [0, 1], 500), **FAST)
+        baseline = rss(pid)
+        channel = grpc.insecure_channel(address)
+        health = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=lambda _: b"",
+            response_deserializer=lambda b: b,
+        )
+        # the uploads come from another process, so that serialising them does not hold
+        # this process's GIL and inflate the latencies measured here
+        codes = spawn.Queue()
+        uploader = spawn.Process(
+            target=upload_all, args=(address, args.uploads, rows, codes, args.uploader_nice)
+        )
+        start = time.monotonic()
+        uploader.start()
+        peak, predict, checks = baseline, [], []
+        probe = mnist.x_test[:1]
+        while uploader.is_alive() and time.monotonic() - start < 600:
+            t0 = time.perf_counter()
+            client.predict("A", probe)
+            t1 = time.perf_counter()
+            health(b"", timeout=10)
+            t2 = time.perf_counter()
+            predict.append((t1 - t0) * 1000)
+            checks.append((t2 - t1) * 1000)
+            peak = max(peak, rss(pid))
+            time.sleep(0.02)
+        uploader.join(60)
+        seconds = time.monotonic() - start
+        got = [codes.get(timeout=10) for _ in range(args.uploads)]
+        channel.close()
+        client.close()
     result = {
         "machine": platform.processor() or platform.machine(),
         "date": time.strftime("%Y-%m-%d"),

@@ -9,8 +9,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
-
 
 def _k(text: str) -> int | float | tuple[int | float, ...]:
     """--k: a count ('20'), a fraction ('0.1'), or one per layer ('0.1,0.05')."""
@@ -28,23 +26,42 @@ def _floats(text: str) -> tuple[float, ...]:
         ) from None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from server.config import DEFAULT_DATA_DIR, LIMITS, ServerConfig
-    from sparse_engine.config import DEFAULT_BACKBONE, RANGES, range_text
+def hyper_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag per hyper-parameter of a task (sparse_engine.config.SETTINGS), None when unset."""
+    from sparse_engine.config import SETTINGS
 
-    from .client import CALL_TIMEOUT, LEARN_TIMEOUT
+    group = parser.add_argument_group("hyper-parameters (unset: the defaults shown)")
+    for s in SETTINGS.values():
+        flag = "--" + s.name.replace("_", "-")
+        allowed = f"; in {s.range.text}" if s.range else ""
+        help = f"{s.help}{allowed} (default {s.default})"
+        if s.kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help)
+        else:
+            kind = _k if s.kind is tuple else s.kind
+            group.add_argument(flag, type=kind, choices=s.choices or None, help=help)
 
-    parser = argparse.ArgumentParser(prog="sparsecl", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the gRPC server (embedded MLflow by default)")
-    serve.add_argument("--port", type=int, default=50051, help="0 = any free port (default 50051)")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+def hyper_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The hyper-parameters given on the command line (see ``hyper_flags``)."""
+    from sparse_engine.config import SETTINGS
+
+    return {name: getattr(args, name) for name in SETTINGS if getattr(args, name) is not None}
+
+
+def _serve_options(serve: argparse.ArgumentParser) -> None:
+    from server.config import DEFAULT_DATA_DIR, DEFAULT_PORT, ENGINE_BACKENDS, LIMITS, ServerConfig
+    from sparse_engine.config import DEFAULT_BACKBONE
+
+    serve.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"0 = any free port (default {DEFAULT_PORT})"
+    )
+    serve.add_argument("--host", default=ServerConfig.host, help="interface to listen on")
     serve.add_argument(
         "--data-dir",
         type=Path,
         default=DEFAULT_DATA_DIR,
-        help="embedded store: sqlite + artifacts live here (default ./sparsecl-data)",
+        help=f"embedded store: sqlite + artifacts live here (default ./{DEFAULT_DATA_DIR})",
     )
     serve.add_argument(
         "--tracking-uri", default=None, help="any MLflow tracking URI instead of the embedded store"
@@ -52,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--backbone",
         default=None,
-        help="backbone of a new store (default mlp:784-1000-1000, an MLP for "
+        help=f"backbone of a new store (default {DEFAULT_BACKBONE}, an MLP for "
         "28×28 inputs); an existing store keeps its own",
     )
     serve.add_argument(
@@ -78,16 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     engine = serve.add_argument_group("inference engine (see README, Inference engine)")
     engine.add_argument(
-        "--engine-threads", type=int, default=0, help="threads per Predict (default: PyTorch's)"
+        "--engine-threads",
+        type=int,
+        default=ServerConfig.engine_threads,
+        help="threads per Predict (default: PyTorch's)",
     )
     engine.add_argument(
-        "--interop-threads", type=int, default=0, help="PyTorch inter-op threads (default: its own)"
+        "--interop-threads",
+        type=int,
+        default=ServerConfig.interop_threads,
+        help="PyTorch inter-op threads (default: its own)",
     )
     engine.add_argument(
         "--engine-backend",
-        default="auto",
-        choices=("auto", "native", "numba", "torch"),
-        help="auto: the native kernel if built, else numba (default auto)",
+        default=ServerConfig.engine_backend,
+        choices=ENGINE_BACKENDS,
+        help="auto: the native kernel if built, else numba "
+        f"(default {ServerConfig.engine_backend})",
     )
     limits = serve.add_argument_group("limits (see README, Operations)")
     for name, help in LIMITS.items():
@@ -98,6 +122,38 @@ def build_parser() -> argparse.ArgumentParser:
             default=default,
             help=f"{help} (default {default:g})",
         )
+
+
+def _store_options(store: argparse.ArgumentParser) -> None:
+    from server.config import DEFAULT_DATA_DIR
+
+    store_commands = store.add_subparsers(dest="store_command", required=True)
+    check = store_commands.add_parser(
+        "check",
+        help="report each task: committed, failed or damaged (exit 0 healthy, 1 damaged, "
+        "2 the store cannot be opened)",
+    )
+    where = check.add_mutually_exclusive_group()
+    where.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="embedded store's data dir"
+    )
+    where.add_argument("--tracking-uri", default=None, help="any MLflow tracking URI instead")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command. The options of ``serve`` and ``store`` come from the
+    server's configuration, imported only when ``command`` names one of them: a client
+    command (or ``--help``) never imports the server."""
+    from sparse_engine.config import DEFAULT_BACKBONE
+
+    from .client import CALL_TIMEOUT, DEFAULT_ADDRESS, LEARN_TIMEOUT
+
+    parser = argparse.ArgumentParser(prog="sparsecl", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gRPC server (embedded MLflow by default)")
+    if command == "serve":
+        _serve_options(serve)
 
     def client_command(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help)
@@ -132,54 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=".npz with x and y (default: hold out 10 %% of --train)",
     )
-    add.add_argument("--density", type=float, help="mask density per layer, in (0, 1]")
-    add.add_argument("--k", type=_k, help="k-WTA winners: count, fraction, or one per layer")
-    add.add_argument("--epochs", type=int)
-    add.add_argument("--retrain-epochs", type=int)
-    add.add_argument("--batch-size", type=int)
-    add.add_argument("--lr", type=float)
-    add.add_argument("--optimizer", choices=("sgd", "adam", "adamw"))
-    add.add_argument("--momentum", type=float)
-    add.add_argument("--weight-decay", type=float)
-    add.add_argument("--saliency", choices=("magnitude", "obd", "taylor"))
-    add.add_argument("--prune-rounds", type=int)
-    add.add_argument(
-        "--retrain",
-        choices=("finetune", "rewind", "late_rewind", "reinit", "sign_constant"),
-        help="after pruning: fine-tune, or reset the kept weights first (method prune)",
-    )
-    add.add_argument(
-        "--rewind-epoch", type=int, help="late_rewind: epochs of dense training to rewind to"
-    )
-    add.add_argument(
-        "--method",
-        choices=("prune", "supermask", "rigl"),
-        help="how the subnetwork is found: prune a trained net, learn a supermask over "
-        "untrained weights, or RigL dynamic sparse training",
-    )
-    add.add_argument(
-        "--supermask-train-head",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="supermask: train the head with the scores (default) or keep it random",
-    )
-    add.add_argument(
-        "--structure",
-        choices=("weights", "units"),
-        help="prune single weights (default) or whole hidden units / conv channels by group "
-        "saliency; with units, --density is the fraction of units kept per layer",
-    )
-    add.add_argument("--rigl-interval", type=int, help="rigl: optimizer steps between updates")
-    add.add_argument(
-        "--rigl-drop-fraction", type=float, help="rigl: first drop fraction, in (0, 1)"
-    )
-    add.add_argument("--seed", type=int)
     add.add_argument("--quiet", action="store_true", help="no progress bar")
-    for action in add._actions:  # the server's ranges, shown where the library is installed
-        if action.dest in RANGES:
-            allowed = f"in {range_text(action.dest)}"
-            action.help = f"{action.help}; {allowed}" if action.help else allowed
-
+    hyper_flags(add)
     predict = client_command("predict", "predict labels (or scores) of one task")
     predict.add_argument("name")
     predict.add_argument("--data", type=Path, required=True, help=".npz with x")
@@ -229,16 +239,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="learn Split-MNIST task by task in-process")
     demo.add_argument("--backbone", default=DEFAULT_BACKBONE)
-    demo.add_argument("--density", type=float, default=0.1)
-    demo.add_argument("--k", type=float, default=0.1)
-    demo.add_argument("--epochs", type=int, default=2)
-    demo.add_argument("--retrain-epochs", type=int, default=2)
     demo.add_argument(
         "--train-limit",
         type=int,
         default=None,
         help="use at most this many training examples per task",
     )
+    hyper_flags(demo)
 
     backup = commands.add_parser(
         "backup", help="consistent snapshot of an embedded store's data dir (server may run)"
@@ -254,43 +261,20 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("backup", type=Path, help="a folder written by `sparsecl backup`")
     restore.add_argument("data_dir", type=Path, help="a new or empty folder")
     store = commands.add_parser("store", help="inspect the task store without a server")
-    store_commands = store.add_subparsers(dest="store_command", required=True)
-    check = store_commands.add_parser(
-        "check",
-        help="report each task: committed, failed or damaged (exit 0 healthy, 1 damaged, "
-        "2 the store cannot be opened)",
-    )
-    where = check.add_mutually_exclusive_group()
-    where.add_argument(
-        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="embedded store's data dir"
-    )
-    where.add_argument("--tracking-uri", default=None, help="any MLflow tracking URI instead")
+    if command == "store":
+        _store_options(store)
     return parser
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from server.config import LIMITS, ServerConfig
+    import dataclasses
+
+    from server.config import ServerConfig
     from server.main import run
 
-    return run(
-        ServerConfig(
-            host=args.host,
-            port=args.port,
-            data_dir=args.data_dir,
-            tracking_uri=args.tracking_uri,
-            backbone=args.backbone,
-            tls_cert=args.tls_cert,
-            tls_key=args.tls_key,
-            tls_client_ca=args.tls_client_ca,
-            tokens=args.tokens,
-            insecure=args.insecure,
-            lease_seconds=args.lease_seconds,
-            **{name: getattr(args, name) for name in LIMITS},
-            engine_threads=args.engine_threads,
-            interop_threads=args.interop_threads,
-            engine_backend=args.engine_backend,
-        )
-    )
+    given = vars(args)  # the options of the fields of ServerConfig, of the same names
+    fields = [f.name for f in dataclasses.fields(ServerConfig) if f.name in given]
+    return run(ServerConfig(**{name: given[name] for name in fields}))
 
 
 def _client(args: argparse.Namespace) -> Any:
@@ -315,36 +299,11 @@ def _add_task(args: argparse.Namespace) -> int:
 
     train = load_npz(args.train)
     val = load_npz(args.val) if args.val else None
-    hyper = {
-        name: getattr(args, name)
-        for name in (
-            "density",
-            "k",
-            "epochs",
-            "retrain_epochs",
-            "batch_size",
-            "lr",
-            "optimizer",
-            "momentum",
-            "weight_decay",
-            "saliency",
-            "prune_rounds",
-            "retrain",
-            "seed",
-            "rewind_epoch",
-            "method",
-            "supermask_train_head",
-            "rigl_interval",
-            "rigl_drop_fraction",
-            "structure",
-        )
-        if getattr(args, name) is not None
-    }
     bar: Any = None
     info: TaskInfo | None = None
     with _client(args) as client:
         try:
-            for event in client.add_task(args.name, train, val, **hyper):
+            for event in client.add_task(args.name, train, val, **hyper_values(args)):
                 if isinstance(event, Queued) and event.position and not args.quiet:
                     print(f"queued behind {event.position} task(s)", file=sys.stderr)
                 elif isinstance(event, Progress) and not args.quiet:
@@ -479,10 +438,7 @@ def _demo(args: argparse.Namespace) -> int:
     from sparse_engine.config import TaskConfig
     from sparse_engine.demo import run_demo
 
-    config = TaskConfig(
-        density=args.density, k=args.k, epochs=args.epochs, retrain_epochs=args.retrain_epochs
-    )
-    run_demo(args.backbone, config, args.train_limit)
+    run_demo(args.backbone, TaskConfig(**hyper_values(args)), args.train_limit)
     return 0
 
 
@@ -542,7 +498,8 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; client errors print the server's status and message, exit 1."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     from .client import ClientError
 
     try:

@@ -8,16 +8,18 @@ with Client("127.0.0.1:50051") as c:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
 
+from sparsecl import hyper
 from sparsecl.v1 import sparsecl_pb2 as pb
 from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
 
@@ -36,6 +38,21 @@ class ClientError(Exception):
         super().__init__(f"{code.name}: {message}")
         self.code = code
         self.message = message
+
+
+Record = TypeVar("Record")
+
+
+def _record(cls: type[Record], message: Any, **given: Any) -> Record:
+    """A dataclass from the message's fields of the same names (repeated ones as tuples),
+    but for those ``given``."""
+    values = dict(given)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name not in values:
+            value = getattr(message, f.name)
+            repeated = message.DESCRIPTOR.fields_by_name[f.name].is_repeated
+            values[f.name] = tuple(value) if repeated else value
+    return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -85,36 +102,13 @@ class TaskInfo:
 
     @classmethod
     def from_proto(cls, m: pb.TaskInfo) -> TaskInfo:
-        hp: dict[str, Any] = {
-            f.name: v for f, v in m.hyper_parameters.ListFields() if f.name != "k"
-        }
-        ks = [
-            k.count if k.WhichOneof("size") == "count" else k.fraction for k in m.hyper_parameters.k
-        ]
-        if ks:
-            hp["k"] = ks[0] if len(ks) == 1 else tuple(ks)
-        return cls(
-            name=m.name,
+        created = dt.datetime.fromtimestamp(m.created_unix_ms / 1000, dt.UTC)
+        return _record(
+            cls,
+            m,
             state=pb.TaskState.Name(m.state).removeprefix("TASK_STATE_").lower(),
-            id=m.id,
-            classes=tuple(m.classes),
-            density=tuple(m.density),
-            weights_owned=m.weights_owned,
-            weights_read=m.weights_read,
-            val_accuracy=m.val_accuracy,
-            free_capacity=tuple(m.free_capacity),
-            mlflow_run_id=m.mlflow_run_id,
-            model_name=m.model_name,
-            model_version=m.model_version,
-            created=(
-                dt.datetime.fromtimestamp(m.created_unix_ms / 1000, dt.UTC)
-                if m.created_unix_ms
-                else None
-            ),
-            seconds=m.seconds,
-            error=m.error,
-            plan_bytes=m.plan_bytes,
-            hyper_parameters=hp,
+            created=created if m.created_unix_ms else None,
+            hyper_parameters=hyper.values(m.hyper_parameters),
         )
 
 
@@ -195,16 +189,6 @@ ANALYSES: dict[str, int] = {
 Event = Queued | Progress | TaskInfo
 
 
-def _k_sizes(k: int | float | Sequence[int | float] | None) -> list[pb.KSize]:
-    if k is None:
-        return []
-    values = list(k) if isinstance(k, Sequence) else [k]
-    return [
-        pb.KSize(count=int(v)) if isinstance(v, int) else pb.KSize(fraction=float(v))
-        for v in values
-    ]
-
-
 CALL_TIMEOUT = 60.0  # seconds: the default deadline of a call that does not train
 LEARN_TIMEOUT = 4 * 3600.0  # seconds: AddTask and Analyze (uploading and training)
 
@@ -282,73 +266,22 @@ class Client:
 
     # ---- learning -------------------------------------------------------------------------
     def add_task(
-        self,
-        name: str,
-        train: Any,
-        val: Any = None,
-        *,
-        density: float | None = None,
-        k: int | float | Sequence[int | float] | None = None,
-        epochs: int | None = None,
-        retrain_epochs: int | None = None,
-        batch_size: int | None = None,
-        lr: float | None = None,
-        optimizer: str | None = None,
-        momentum: float | None = None,
-        weight_decay: float | None = None,
-        saliency: str | None = None,
-        prune_rounds: int | None = None,
-        retrain: str | None = None,
-        saliency_batches: int | None = None,
-        boost_strength: float | None = None,
-        boost_strength_factor: float | None = None,
-        duty_cycle_period: int | None = None,
-        seed: int | None = None,
-        rewind_epoch: int | None = None,
-        method: str | None = None,
-        supermask_train_head: bool | None = None,
-        rigl_interval: int | None = None,
-        rigl_drop_fraction: float | None = None,
-        structure: str | None = None,
+        self, name: str, train: Any, val: Any = None, **hyper_parameters: Any
     ) -> Iterator[Event]:
         """Upload a task and follow its learning: yields Queued, Progress..., then TaskInfo.
 
         ``train``/``val``: (x, y) numpy arrays or torch tensors, a torch dataset, or an
-        Avalanche experience. Unset hyper-parameters take the server's defaults.
+        Avalanche experience. ``hyper_parameters``: the fields of
+        ``sparse_engine.config.TaskConfig`` by name (``SETTINGS`` describes each), e.g.
+        ``density=0.1, k=0.1`` (or one k per hidden layer), ``epochs=2, method="rigl"``;
+        unset (or None) ones take the server's defaults, an unknown name raises TypeError.
+        The data and the names are checked here; the upload starts with the iteration.
         """
         x, y = convert.examples(train)
         vx, vy = convert.examples(val) if val is not None else (None, None)
-        given = dict(
-            density=density,
-            epochs=epochs,
-            retrain_epochs=retrain_epochs,
-            batch_size=batch_size,
-            lr=lr,
-            optimizer=optimizer,
-            momentum=momentum,
-            weight_decay=weight_decay,
-            saliency=saliency,
-            prune_rounds=prune_rounds,
-            retrain=retrain,
-            saliency_batches=saliency_batches,
-            boost_strength=boost_strength,
-            boost_strength_factor=boost_strength_factor,
-            duty_cycle_period=duty_cycle_period,
-            seed=seed,
-            rewind_epoch=rewind_epoch,
-            method=method,
-            supermask_train_head=supermask_train_head,
-            rigl_interval=rigl_interval,
-            rigl_drop_fraction=rigl_drop_fraction,
-            structure=structure,
-        )
-        hp = pb.HyperParameters(k=_k_sizes(k))
-        for field_name, value in given.items():
-            if value is not None:
-                setattr(hp, field_name, value)
         header = pb.AddTaskHeader(
             name=name,
-            hyper_parameters=hp,
+            hyper_parameters=hyper.message(hyper_parameters),
             labels=sorted({int(v) for v in np.unique(y)}),
             train_examples=len(x),
             val_examples=len(vx) if vx is not None else 0,
@@ -367,36 +300,29 @@ class Client:
                         )
                     )
 
+        return self._follow(requests())
+
+    def _follow(self, requests: Iterator[pb.AddTaskRequest]) -> Iterator[Event]:
+        """The AddTask call's events, as the client's types."""
         try:
             calls = self._stub.AddTask(
-                requests(), timeout=self._deadline(learning=True), metadata=self._metadata
+                requests, timeout=self._deadline(learning=True), metadata=self._metadata
             )
             for event in calls:
                 kind = event.WhichOneof("event")
                 if kind == "queued":
                     yield Queued(event.queued.position)
                 elif kind == "progress":
-                    p = event.progress
-                    yield Progress(
-                        p.phase,
-                        p.epoch,
-                        p.step,
-                        p.loss,
-                        p.accuracy,
-                        p.density,
-                        p.free_capacity,
-                        p.total_epochs,
-                        p.steps_per_epoch,
-                    )
+                    yield _record(Progress, event.progress)
                 elif kind == "task":
                     yield TaskInfo.from_proto(event.task)
         except grpc.RpcError as e:
             raise ClientError(e.code(), e.details() or "") from None
 
-    def learn(self, name: str, train: Any, val: Any = None, **hyper: Any) -> TaskInfo:
+    def learn(self, name: str, train: Any, val: Any = None, **hyper_parameters: Any) -> TaskInfo:
         """``add_task`` without following progress: returns the committed task."""
         last: Event | None = None
-        for last in self.add_task(name, train, val, **hyper):  # noqa: B007
+        for last in self.add_task(name, train, val, **hyper_parameters):  # noqa: B007
             pass
         if not isinstance(last, TaskInfo):
             raise ClientError(grpc.StatusCode.UNKNOWN, "the server ended AddTask without a task")
@@ -459,6 +385,7 @@ class Client:
         if analysis not in ANALYSES:
             raise ValueError(f"analysis must be one of {sorted(ANALYSES)}, got {analysis!r}")
         x, y = convert.examples(data)
+        optional: dict[str, Any] = dict(keep_sign=keep_sign, epochs=epochs, draws=draws, seed=seed)
         request = pb.AnalyzeRequest(
             task=task,
             analysis=ANALYSES[analysis],  # type: ignore[arg-type]
@@ -466,29 +393,20 @@ class Client:
             y=convert.tensor(y),
             weights=list(weights or ()),
             noise_levels=list(noise_levels or ()),
+            **{name: value for name, value in optional.items() if value is not None},
         )
         if train is not None:
             tx, ty = convert.examples(train)
             request.train_x.CopyFrom(convert.tensor(tx))
             request.train_y.CopyFrom(convert.tensor(ty))
-        for field_name, value in (
-            ("keep_sign", keep_sign),
-            ("epochs", epochs),
-            ("draws", draws),
-            ("seed", seed),
-        ):
-            if value is not None:
-                setattr(request, field_name, value)
         m = self._call(self._stub.Analyze, request, learning=True)
         names = {code: name for name, code in ANALYSES.items()}
-        return AnalysisResult(
-            task=m.task,
+        return _record(
+            AnalysisResult,
+            m,
             analysis=names.get(m.analysis, str(m.analysis)),
-            columns=tuple(m.columns),
             rows=tuple((r.label, tuple(r.values)) for r in m.rows),
             summary={s.name: s.value for s in m.summary},
-            examples=m.examples,
-            mlflow_run_id=m.mlflow_run_id,
         )
 
     # ---- browsing -------------------------------------------------------------------------
@@ -502,20 +420,4 @@ class Client:
 
     def backbone(self) -> BackboneInfo:
         m = self._call(self._stub.GetBackbone, pb.GetBackboneRequest())
-        layers = tuple(
-            LayerInfo(
-                lay.kind, tuple(lay.weight_shape), lay.weights, lay.free_weights, lay.free_capacity
-            )
-            for lay in m.layers
-        )
-        return BackboneInfo(
-            m.spec,
-            m.seed,
-            tuple(m.input_shape),
-            layers,
-            m.free_capacity,
-            m.tasks,
-            m.max_tasks,
-            m.tracking_uri,
-            m.experiment_id,
-        )
+        return _record(BackboneInfo, m, layers=tuple(_record(LayerInfo, lay) for lay in m.layers))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from sparse_engine.analysis import AnalysisTable
 from sparse_engine.backbone import BackboneSpec
@@ -11,9 +10,8 @@ from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.errors import InvalidInputError
 from sparse_engine.owners import MAX_TASKS, OwnerMap
 from sparse_engine.task import TaskRecord
+from sparsecl import hyper
 from sparsecl.v1 import sparsecl_pb2 as pb
-
-SCALARS = tuple(f.name for f in dataclasses.fields(TaskConfig) if f.name != "k")
 
 
 def task_config(hp: pb.HyperParameters) -> TaskConfig:
@@ -21,24 +19,12 @@ def task_config(hp: pb.HyperParameters) -> TaskConfig:
 
     Raises InvalidInputError (from TaskConfig) when a value is out of range.
     """
-    values: dict[str, Any] = {name: getattr(hp, name) for name in SCALARS if hp.HasField(name)}
-    ks: list[int | float] = []
-    for k in hp.k:
-        ks.append(int(k.count) if k.WhichOneof("size") == "count" else float(k.fraction))
-    if len(ks) == 1:
-        values["k"] = ks[0]
-    elif ks:
-        values["k"] = tuple(ks)
-    return TaskConfig(**values)
+    return TaskConfig(**hyper.values(hp))
 
 
 def hyper_parameters(config: TaskConfig) -> pb.HyperParameters:
     """Every field of ``config`` as a message."""
-    ks = config.k if isinstance(config.k, tuple) else (config.k,)
-    sizes = [
-        pb.KSize(count=int(k)) if isinstance(k, int) else pb.KSize(fraction=float(k)) for k in ks
-    ]
-    return pb.HyperParameters(k=sizes, **{name: getattr(config, name) for name in SCALARS})
+    return hyper.message(dataclasses.asdict(config))
 
 
 def task_info(

@@ -1,11 +1,18 @@
-"""Hyper-parameters of learning one task, and the progress events it reports."""
+"""Hyper-parameters of learning one task, and the progress events it reports.
+
+``SETTINGS`` is the one table of the hyper-parameters: one ``Setting`` per field of
+``TaskConfig`` (its type, default, choices, range and a line of help). The server's
+conversion of the ``HyperParameters`` message, the client's ``add_task`` and the CLI's
+add-task flags all read it, and a test checks that the message has the same fields.
+Torch-free on purpose: the CLI imports it for every command.
+"""
 
 from __future__ import annotations
 
-import math
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal, NamedTuple, get_args, get_origin, get_type_hints
 
 from .errors import InvalidInputError
 
@@ -16,39 +23,121 @@ Structure = Literal["weights", "units"]
 Optimizer = Literal["sgd", "adam", "adamw"]
 Phase = Literal["train", "prune", "retrain", "commit"]
 
-SALIENCIES: tuple[str, ...] = ("magnitude", "obd", "taylor")
-RETRAINS: tuple[str, ...] = ("finetune", "rewind", "late_rewind", "reinit", "sign_constant")
+SALIENCIES: tuple[str, ...] = get_args(Saliency)
+RETRAINS: tuple[str, ...] = get_args(Retrain)
 # retrain modes that reset the kept values before retraining (they need retrain_epochs >= 1)
-RESETS: tuple[str, ...] = ("rewind", "late_rewind", "reinit", "sign_constant")
-METHODS: tuple[str, ...] = ("prune", "supermask", "rigl")
-STRUCTURES: tuple[str, ...] = ("weights", "units")
-OPTIMIZERS: tuple[str, ...] = ("sgd", "adam", "adamw")
+RESETS: tuple[str, ...] = tuple(r for r in RETRAINS if r != "finetune")
+METHODS: tuple[str, ...] = get_args(Method)
+STRUCTURES: tuple[str, ...] = get_args(Structure)
+OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 DEFAULT_BACKBONE = "mlp:784-1000-1000"  # an MLP for 28×28 inputs (MNIST-sized)
 
-# The sensible range of each numeric hyper-parameter, inclusive (density and the fractions
-# with open ends are checked below). Beyond these a task cannot learn (a learning rate of
-# 10 diverges) or holds the one trainer for ever; the CLI's --help shows them.
-RANGES: dict[str, tuple[float, float]] = {
-    "epochs": (0, 1000),
-    "retrain_epochs": (0, 1000),
-    "batch_size": (1, 65536),
-    "lr": (1e-8, 1.0),
-    "momentum": (0.0, 0.999),
-    "weight_decay": (0.0, 1.0),
-    "prune_rounds": (1, 100),
-    "rewind_epoch": (0, 1000),
-    "rigl_interval": (1, 1_000_000),
-    "saliency_batches": (1, 10_000),
-    "boost_strength": (0.0, 10.0),
-    "boost_strength_factor": (0.0, 1.0),
-    "duty_cycle_period": (1, 1_000_000),
-    "seed": (0, 2**63 - 1),
+
+class Range(NamedTuple):
+    """An interval of allowed values; ``ends`` tells whether each end is closed, '[' ']', or
+    open, '(' ')'."""
+
+    low: float
+    high: float
+    ends: str = "[]"
+
+    def holds(self, value: float) -> bool:
+        """Whether ``value`` lies inside (NaN never does)."""
+        above = value > self.low if self.ends[0] == "(" else value >= self.low
+        below = value < self.high if self.ends[1] == ")" else value <= self.high
+        return above and below
+
+    @property
+    def text(self) -> str:
+        """The interval as text, e.g. '[1e-08, 1]' or '(0, 1]'."""
+        low, high = (f"{v}" if isinstance(v, int) else f"{v:g}" for v in (self.low, self.high))
+        return f"{self.ends[0]}{low}, {high}{self.ends[1]}"
+
+
+# The sensible range of each numeric hyper-parameter. Beyond these a task cannot learn (a
+# learning rate of 10 diverges) or holds the one trainer for ever; the CLI's --help shows them.
+RANGES: dict[str, Range] = {
+    "density": Range(0.0, 1.0, "(]"),
+    "epochs": Range(0, 1000),
+    "retrain_epochs": Range(0, 1000),
+    "batch_size": Range(1, 65536),
+    "lr": Range(1e-8, 1.0),
+    "momentum": Range(0.0, 0.999),
+    "weight_decay": Range(0.0, 1.0),
+    "prune_rounds": Range(1, 100),
+    "rewind_epoch": Range(0, 1000),
+    "rigl_interval": Range(1, 1_000_000),
+    "rigl_drop_fraction": Range(0.0, 1.0, "()"),
+    "saliency_batches": Range(1, 10_000),
+    "boost_strength": Range(0.0, 10.0),
+    "boost_strength_factor": Range(0.0, 1.0),
+    "duty_cycle_period": Range(1, 1_000_000),
+    "seed": Range(0, 2**63 - 1),
 }
 
 
-def range_text(name: str) -> str:
-    """A hyper-parameter's allowed range as text, e.g. '[1e-08, 1]'."""
-    return "[{}, {}]".format(*(f"{v}" if isinstance(v, int) else f"{v:g}" for v in RANGES[name]))
+# One line of help per hyper-parameter (the CLI's --help, the client's docs).
+HELP: dict[str, str] = {
+    "density": "fraction of each layer's weights the task keeps (with structure units: of units)",
+    "k": "k-WTA winners per hidden layer: a count (20), a fraction (0.1) or one per layer",
+    "epochs": "epochs of the first phase: dense training (prune, rigl) or of the supermask",
+    "retrain_epochs": "epochs of retraining after each pruning round (rigl: with the mask fixed)",
+    "batch_size": "examples per optimizer step",
+    "lr": "learning rate",
+    "optimizer": "the optimizer (it never touches weights owned by earlier tasks)",
+    "momentum": "sgd's momentum",
+    "weight_decay": "weight decay of the task's own weights",
+    "saliency": "how weights are ranked for pruning: |w|, OBD's ½·h·w², or |gradient × w|",
+    "prune_rounds": "prune in this many rounds, the mask shrinking geometrically to density",
+    "retrain": "after pruning: fine-tune, or reset the kept weights first (method prune)",
+    "rewind_epoch": "late_rewind: epochs of dense training whose values are rewound to",
+    "method": "how the subnetwork is found: prune a trained net, learn a supermask over "
+    "untrained weights, or RigL dynamic sparse training",
+    "structure": "prune single weights, or whole hidden units / conv channels by group saliency",
+    "supermask_train_head": "supermask: train the task's head with the scores, or keep it random",
+    "rigl_interval": "rigl: optimizer steps between two mask updates",
+    "rigl_drop_fraction": "rigl: fraction dropped at the first mask update (cosine-decayed)",
+    "saliency_batches": "batches that estimate the saliency",
+    "boost_strength": "k-WTA boosting of rarely active units while training",
+    "boost_strength_factor": "boost_strength's decay per epoch",
+    "duty_cycle_period": "k-WTA duty cycle's averaging period, in examples",
+    "seed": "seed of the task's initialisation, shuffling and held-out split",
+}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One hyper-parameter: a field of ``TaskConfig`` as the API, the client and the CLI see it.
+
+    ``kind`` is bool, int, float or str (then ``choices`` lists its values); ``k``'s is
+    tuple: a count, a fraction, or one of these per hidden layer."""
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    range: Range | None = None
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is not allowed, or None when it is (k is checked per layer)."""
+        if self.kind is str:
+            allowed = value in self.choices
+            want = f"one of {self.choices}"
+        elif self.kind is bool:
+            allowed, want = isinstance(value, bool), "true or false"
+        elif self.kind is int:
+            allowed, want = isinstance(value, int) and not isinstance(value, bool), "an integer"
+        elif self.kind is float:
+            allowed = isinstance(value, int | float) and not isinstance(value, bool)
+            want = "a number"
+        else:
+            return None
+        if not allowed:
+            return f"{self.name} must be {want}, got {value!r}"
+        if self.range is not None and not self.range.holds(value):
+            return f"{self.name} must lie in {self.range.text}, got {value}"
+        return None
 
 
 @dataclass(frozen=True)
@@ -71,6 +160,8 @@ class TaskConfig:
     ``density`` is then the fraction of each hidden layer's units kept, the task's mask is
     the kept units' rows × the previous layer's kept columns, and a fractional ``k`` is a
     fraction of the kept units (a count must not exceed them).
+
+    Each field's type, range, choices and help are in ``SETTINGS``.
     """
 
     density: float = 0.1
@@ -87,7 +178,6 @@ class TaskConfig:
     saliency: Saliency = "taylor"
     prune_rounds: int = 1
     retrain: Retrain = "finetune"
-    # late_rewind: epochs of the dense phase after which the rewind point is taken
     rewind_epoch: int = 1
     method: Method = "prune"
     structure: Structure = "weights"
@@ -101,26 +191,11 @@ class TaskConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        problems = []
-        if not (isinstance(self.density, float | int) and 0.0 < self.density <= 1.0):
-            problems.append(f"density must lie in (0, 1], got {self.density}")
-        for name, (lo, hi) in RANGES.items():
-            value = getattr(self, name)
-            whole = isinstance(getattr(TaskConfig, name), int)  # from the field's default
-            if isinstance(value, bool) or not isinstance(value, int if whole else int | float):
-                problems.append(
-                    f"{name} must be {'an integer' if whole else 'a number'}, got {value!r}"
-                )
-            elif not (math.isfinite(value) and lo <= value <= hi):
-                problems.append(f"{name} must lie in {range_text(name)}, got {value}")
+        problems = [p for s in SETTINGS.values() if (p := s.problem(getattr(self, s.name)))]
+        if problems:  # the rules between fields need each field valid
+            raise InvalidInputError("; ".join(problems))
         if self.epochs + self.retrain_epochs < 1:
             problems.append("epochs + retrain_epochs must be at least 1")
-        if self.optimizer not in OPTIMIZERS:
-            problems.append(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.saliency not in SALIENCIES:
-            problems.append(f"saliency must be one of {SALIENCIES}, got {self.saliency!r}")
-        if self.retrain not in RETRAINS:
-            problems.append(f"retrain must be one of {RETRAINS}, got {self.retrain!r}")
         if self.retrain in RESETS and self.retrain_epochs < 1:
             problems.append(f"retrain {self.retrain!r} needs retrain_epochs >= 1")
         if self.retrain == "late_rewind" and self.rewind_epoch > self.epochs:
@@ -128,9 +203,7 @@ class TaskConfig:
                 f"rewind_epoch {self.rewind_epoch} lies beyond the {self.epochs} epoch(s) "
                 "of dense training; it must be <= epochs"
             )
-        if self.method not in METHODS:
-            problems.append(f"method must be one of {METHODS}, got {self.method!r}")
-        elif self.method != "prune":
+        if self.method != "prune":
             if self.epochs < 1:
                 problems.append(f"method {self.method!r} needs epochs >= 1")
             if self.retrain != "finetune":
@@ -139,18 +212,10 @@ class TaskConfig:
                 )
             if self.prune_rounds != 1:
                 problems.append(f"prune_rounds applies to method 'prune' only, not {self.method!r}")
-        if self.structure not in STRUCTURES:
-            problems.append(f"structure must be one of {STRUCTURES}, got {self.structure!r}")
-        elif self.structure == "units" and self.method != "prune":
-            problems.append(
-                f"structure 'units' applies to method 'prune' only, not {self.method!r}"
-            )
-        if not isinstance(self.supermask_train_head, bool):
-            problems.append(
-                f"supermask_train_head must be true or false, got {self.supermask_train_head!r}"
-            )
-        if not (math.isfinite(self.rigl_drop_fraction) and 0.0 < self.rigl_drop_fraction < 1.0):
-            problems.append(f"rigl_drop_fraction must lie in (0, 1), got {self.rigl_drop_fraction}")
+            if self.structure == "units":
+                problems.append(
+                    f"structure 'units' applies to method 'prune' only, not {self.method!r}"
+                )
         if problems:
             raise InvalidInputError("; ".join(problems))
 
@@ -173,6 +238,21 @@ class TaskConfig:
                 )
             return self.k
         return (self.k,) * layers
+
+
+def _settings() -> dict[str, Setting]:
+    """The table, from TaskConfig's fields (name, type, default), RANGES and HELP."""
+    hints = get_type_hints(TaskConfig)
+    table = {}
+    for f in dataclasses.fields(TaskConfig):
+        hint = hints[f.name]
+        choices = get_args(hint) if get_origin(hint) is Literal else ()
+        kind = str if choices else hint if hint in (bool, int, float) else tuple
+        table[f.name] = Setting(f.name, kind, f.default, HELP[f.name], choices, RANGES.get(f.name))
+    return table
+
+
+SETTINGS: dict[str, Setting] = _settings()
 
 
 @dataclass(frozen=True)

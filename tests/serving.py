@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import re
-import signal
 import subprocess
 import sys
-import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from client.launch import Server
 from sparse_engine.mnist import Mnist
 
 TINY = "mlp:784-64-64"
 FAST = dict(density=0.1, k=0.25, epochs=1, retrain_epochs=1, batch_size=64, lr=3e-3)
-READY = re.compile(r"serving on (\S+)")
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -53,75 +48,17 @@ def digits(
 
 
 @dataclass
-class ServerProcess:
-    """`python -m client.cli serve` on port 0; ``address`` is read from its ready line."""
+class ServerProcess(Server):
+    """The launcher (client/launch.py) with the tests' tiny backbone, run from the repository."""
 
-    data_dir: Path
     backbone: str | None = TINY
-    tracking_uri: str | None = None
-    args: list[str] = field(default_factory=list)  # more `serve` options (TLS, tokens, limits)
-    env: dict[str, str] = field(default_factory=dict)  # more environment (fault injection)
-    address: str = ""
-    process: subprocess.Popen[str] | None = None
-    output: list[str] = field(default_factory=list)
-
-    def start(self, timeout: float = 120.0) -> ServerProcess:
-        cmd = [
-            sys.executable,
-            "-m",
-            "client.cli",
-            "serve",
-            "--port",
-            "0",
-            "--data-dir",
-            str(self.data_dir),
-        ]
-        if self.backbone:
-            cmd += ["--backbone", self.backbone]
-        if self.tracking_uri:
-            cmd += ["--tracking-uri", self.tracking_uri]
-        cmd += self.args
-        self.output = []
-        self.process = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
-        )
-        found = threading.Event()
-
-        def pump() -> None:
-            assert self.process is not None and self.process.stdout is not None
-            for line in self.process.stdout:
-                self.output.append(line)
-                match = READY.search(line)
-                if match and not found.is_set():
-                    self.address = match.group(1)
-                    found.set()
-
-        threading.Thread(target=pump, daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not found.wait(0.2):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError("server did not start:\n" + "".join(self.output))
-        return self
-
-    def kill(self) -> None:
-        """SIGKILL: no chance to clean up, as after a crash."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(30)
+    cwd: Path | None = ROOT
 
     def terminate(self, timeout: float = 60.0) -> int:
-        """SIGTERM and wait; returns the exit status."""
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout)
+        """SIGTERM and wait (SIGKILL after ``timeout``); returns the exit status."""
+        return self.stop(timeout)
 
     def restart(self) -> ServerProcess:
+        """SIGKILL, as after a crash, then start again on the same store."""
         self.kill()
         return self.start()

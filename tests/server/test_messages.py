@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.messages import hyper_parameters, task_config
-from sparse_engine.config import TaskConfig
+from sparse_engine.config import SETTINGS, TaskConfig
 from sparse_engine.errors import InvalidInputError
 from sparsecl.v1 import sparsecl_pb2 as pb
 
@@ -27,3 +27,10 @@ def test_k_count_and_fraction_keep_their_kind() -> None:
 def test_out_of_range_value_is_invalid_input() -> None:
     with pytest.raises(InvalidInputError, match="density"):
         task_config(pb.HyperParameters(density=0.0))
+
+
+def test_every_field_travels_in_the_message() -> None:
+    config = TaskConfig(k=3, method="supermask", supermask_train_head=False, seed=2**40)
+    message = hyper_parameters(config)
+    assert {f.name for f, _ in message.ListFields()} == set(SETTINGS)
+    assert task_config(message) == config

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from sparse_engine.config import ProgressEvent, TaskConfig
+from sparse_engine.config import HELP, RANGES, SETTINGS, ProgressEvent, TaskConfig
 from sparse_engine.errors import InvalidInputError
 from sparse_engine.mnist import Mnist, digits_task
 from sparse_engine.model import SparseCL
@@ -37,6 +37,34 @@ from ..serving import FAST, TINY
 def test_out_of_range_hyper_parameters_are_refused(field: str, value: object, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         TaskConfig(**{field: value})  # type: ignore[arg-type]
+
+
+def test_help_and_ranges_name_only_fields() -> None:
+    assert set(HELP) == set(SETTINGS) and set(RANGES) <= set(SETTINGS)
+
+
+def outside(name: str) -> list[float]:
+    """Values just outside a setting's range, at both ends (an open end is itself outside)."""
+    low, high, ends = RANGES[name]
+    step = 1 if SETTINGS[name].kind is int else 1e-9
+    return [low if ends[0] == "(" else low - step, high if ends[1] == ")" else high + step]
+
+
+@pytest.mark.parametrize("name", sorted(RANGES))
+def test_every_range_of_the_table_is_enforced_at_both_ends(name: str) -> None:
+    for value in outside(name):
+        with pytest.raises(InvalidInputError, match=rf"{name} must lie in [\[(]"):
+            TaskConfig(**{name: value})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_every_setting_refuses_a_value_of_the_wrong_kind(name: str) -> None:
+    kind = SETTINGS[name].kind
+    if kind is tuple:
+        return  # k: a count, a fraction or one per layer, checked against the backbone
+    wrong = {bool: "yes", int: 1.5, float: "0.1", str: "nope"}[kind]
+    with pytest.raises(InvalidInputError, match=name):
+        TaskConfig(**{name: wrong})  # type: ignore[arg-type]
 
 
 def test_no_training_at_all_is_refused() -> None:

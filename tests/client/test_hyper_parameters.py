@@ -1,0 +1,69 @@
+"""One table of a task's hyper-parameters (sparse_engine.config.SETTINGS) behind the proto
+message, the wire conversion, the client and the CLI: a field added to one and not the
+others fails here."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+import numpy as np
+import pytest
+
+from client import Client
+from client.cli import build_parser
+from sparse_engine.config import SETTINGS, TaskConfig
+from sparsecl import hyper
+from sparsecl.v1 import sparsecl_pb2 as pb
+
+NAMES = set(SETTINGS)
+
+
+def flags(command: str) -> set[str]:
+    """The hyper-parameter options of a CLI command, as field names."""
+    parser = build_parser(command)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    group = next(g for g in sub.choices[command]._action_groups if "hyper" in (g.title or ""))
+    return {a.dest for a in group._group_actions}
+
+
+def test_the_table_has_a_row_per_field_of_task_config() -> None:
+    assert list(SETTINGS) == [f.name for f in dataclasses.fields(TaskConfig)]
+
+
+def test_the_proto_message_has_the_fields_of_the_table() -> None:
+    assert {f.name for f in pb.HyperParameters.DESCRIPTOR.fields} == NAMES
+    assert set(hyper.NAMES) == NAMES
+
+
+@pytest.mark.parametrize("command", ["add-task", "demo"])
+def test_the_cli_has_a_flag_per_hyper_parameter(command: str) -> None:
+    assert flags(command) == NAMES
+
+
+def test_the_cli_flags_take_the_tables_types_and_choices() -> None:
+    given = ["--k", "0.1,5", "--no-supermask-train-head", "--epochs", "3", "--lr", "0.01"]
+    args = build_parser("add-task").parse_args(
+        ["add-task", "t", "--train", "t.npz", *given, "--method", "rigl"]
+    )
+    assert (args.k, args.supermask_train_head, args.epochs, args.lr) == ((0.1, 5), False, 3, 0.01)
+    assert args.method == "rigl" and args.density is None
+
+
+def test_every_setting_travels_to_the_server_and_back() -> None:
+    """The client's and the server's one conversion: every field, k per layer included."""
+    values = dataclasses.asdict(TaskConfig(k=(5, 0.25), epochs=3, method="rigl", seed=7))
+    message = hyper.message(values)
+    assert {f.name for f, _ in message.ListFields()} == NAMES
+    assert hyper.values(message) == values
+
+
+def test_unset_and_none_values_stay_off_the_wire() -> None:
+    assert hyper.message({"lr": None, "epochs": 1}) == pb.HyperParameters(epochs=1)
+    assert hyper.values(pb.HyperParameters()) == {}
+
+
+def test_an_unknown_hyper_parameter_is_refused_before_any_call() -> None:
+    data = (np.zeros((4, 784), np.float32), np.array([0, 1, 0, 1]))
+    with Client("127.0.0.1:9") as client, pytest.raises(TypeError, match="did you mean 'lr'"):
+        client.add_task("t", data, lrr=0.1)
