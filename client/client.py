@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
+from sparse_engine import arrays
 from sparsecl import hyper
 from sparsecl.v1 import sparsecl_pb2 as pb
 from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
@@ -277,8 +278,8 @@ class Client:
         unset (or None) ones take the server's defaults, an unknown name raises TypeError.
         The data and the names are checked here; the upload starts with the iteration.
         """
-        x, y = convert.examples(train)
-        vx, vy = convert.examples(val) if val is not None else (None, None)
+        x, y = arrays.examples(train)
+        vx, vy = arrays.examples(val) if val is not None else (None, None)
         header = pb.AddTaskHeader(
             name=name,
             hyper_parameters=hyper.message(hyper_parameters),
@@ -331,7 +332,7 @@ class Client:
     # ---- inference ------------------------------------------------------------------------
     def predict(self, task: str, x: Any) -> Prediction:
         """Labels and scores of ``task`` for inputs ``x`` (sent in chunks under 4 MiB)."""
-        xs = convert.inputs(x)
+        xs = arrays.inputs(x)
         labels, scores, classes = [], [], ()
         row = xs[0].nbytes if len(xs) else 1
         for part in convert.chunks(max(1, len(xs)), row, CHUNK_BYTES, BATCH_ROWS):
@@ -345,7 +346,7 @@ class Client:
 
     def evaluate(self, x: Any, y: Any, task: str | None = None) -> list[TaskAccuracy]:
         """Accuracy of ``task`` (or of every task) on the examples whose labels it has."""
-        xs, ys = convert.inputs(x), convert.labels(y)
+        xs, ys = arrays.inputs(x), arrays.labels(y)
         correct: dict[str, float] = {}
         seen: dict[str, int] = {}
         row = (xs[0].nbytes if len(xs) else 1) + 8
@@ -384,7 +385,7 @@ class Client:
         at most 4 MiB and the server's --max-batch evaluation examples."""
         if analysis not in ANALYSES:
             raise ValueError(f"analysis must be one of {sorted(ANALYSES)}, got {analysis!r}")
-        x, y = convert.examples(data)
+        x, y = arrays.examples(data)
         optional: dict[str, Any] = dict(keep_sign=keep_sign, epochs=epochs, draws=draws, seed=seed)
         request = pb.AnalyzeRequest(
             task=task,
@@ -396,7 +397,7 @@ class Client:
             **{name: value for name, value in optional.items() if value is not None},
         )
         if train is not None:
-            tx, ty = convert.examples(train)
+            tx, ty = arrays.examples(train)
             request.train_x.CopyFrom(convert.tensor(tx))
             request.train_y.CopyFrom(convert.tensor(ty))
         m = self._call(self._stub.Analyze, request, learning=True)

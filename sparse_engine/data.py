@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import arrays
 from .errors import InvalidInputError
 
 
@@ -84,29 +85,15 @@ def split_order(n: int, fraction: float, seed: int = 0) -> tuple[Tensor, Tensor]
 
 def as_inputs(x: Any) -> Tensor:
     """Inputs as float32: uint8 values are scaled by 1/255, floats are used as they are."""
-    array = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
+    array = arrays.inputs(x)
     if array.dtype == np.uint8:
         return torch.from_numpy(array.astype(np.float32) / 255.0)
-    if array.dtype.kind == "f":
-        return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
-    if array.dtype.kind in "iub":
-        raise InvalidInputError(
-            f"x of integer dtype {array.dtype} is ambiguous: send uint8 (0..255) or float32"
-        )
-    raise InvalidInputError(f"x must be numeric, got dtype {array.dtype}")
+    return torch.from_numpy(array)
 
 
 def as_labels(y: Any) -> Tensor:
-    """Labels as int64; floats are accepted only when they hold whole numbers."""
-    array = y.detach().cpu().numpy() if isinstance(y, Tensor) else np.asarray(y)
-    if array.dtype.kind == "f":
-        if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
-            raise InvalidInputError("labels must be integers")
-    elif array.dtype.kind not in "iu":
-        raise InvalidInputError(f"labels must be integers, got dtype {array.dtype}")
-    if array.size and (array.max() >= 2**63 or array.min() < -(2**63)):  # would wrap
-        raise InvalidInputError("labels must lie in the int64 range [-2**63, 2**63)")
-    return torch.from_numpy(array.astype(np.int64).reshape(-1))
+    """Labels as an int64 vector; floats are accepted only when they hold whole numbers."""
+    return torch.from_numpy(arrays.labels(y))
 
 
 def from_numpy(x: np.ndarray, y: np.ndarray) -> TaskData:
@@ -114,16 +101,12 @@ def from_numpy(x: np.ndarray, y: np.ndarray) -> TaskData:
     return TaskData(as_inputs(x), as_labels(y))
 
 
-def from_torch_dataset(dataset: torch.utils.data.Dataset, batch_size: int = 1024) -> TaskData:
+def from_torch_dataset(
+    dataset: torch.utils.data.Dataset, batch_size: int = arrays.LOADER_BATCH
+) -> TaskData:
     """A task from any map-style torch dataset whose items start with (x, y)."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    xs, ys = [], []
-    for batch in loader:
-        xs.append(as_inputs(batch[0]))
-        ys.append(as_labels(batch[1]))
-    if not xs:
-        raise InvalidInputError("the dataset is empty")
-    return TaskData(torch.cat(xs), torch.cat(ys))
+    x, y = arrays.examples(dataset, batch_size)
+    return from_numpy(x, y)
 
 
 def from_avalanche(experience: Any) -> TaskData:

@@ -18,16 +18,14 @@ def run_demo(
     train_limit: int | None = None,
 ) -> AccuracyMatrix:
     """Learn the five Split-MNIST tasks one after another on one backbone; return R."""
-    config = config or TaskConfig(density=0.1, k=0.1, epochs=2, retrain_epochs=2)
+    config = config or TaskConfig()
     stream = split_mnist(train_limit=train_limit)
     model = SparseCL(backbone)
     matrix = AccuracyMatrix(len(stream))
     start = time.perf_counter()
     print(f"backbone {model.spec}, mask density {config.density:.0%} per layer, k-WTA k={config.k}")
     for i, task in enumerate(stream):
-        steps = (config.epochs + config.retrain_epochs * config.prune_rounds) * -(
-            -len(task.train) // config.batch_size
-        )
+        steps = config.total_epochs * -(-len(task.train) // config.batch_size)
         with tqdm(total=steps, desc=f"task {i + 1}/{len(stream)} {task.name}", unit="step") as bar:
 
             def progress(event: ProgressEvent, bar: tqdm = bar, steps: int = steps) -> None:

@@ -89,7 +89,7 @@ class SparseCLStrategy(SupervisedTemplate):
             model=SparseCLModule(self.learner),
             optimizer=placeholder,
             train_mb_size=self.config.batch_size,
-            train_epochs=self.config.epochs + self.config.retrain_epochs,
+            train_epochs=self.config.total_epochs,
             eval_mb_size=eval_mb_size,
             device="cpu",
             plugins=list(plugins or []),
