@@ -21,6 +21,8 @@ from typing import Any
 
 import grpc
 
+from .errors import PermissionDeniedError, UnauthenticatedError, message_of, status_of
+
 log = logging.getLogger("sparsecl.server")
 
 SCOPES = ("read", "write")
@@ -97,6 +99,20 @@ class Tokens:
                 found = scopes
         return found
 
+    def authorize(self, token: str | None, need: str, call: str) -> None:
+        """Raise UnauthenticatedError unless ``token`` is known, PermissionDeniedError unless
+        it grants the scope ``need`` that ``call`` needs."""
+        if token is None:
+            raise UnauthenticatedError(
+                "this server needs a token: send 'authorization: Bearer TOKEN' "
+                "(sparsecl --token or SPARSECL_TOKEN)"
+            )
+        scopes = self.scopes(token)
+        if scopes is None:
+            raise UnauthenticatedError("unknown token")
+        if need not in scopes:
+            raise PermissionDeniedError(f"{call} needs a token with the '{need}' scope")
+
 
 def required_scope(method: str) -> str | None:
     """The scope a method needs; None for open services (health, reflection)."""
@@ -115,11 +131,11 @@ def bearer(metadata: Any) -> str | None:
     return None
 
 
-def _denied(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> Any:
-    """A handler of the same kind as ``handler`` that only aborts with ``code``."""
+def _denied(handler: grpc.RpcMethodHandler, error: Exception) -> Any:
+    """A handler of the same kind as ``handler`` that only answers ``error``."""
 
     async def abort(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(code, message)
+        await context.abort(status_of(error), message_of(error))
 
     kwargs = {
         "request_deserializer": handler.request_deserializer,
@@ -150,24 +166,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if need is None or handler is None:
             return handler
-        token = bearer(handler_call_details.invocation_metadata)
-        if token is None:
-            log.warning("refused %s: no bearer token", method)
-            return _denied(
-                handler,
-                grpc.StatusCode.UNAUTHENTICATED,
-                "this server needs a token: send 'authorization: Bearer TOKEN' "
-                "(sparsecl --token or SPARSECL_TOKEN)",
-            )
-        scopes = self.tokens.scopes(token)
-        if scopes is None:
-            log.warning("refused %s: unknown token", method)
-            return _denied(handler, grpc.StatusCode.UNAUTHENTICATED, "unknown token")
-        if need not in scopes:
-            log.warning("refused %s: token lacks the %s scope", method, need)
-            return _denied(
-                handler,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"{method.rsplit('/', 1)[-1]} needs a token with the '{need}' scope",
-            )
+        try:
+            token = bearer(handler_call_details.invocation_metadata)
+            self.tokens.authorize(token, need, method.rsplit("/", 1)[-1])
+        except (UnauthenticatedError, PermissionDeniedError) as e:
+            log.warning("refused %s: %s", method, e)
+            return _denied(handler, e)
         return handler

@@ -21,24 +21,12 @@ from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.data import TaskData
 from sparse_engine.model import HOLD_OUT, SparseCL
 
+from .errors import CancelledError, LimitExceededError, QueueFullError, TrainingTimeError
 from .faults import crash_point
-from .limits import LimitExceededError
 from .store import CommittedTask, TaskStore
 from .uploads import Examples, Reservation
 
 log = logging.getLogger("sparsecl.server")
-
-
-class QueueFullError(Exception):
-    """Too many training jobs are waiting."""
-
-
-class TrainingTimeError(LimitExceededError):
-    """A job trained past the server's --max-train-seconds (answered RESOURCE_EXHAUSTED)."""
-
-
-class CancelledError(Exception):
-    """The job was stopped before its commit (shutdown or client gone); it is reported failed."""
 
 
 @dataclass(frozen=True)
@@ -200,18 +188,15 @@ class Trainer:
         self._thread.join(timeout)
 
     def _work(self) -> None:
-        while True:
+        stopped = False
+        while not stopped or not self._queue.empty():  # then jobs queued after the sentinel
             job = self._queue.get()
             if job is None:
-                break
-            if self._stopping.is_set():
+                stopped = True
+            elif self._stopping.is_set():
                 self._fail(job, CancelledError("the server shut down before this task trained"))
-                continue
-            self._learn(job)
-        while not self._queue.empty():  # jobs queued after the stop sentinel
-            job = self._queue.get()
-            if job is not None:
-                self._fail(job, CancelledError("the server shut down before this task trained"))
+            else:
+                self._learn(job)
 
     def _learn(self, job: Job) -> None:
         with self.lock:

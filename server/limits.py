@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from sparse_engine.config import TaskConfig
 
 from .config import ServerConfig
-
-
-class LimitExceededError(Exception):
-    """A request is larger than the server allows (answered RESOURCE_EXHAUSTED)."""
+from .errors import LimitExceededError
 
 
 def check_batch(rows: int, config: ServerConfig) -> None:
@@ -54,25 +49,15 @@ def check_classes(classes: int, server: ServerConfig) -> None:
         )
 
 
-@dataclass
-class UploadMeter:
-    """Counts one AddTask upload's bytes and examples as they arrive (mutable, per call)."""
-
-    config: ServerConfig
-    bytes: int = 0
-    examples: int = 0
-
-    def add(self, data_bytes: int, examples: int) -> None:
-        """Count one chunk; raise as soon as the upload exceeds a limit."""
-        self.bytes += data_bytes
-        self.examples += examples
-        if self.bytes > self.config.max_upload_bytes:
-            raise LimitExceededError(
-                f"the upload exceeds the server's --max-upload-bytes of "
-                f"{self.config.max_upload_bytes}; send fewer examples (or uint8 inputs)"
-            )
-        if self.examples > self.config.max_examples:
-            raise LimitExceededError(
-                f"the upload holds more than the server's --max-examples of "
-                f"{self.config.max_examples} (training and validation together); send fewer"
-            )
+def check_upload(nbytes: int, examples: int, server: ServerConfig) -> None:
+    """An AddTask upload so far: its bytes as sent, its examples of both splits together."""
+    if nbytes > server.max_upload_bytes:
+        raise LimitExceededError(
+            f"the upload exceeds the server's --max-upload-bytes of "
+            f"{server.max_upload_bytes}; send fewer examples (or uint8 inputs)"
+        )
+    if examples > server.max_examples:
+        raise LimitExceededError(
+            f"the upload holds more than the server's --max-examples of "
+            f"{server.max_examples} (training and validation together); send fewer"
+        )

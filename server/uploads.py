@@ -1,6 +1,8 @@
-"""AddTask uploads held as they arrive: raw bytes (uint8 stays uint8), bounded server-wide.
+"""Uploads of a task's examples (AddTask) held as they arrive: raw bytes (uint8 stays
+uint8), checked chunk by chunk, bounded server-wide.
 
-An upload's examples are appended chunk by chunk into one growing buffer per split, so
+An upload is a ``Header``, then ``Chunk``s of examples. Each chunk is read, checked and
+appended on one low-priority thread of its own into one growing buffer per split, so
 there is never a list of chunks plus a concatenated copy; the bytes count against the
 server-wide ``max_buffered_bytes`` before a chunk is accepted, and stay counted until the
 job that holds them has trained (or failed). Conversion to float32 happens only when the
@@ -9,19 +11,55 @@ job starts training, in the trainer's thread.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from sparse_engine.config import TaskConfig
 from sparse_engine.data import TaskData, as_inputs
-from sparse_engine.errors import InvalidInputError
+from sparse_engine.errors import InvalidInputError, brief
 
-from .limits import LimitExceededError
+from . import inputs
+from .config import ServerConfig
+from .errors import LimitExceededError
+from .inputs import ArrayLike
+from .limits import check_classes, check_upload
 
 LABEL_BYTES = 8  # int64 labels
+TRAINING, VALIDATION = "training", "validation"
+
+
+@dataclass(frozen=True)
+class Header:
+    """An upload's first item: the task to learn, and what its chunks will hold."""
+
+    name: str
+    config: TaskConfig
+    labels: tuple[int, ...] = ()  # exactly the training labels' distinct values; () = unsaid
+    train_examples: int = 0  # 0 = not announced
+    val_examples: int = 0
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Examples of one split; ``read`` returns x and y on the upload thread (decoding and
+    checking megabytes must not stall the event loop)."""
+
+    split: str  # TRAINING or VALIDATION; anything else ("" = none named) is refused
+    nbytes: int  # bytes as sent, counted before they are read
+    read: Callable[[], tuple[ArrayLike, ArrayLike]]
+
+    @classmethod
+    def of(cls, split: str, x: ArrayLike, y: ArrayLike) -> Chunk:
+        """A chunk of arrays already in memory."""
+        return cls(split, x.nbytes + y.nbytes, lambda: (x, y))
 
 
 class BufferPool:
@@ -149,3 +187,85 @@ class SplitBuffer:
         x = np.frombuffer(self._x, dtype=self.dtype).reshape(self.rows, self.features)
         y = np.frombuffer(self._y, dtype="<i8").astype(np.int64, copy=False)
         return Examples(x, y)
+
+
+class Upload:
+    """One upload's examples as its chunks arrive (mutable, per call): each chunk is counted
+    against the server's limits, checked, and appended to its split."""
+
+    def __init__(
+        self,
+        header: Header,
+        reservation: Reservation,
+        config: ServerConfig,
+        check_shape: Callable[[tuple[int, ...]], None],
+    ) -> None:
+        self.header = header
+        self.config = config
+        self.check_shape = check_shape  # inputs must fit the backbone
+        most = config.max_upload_bytes
+        self.splits = {
+            TRAINING: SplitBuffer(TRAINING, reservation, header.train_examples, most),
+            VALIDATION: SplitBuffer(VALIDATION, reservation, header.val_examples, most),
+        }
+        self.bytes = 0  # as sent
+        self.labels: set[int] = set()  # the training labels so far
+
+    def count(self, chunk: Chunk) -> None:
+        """Count a chunk's bytes before it is read (cheap: on the event loop)."""
+        if chunk.split not in self.splits:
+            raise InvalidInputError("each chunk must say its split: SPLIT_TRAIN or SPLIT_VAL")
+        self.bytes += chunk.nbytes
+        self.check()
+
+    def check(self) -> None:
+        """The upload so far within the server's --max-upload-bytes and --max-examples."""
+        check_upload(self.bytes, sum(split.rows for split in self.splits.values()), self.config)
+
+    def keep(self, chunk: Chunk) -> None:
+        """Read and check a counted chunk, and append it to its split (on the upload thread)."""
+        sent_x, sent_y = chunk.read()
+        x, y = inputs.raw_inputs(sent_x, "x"), inputs.labels(sent_y, "y").numpy()
+        if x.ndim < 2 or x.shape[0] != y.shape[0]:
+            raise InvalidInputError(
+                f"a chunk holds x of shape {list(x.shape)} and y of shape {list(y.shape)}: "
+                "x must be N × features with one label per example"
+            )
+        self.check_shape(tuple(x.shape))
+        split = self.splits[chunk.split]
+        if split.what == TRAINING:
+            self.labels.update(np.unique(y).tolist())
+            check_classes(len(self.labels), self.config)
+        split.append(x, y)
+        self.check()
+
+    def examples(self) -> tuple[Examples, Examples | None]:
+        """The training and validation examples once every chunk arrived, checked against
+        what the header announced."""
+        train, val = self.splits[TRAINING].examples(), self.splits[VALIDATION].examples()
+        if train is None:
+            raise InvalidInputError("no training examples were sent")
+        for split in self.splits.values():
+            if split.expected and split.rows != split.expected:
+                raise InvalidInputError(
+                    f"the header announced {split.expected} {split.what} examples but "
+                    f"{split.rows} arrived"
+                )
+        if self.header.labels and set(self.header.labels) != self.labels:
+            raise InvalidInputError(
+                f"the header's label set {brief(sorted(set(self.header.labels)))} differs from "
+                f"the training labels {brief(sorted(self.labels))}"
+            )
+        return train, val
+
+
+def upload_thread() -> ThreadPoolExecutor:
+    """The one thread that reads and copies upload chunks: its own, so that they do not
+    crowd out Predict's calls in the shared pool, and at a lower CPU priority (Linux: nice
+    is per thread), so that copying uploads yields the cores to Predict when both want them."""
+    return ThreadPoolExecutor(1, "sparsecl-upload", initializer=_lower_priority)
+
+
+def _lower_priority() -> None:
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)

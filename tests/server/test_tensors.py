@@ -1,4 +1,5 @@
-"""Tensors on the wire: raw little-endian bytes, validated before use."""
+"""Tensors on the wire: raw little-endian bytes, decoded, then validated as the data plane's
+inputs and labels (server.inputs)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from server import tensors
+from server import inputs, tensors
 from sparse_engine.errors import InvalidInputError
 from sparsecl.v1 import sparsecl_pb2 as pb
 
@@ -24,12 +25,13 @@ def test_big_endian_arrays_are_sent_little_endian() -> None:
 
 def test_uint8_inputs_are_scaled_by_1_over_255() -> None:
     x = np.array([[0, 255, 51]], dtype=np.uint8)
-    assert torch.allclose(tensors.inputs(tensors.to_proto(x)), torch.tensor([[0.0, 1.0, 0.2]]))
+    decoded = tensors.from_proto(tensors.to_proto(x), "x")
+    assert torch.allclose(inputs.batch(decoded), torch.tensor([[0.0, 1.0, 0.2]]))
 
 
 def test_float64_inputs_are_refused() -> None:
     with pytest.raises(InvalidInputError, match="float32 or uint8"):
-        tensors.inputs(tensors.to_proto(np.zeros((1, 3))))
+        inputs.batch(tensors.from_proto(tensors.to_proto(np.zeros((1, 3))), "x"))
 
 
 def test_byte_count_must_match_shape() -> None:
@@ -45,4 +47,4 @@ def test_unknown_dtype_is_refused() -> None:
 
 def test_labels_must_be_a_vector_of_integers() -> None:
     with pytest.raises(InvalidInputError, match="int64 or int32"):
-        tensors.labels(tensors.to_proto(np.zeros(3, np.float32)))
+        inputs.labels(tensors.from_proto(tensors.to_proto(np.zeros(3, np.float32)), "y"))

@@ -1,0 +1,236 @@
+"""The server assembled: the data dir's lock, the bound port, the store (and its lease), the
+data plane with every committed task, the gRPC services on it; served until a signal.
+
+What needs no store is checked first (the token file, the TLS files, the port), so a typo
+or a port in use fails before the store is touched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import ssl
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from sparse_engine.config import DEFAULT_BACKBONE
+from sparse_engine.engine import EngineSettings
+from sparse_engine.model import SparseCL
+from sparsecl.v1 import sparsecl_pb2 as pb
+from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
+
+from .auth import AuthInterceptor, Tokens
+from .config import ServerConfig
+from .dataplane import DataPlane
+from .decoding import DecodeInterceptor
+from .lease import StoreLease
+from .lock import DataDirLock
+from .service import ContinualLearnerService
+from .store import TaskStore, redact
+from .storecheck import rebuild
+
+log = logging.getLogger("sparsecl.server")
+SERVICE = pb.DESCRIPTOR.services_by_name["ContinualLearner"].full_name
+HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+async def serve(config: ServerConfig) -> None:
+    """Load the store, then serve gRPC until SIGTERM/SIGINT; shuts down gracefully."""
+    interceptors = interceptors_of(config)
+    credentials = server_credentials(config)
+    make_private_dir(config.data_dir)
+    async with contextlib.AsyncExitStack() as held:
+        lock = DataDirLock(config.data_dir)
+        lock.acquire()
+        held.callback(lock.release)
+        server, address = bind(config, interceptors, credentials)  # before the store too
+        lock.note(address)
+        store, spec, seed = await open_store(config, address, held)
+        plane = await load(config, store, spec, seed)
+        await serve_until_signal(config, server, address, plane)
+
+
+def interceptors_of(config: ServerConfig) -> list[grpc.aio.ServerInterceptor]:
+    """Auth (with --tokens: the token file is read now) outermost, so that a refused call
+    is not even decoded; then the answer to requests that are not valid protobuf."""
+    auth = [AuthInterceptor(Tokens.load(config.tokens))] if config.tokens else []
+    return [*auth, DecodeInterceptor()]
+
+
+def bind(
+    config: ServerConfig, interceptors: list[grpc.aio.ServerInterceptor], credentials: Any
+) -> tuple[grpc.aio.Server, str]:
+    """A gRPC server bound to the configured port, not serving yet, and its address."""
+    limit = config.max_message_bytes
+    server = grpc.aio.server(
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            # a second server on the same port must fail to bind, not take half the calls
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(config.address)
+        else:
+            port = server.add_secure_port(config.address, credentials)
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise OSError(
+            f"cannot listen on {config.address}: the port is in use (another server?) "
+            "or the address is not one of this machine's"
+        )
+    return server, f"{config.host}:{port}"
+
+
+async def open_store(
+    config: ServerConfig, address: str, held: contextlib.AsyncExitStack
+) -> tuple[TaskStore, str, int]:
+    """The store, and the backbone it holds (spec, seed); a remote store is leased until
+    ``held`` closes (it has no shared data dir to lock)."""
+    store = TaskStore(config.resolved_tracking_uri, config.artifact_root, config.experiment)
+    spec, seed = await asyncio.to_thread(store.open, config.backbone, config.seed, DEFAULT_BACKBONE)
+    if config.tracking_uri:
+        lease = StoreLease(store, config.lease_seconds)
+        lease.note(address)
+        await asyncio.to_thread(lease.acquire)
+        held.push_async_callback(asyncio.to_thread, lease.release)
+    return store, spec, seed
+
+
+async def load(config: ServerConfig, store: TaskStore, spec: str, seed: int) -> DataPlane:
+    """The data plane: the backbone with the store's committed tasks replayed (damaged ones
+    quarantined) and their inference plans compiled, so a first Predict does not pay."""
+    model = SparseCL(spec, seed)
+    model.engine.configure(
+        EngineSettings(
+            threads=config.engine_threads,
+            interop_threads=config.interop_threads,
+            backend=config.engine_backend,  # type: ignore[arg-type]
+        )
+    )
+    await asyncio.to_thread(model.engine.warm_up)
+    if store.relocated_from:
+        log.info(
+            "data dir moved or copied: artifacts of %s now read from the data dir's own artifacts/",
+            store.relocated_from,
+        )
+    rebuilt = await asyncio.to_thread(rebuild, store, model)
+    for task in rebuilt.damaged:
+        log.warning("task %r is quarantined (damaged): %s", task.name, task.error)
+
+    def compile_plans() -> None:
+        for name in model.tasks:
+            model.plan(name)
+
+    await asyncio.to_thread(compile_plans)
+    plane = DataPlane(config, model, store, rebuilt)
+    await asyncio.to_thread(plane.describe_backbone)
+    return plane
+
+
+async def serve_until_signal(
+    config: ServerConfig, server: grpc.aio.Server, address: str, plane: DataPlane
+) -> None:
+    """Serve ``plane`` until SIGTERM/SIGINT, then stop: not serving, the running task
+    cancelled, in-flight calls given their grace, the trainer joined."""
+    health_servicer = add_services(server, plane)
+    await server.start()
+    plane.start()
+    await set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
+    print(banner(config, address, plane), flush=True)
+    await signalled()
+    print("sparsecl: shutting down", flush=True)
+    await set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
+    plane.stop()
+    await server.stop(config.grace_seconds)
+    await asyncio.to_thread(plane.trainer.join, 60.0)
+
+
+def add_services(server: grpc.aio.Server, plane: DataPlane) -> health.aio.HealthServicer:
+    """The ContinualLearner service of ``plane``, health checks and reflection; returns the
+    health servicer (not serving yet)."""
+    pb_grpc.add_ContinualLearnerServicer_to_server(ContinualLearnerService(plane), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE, HEALTH, reflection.SERVICE_NAME), server)
+    return health_servicer
+
+
+async def set_health(servicer: health.aio.HealthServicer, status: Any) -> None:
+    """The status of the server as a whole ("") and of the ContinualLearner service."""
+    for name in ("", SERVICE):
+        await servicer.set(name, status)
+
+
+async def signalled() -> None:
+    """Wait for SIGTERM or SIGINT."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def banner(config: ServerConfig, address: str, plane: DataPlane) -> str:
+    """The ready line (tests and scripts read the address from it)."""
+    model, store = plane.model, plane.store
+    return (
+        f"sparsecl serving on {address} | backbone {model.spec} (seed {model.seed}) | "
+        f"{len(model.tasks)} tasks, {len(plane.failed)} failed, {len(plane.damaged)} damaged | "
+        f"MLflow {redact(store.tracking_uri)} | {security(config)} | "
+        f"engine {model.engine.backend}, {model.engine.threads} threads"
+    )
+
+
+def server_credentials(config: ServerConfig) -> Any:
+    """TLS credentials from the PEM files (mutual TLS with a client CA), None for plaintext."""
+    if config.tls_cert is None or config.tls_key is None:
+        return None
+    check_tls_files(config.tls_cert, config.tls_key, config.tls_client_ca)
+    client_ca = config.tls_client_ca.read_bytes() if config.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(config.tls_key.read_bytes(), config.tls_cert.read_bytes())],
+        root_certificates=client_ca,
+        require_client_auth=client_ca is not None,
+    )
+
+
+def check_tls_files(cert: Path, key: Path, client_ca: Path | None) -> None:
+    """Raise ValueError naming the file unless the PEM certificate chain, its key and the
+    client CA parse and belong together (gRPC would only say 'Failed to bind' later)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as e:
+        raise ValueError(
+            f"--tls-cert {cert} / --tls-key {key}: not a PEM certificate chain and its "
+            f"private key ({e})"
+        ) from None
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except (ssl.SSLError, OSError) as e:
+            raise ValueError(f"--tls-client-ca {client_ca}: not a PEM certificate ({e})") from None
+
+
+def make_private_dir(path: Path) -> None:
+    """Create the data dir readable by its owner only (0700): it holds every task's data."""
+    if not path.exists():
+        path.mkdir(parents=True, mode=0o700)
+        path.chmod(0o700)  # mkdir's mode is filtered by the umask
+
+
+def security(config: ServerConfig) -> str:
+    """One line on how the server is protected (never the tokens themselves)."""
+    transport = "mutual TLS" if config.tls_client_ca else "TLS" if config.tls else "plaintext"
+    return f"{transport}, {'bearer tokens' if config.tokens else 'no auth'}"

@@ -1,0 +1,558 @@
+"""The data plane: every operation of the server in plain Python, for every transport.
+
+A transport (the sparsecl.v1 gRPC service in service.py; the Open Inference Protocol next)
+converts its messages to these arguments (arrays, names, TaskConfig) and these results
+(dataclasses) back to its messages; what these raise, it maps with ``errors.status_of``.
+Every check is made here, so every transport refuses the same requests with the same
+messages. A refused call changes nothing: an upload is checked completely before its job
+is queued, and a task becomes visible only once committed (see jobs.py and store.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+
+from sparse_engine import analysis
+from sparse_engine.analysis import AnalysisTable
+from sparse_engine.backbone import BackboneSpec
+from sparse_engine.config import ProgressEvent, TaskConfig
+from sparse_engine.data import TaskData
+from sparse_engine.errors import InvalidInputError, TaskExistsError, brief
+from sparse_engine.model import SparseCL, check_name
+from sparse_engine.owners import OwnerMap
+from sparse_engine.task import TaskRecord
+
+from . import inputs, plots
+from .config import ServerConfig
+from .errors import NotReadyError
+from .inputs import ArrayLike
+from .jobs import Done, Failed, Job, JobEvent, Trainer
+from .limits import check_batch, check_classes, check_examples, check_task_config
+from .store import (
+    CommittedTask,
+    DamagedTask,
+    FailedTask,
+    StoreUnavailableError,
+    TaskStore,
+    redact,
+)
+from .storecheck import Rebuilt
+from .uploads import BufferPool, Chunk, Examples, Header, Reservation, Upload, upload_thread
+
+log = logging.getLogger("sparsecl.server")
+RESERVED_NAMES = frozenset({"backbone"})
+# the parameters each analysis takes (AnalysisOptions' fields); others given are refused
+PARAMETERS = {
+    "weight-agnostic": {"weights", "keep_sign", "draws", "seed"},
+    "layer-robustness": {"draws", "seed"},
+    "noise": {"train_x", "train_y", "noise_levels", "epochs", "seed"},
+}
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """One task as the server knows it: committed, queued, training, failed or damaged."""
+
+    name: str
+    state: str
+    id: int = 0
+    record: TaskRecord | None = None  # committed tasks
+    config: TaskConfig | None = None  # committed, queued and training tasks
+    run_id: str = ""
+    model_name: str = ""
+    model_version: str = ""
+    created_ms: int = 0
+    error: str = ""  # why the task failed or is damaged
+    plan_bytes: int = 0  # a committed task's inference plan
+
+
+@dataclass(frozen=True)
+class Backbone:
+    spec: BackboneSpec
+    seed: int
+    owners: OwnerMap  # a copy
+    tasks: int
+    tracking_uri: str  # without its password
+    experiment_id: str
+
+
+@dataclass(frozen=True)
+class Prediction:
+    scores: np.ndarray  # float32, N × classes (logits)
+    labels: np.ndarray  # int64, N: the predicted labels, in the task's own values
+    classes: tuple[int, ...]  # the column order of scores
+
+
+@dataclass(frozen=True)
+class Accuracy:
+    """A task's accuracy on the examples whose labels belong to it."""
+
+    task: str
+    accuracy: float
+    examples: int
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """An analysis's parameters; None = not given (the analysis's default). One given that
+    the analysis does not take is refused rather than ignored (see PARAMETERS)."""
+
+    weights: tuple[float, ...] | None = None
+    keep_sign: bool | None = None
+    noise_levels: tuple[float, ...] | None = None
+    epochs: int | None = None
+    draws: int | None = None
+    seed: int | None = None
+    train_x: ArrayLike | None = None  # the noise analysis's dense network learns these
+    train_y: ArrayLike | None = None
+
+
+@dataclass(frozen=True)
+class AnalysisReport:
+    table: AnalysisTable
+    run_id: str  # the MLflow run that holds it
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The upload was accepted; ``position`` jobs are ahead of it."""
+
+    position: int
+
+
+@dataclass(frozen=True)
+class Progress:
+    event: ProgressEvent
+    total_epochs: int
+    steps_per_epoch: int
+
+
+class DataPlane:
+    """One backbone's tasks: learn (queued), predict, list, describe, evaluate, analyze."""
+
+    def __init__(
+        self, config: ServerConfig, model: SparseCL, store: TaskStore, rebuilt: Rebuilt
+    ) -> None:
+        self.config = config
+        self.model = model
+        self.store = store
+        self.lock = threading.RLock()
+        self.stored: dict[str, CommittedTask] = {t.state.name: t for t in rebuilt.committed}
+        self.failed = {f.name: f for f in rebuilt.failed}
+        self.damaged = {d.name: d for d in rebuilt.damaged}  # listed, never served
+        self.trainer = Trainer(
+            model, store, self.lock, config.max_queue, self._committed, config.max_train_seconds
+        )
+        self.pool = BufferPool(config.max_buffered_bytes)
+        self.uploads = upload_thread()
+        # one analysis computes at a time (it may train a dense network); others wait
+        self.analyses = asyncio.Semaphore(1)
+        self.ready = False
+
+    # ---- life cycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start learning queued tasks: ready."""
+        self.trainer.start()
+        self.ready = True
+
+    def stop(self) -> None:
+        """Not ready: the task training is cancelled at its next step, queued ones fail."""
+        self.ready = False
+        self.trainer.stop()
+
+    def describe_backbone(self) -> None:
+        """Bring the registry's entry of the backbone up to date (StoreUnavailableError)."""
+        model = self.model
+        self.store.describe_backbone(
+            str(model.spec), model.seed, len(model.tasks), model.spec.overall(model.free_capacity())
+        )
+
+    def _committed(self, task: CommittedTask) -> None:
+        """Called by the trainer under the lock right after a task went live."""
+        self.stored[task.state.name] = task
+        self.failed.pop(task.state.name, None)
+        try:
+            self.describe_backbone()
+        except StoreUnavailableError:
+            log.warning("could not update the backbone's registered model")
+
+    # ---- reads ------------------------------------------------------------------------------
+    def tasks(self) -> list[TaskView]:
+        """Committed and damaged tasks by id, then queued, training and failed ones."""
+        with self.lock:
+            views = [self._committed_view(r.name) for r in self.model.records()]
+            views += [stored_view(d) for d in self.damaged.values()]
+            views.sort(key=lambda view: view.id)
+            jobs = self.trainer.snapshot()
+            views += [job_view(j) for j in jobs]
+            seen = {j.name for j in jobs}
+            views += [stored_view(f) for f in self.failed.values() if f.name not in seen]
+        return views
+
+    def task(self, name: str) -> TaskView:
+        """The task ``name`` in any state (UnknownTaskError naming the known tasks)."""
+        check_name(name)  # a malformed name is InvalidInputError, not UnknownTaskError
+        with self.lock:
+            if name in self.model.tasks:
+                return self._committed_view(name)
+            job = self.trainer.jobs.get(name)
+            if job is not None:
+                return job_view(job)
+            if name in self.damaged:
+                return stored_view(self.damaged[name])
+            if name in self.failed:
+                return stored_view(self.failed[name])
+            self.model.task(name)  # raises UnknownTaskError naming the known tasks
+            raise AssertionError("unreachable")
+
+    def backbone(self) -> Backbone:
+        with self.lock:
+            return Backbone(
+                self.model.spec,
+                self.model.seed,
+                copy.deepcopy(self.model.owners),
+                len(self.model.tasks),
+                redact(self.store.tracking_uri),
+                self.store.experiment_id,
+            )
+
+    def _committed_view(self, name: str) -> TaskView:
+        task, stored = self.model.task(name), self.stored.get(name)
+        return TaskView(
+            name,
+            "committed",
+            task.record.id,
+            task.record,
+            task.config,
+            run_id=stored.run_id if stored else "",
+            model_name=stored.model_name if stored else "",
+            model_version=stored.model_version if stored else "",
+            created_ms=stored.created_ms if stored else 0,
+            plan_bytes=self.model.plan(name).memory.total_bytes,
+        )
+
+    def _require_committed(self, name: str) -> None:
+        """Raise unless ``name`` is a committed task (UnknownTaskError, NotReadyError)."""
+        if name in self.model.tasks:
+            return
+        view = self.task(name)
+        detail = f": {view.error}" if view.error else "; predict once it is committed"
+        raise NotReadyError(f"task {name!r} is {view.state}{detail}")
+
+    # ---- inference --------------------------------------------------------------------------
+    async def predict(self, task: str, x: ArrayLike) -> Prediction:
+        """Task ``task``'s scores and labels for the batch ``x`` (float32, or uint8 scaled by
+        1/255; N × the backbone's input)."""
+        self._require_committed(task)
+        batch = inputs.batch(x, "x")
+        check_batch(len(batch), self.config)
+        classes = self.model.task(task).classes
+        logits = await asyncio.to_thread(self.model.logits, task, batch)
+        labels = np.asarray(classes, dtype=np.int64)[logits.argmax(1).numpy()]
+        return Prediction(logits.numpy(), labels, tuple(classes))
+
+    async def evaluate(self, x: ArrayLike, y: ArrayLike, task: str = "") -> list[Accuracy]:
+        """The accuracy of ``task`` (every committed task when "") on the examples whose
+        labels belong to it; tasks none of whose labels occur are left out."""
+        if task:
+            self._require_committed(task)
+            names = [task]
+        else:
+            with self.lock:
+                names = [r.name for r in self.model.records()]
+            if not names:
+                raise NotReadyError("no committed task to evaluate yet")
+        batch = inputs.batch(x, "x")
+        check_batch(len(batch), self.config)
+        data = TaskData(batch, inputs.labels(y, "y"))
+        self.model.check_inputs(data.x)
+        results = await asyncio.to_thread(self._evaluate, names, data)
+        if task and results[0].examples == 0:
+            classes = list(self.model.task(task).classes)
+            raise InvalidInputError(
+                f"no example's label belongs to task {task!r} (classes {classes})"
+            )
+        return [r for r in results if r.examples > 0]
+
+    def _evaluate(self, names: list[str], data: TaskData) -> list[Accuracy]:
+        out = []
+        for name in names:
+            classes = torch.tensor(self.model.task(name).classes, dtype=torch.int64)
+            keep = torch.isin(data.y, classes)
+            n = int(keep.sum())
+            accuracy = (
+                float((self.model.predict(name, data.x[keep]) == data.y[keep]).float().mean())
+                if n
+                else 0.0
+            )
+            out.append(Accuracy(name, accuracy, n))
+        return out
+
+    async def analyze(
+        self,
+        task: str,
+        name: str,
+        x: ArrayLike,
+        y: ArrayLike,
+        options: AnalysisOptions,
+    ) -> AnalysisReport:
+        """Run analysis ``name`` of a committed task off the event loop, log it to MLflow.
+
+        Analyses read committed tasks only (whose weights never change), so they do not
+        enter the training queue and run beside training; one computes at a time. Every
+        check (task, parameters, data, limits) happens before any work; nothing of the
+        model is written (see sparse_engine.analysis). A call that is cancelled (its client
+        gone, its deadline passed) stops its analysis at the next step.
+        """
+        self._require_committed(task)
+        stop = threading.Event()
+        call, params = self._analysis_call(task, name, x, y, options, stop.is_set)
+        try:
+            async with self.analyses:
+                result = await asyncio.to_thread(call)
+        finally:  # cancelled: the thread stops too
+            stop.set()
+        table = result.table()
+        stored = self.stored.get(task)
+        run_id = await asyncio.to_thread(
+            self.store.log_analysis,
+            table,
+            params,
+            lambda path: plots.analysis_plot(result, path),
+            stored.run_id if stored else "",
+        )
+        return AnalysisReport(table, run_id)
+
+    def _labelled(self, x: ArrayLike, y: ArrayLike, xs: str, ys: str) -> TaskData:
+        data = TaskData(inputs.batch(x, xs), inputs.labels(y, ys))
+        self.model.check_inputs(data.x)
+        return data
+
+    def _analysis_call(
+        self,
+        task_name: str,
+        name: str,
+        x: ArrayLike,
+        y: ArrayLike,
+        options: AnalysisOptions,
+        stop: analysis.Stop,
+    ) -> tuple[Callable[[], analysis.AnalysisResult], dict[str, str]]:
+        """The analysis to run and its parameters (for MLflow), every input checked first."""
+        if name not in PARAMETERS:
+            raise InvalidInputError(
+                f"analysis must be one of {tuple(PARAMETERS)}, got {brief(name)}"
+            )
+        given = {f.name for f in fields(options) if getattr(options, f.name) is not None}
+        if given - PARAMETERS[name]:
+            raise InvalidInputError(
+                f"the {name} analysis does not take {', '.join(sorted(given - PARAMETERS[name]))}"
+            )
+        weights = options.weights or analysis.DEFAULT_WEIGHTS
+        levels = options.noise_levels or analysis.DEFAULT_NOISE
+        draws = options.draws if options.draws is not None else 3
+        epochs, seed = options.epochs, options.seed or 0
+        analysis.check_options(name, weights, levels, draws, epochs)
+        data = self._labelled(x, y, "x", "y")
+        check_batch(len(data), self.config)
+        model, task = self.model, self.model.task(task_name)
+        analysis.task_examples(model, task, data, "evaluation")
+        params = {"task": task_name, "analysis": name, "seed": str(seed)}
+        params["examples"] = str(len(data))
+        call: Callable[[], analysis.AnalysisResult]
+        if name == "weight-agnostic":
+            keep_sign = options.keep_sign if options.keep_sign is not None else True
+            params.update(weights=",".join(map(str, weights)), keep_sign=str(keep_sign))
+            params["draws"] = str(draws)
+
+            def call() -> analysis.AnalysisResult:
+                return analysis.weight_agnostic(
+                    model, task_name, data, weights, keep_sign, draws, seed, stop
+                )
+
+        elif name == "layer-robustness":
+            params["draws"] = str(draws)
+
+            def call() -> analysis.AnalysisResult:
+                return analysis.layer_robustness(model, task_name, data, draws, seed, stop)
+
+        else:
+            if options.train_x is None or options.train_y is None:
+                raise InvalidInputError(
+                    "the noise analysis needs training examples (train_x, train_y) for the "
+                    "dense network it compares the task with"
+                )
+            train = self._labelled(options.train_x, options.train_y, "train_x", "train_y")
+            check_examples(len(train), self.config)
+            analysis.task_examples(model, task, train, "training")
+            params.update(
+                noise_levels=",".join(map(str, levels)),
+                epochs=str(epochs if epochs is not None else task.config.total_epochs),
+                train_examples=str(len(train)),
+            )
+
+            def call() -> analysis.AnalysisResult:
+                return analysis.noise_robustness(
+                    model, task_name, data, train, levels, epochs, seed, stop
+                )
+
+        return call, params
+
+    # ---- learning ---------------------------------------------------------------------------
+    async def learn(
+        self, upload: AsyncIterator[Header | Chunk]
+    ) -> AsyncGenerator[Queued | Progress | TaskView, None]:
+        """Learn a task from an upload (a Header, then Chunks): yields Queued once the upload
+        passed every check and its job is queued, Progress while it trains, then the
+        committed task; raises the job's error if it fails. Closing this generator before
+        the end (the caller went away) cancels the job: nothing is kept."""
+        events: asyncio.Queue[JobEvent] = asyncio.Queue()
+        job, position = await self._accept(upload, events)
+        try:
+            yield Queued(position)
+            while True:
+                event = await events.get()
+                if isinstance(event, Done):
+                    with self.lock:
+                        view = self._committed_view(event.task.state.name)
+                    yield view
+                    return
+                if isinstance(event, Failed):
+                    raise event.error
+                yield Progress(event, job.config.total_epochs, job.steps_per_epoch)
+        finally:
+            self.trainer.cancel(job, "AddTask was cancelled by the client (or its deadline passed)")
+
+    async def _accept(
+        self, upload: AsyncIterator[Header | Chunk], events: asyncio.Queue[JobEvent]
+    ) -> tuple[Job, int]:
+        """Receive and check the whole upload, then queue its job; returns the job and how
+        many jobs are ahead of it."""
+        if self.damaged:  # a new task could claim a damaged task's weights for good
+            raise NotReadyError(
+                "the store holds damaged task(s) "
+                f"{', '.join(sorted(self.damaged))}: no task can be added until they are "
+                "repaired; see `sparsecl store check`, then restore the named artifact or "
+                "run, or the data dir from a backup (sparsecl restore), and restart"
+            )
+        header = await self._next(upload, "header")
+        if header is None:
+            raise InvalidInputError("empty upload: send a header, then chunks of examples")
+        if not isinstance(header, Header):
+            raise InvalidInputError("the first AddTask message must be the header")
+        self._check_header(header)
+        slot = self.trainer.open_slot()  # an upload in flight counts against the queue
+        reservation = Reservation(self.pool)
+        try:
+            train, val = await self._receive(header, upload, reservation)
+            await asyncio.to_thread(
+                self.model.check_labels,
+                header.name,
+                train.labels(),
+                val.labels() if val is not None else None,
+                header.config,
+            )
+            loop = asyncio.get_running_loop()
+
+            def listen(event: JobEvent) -> None:  # called from the trainer thread
+                loop.call_soon_threadsafe(events.put_nowait, event)
+
+            with self.lock:  # re-checked atomically with the submit
+                self._check_free(header.name)
+                job = Job(header.name, header.config, train, val, listen, reservation)
+                position = self.trainer.submit(job, slot)
+                self.failed.pop(header.name, None)
+            return job, position
+        except BaseException:
+            slot.release()
+            reservation.release()
+            raise
+
+    def _check_free(self, name: str) -> None:
+        """Refuse a name that is committed or being learned (call under the lock)."""
+        if name in self.model.tasks or name in {j.name for j in self.trainer.active()}:
+            raise TaskExistsError(
+                f"task {name!r} already exists or is being learned; choose another name"
+            )
+
+    def _check_header(self, header: Header) -> None:
+        """Everything the header alone can refuse, before any example is accepted."""
+        check_task_name(header.name)
+        check_task_config(header.config, self.config)
+        if header.labels:
+            check_classes(len(set(header.labels)), self.config)
+        check_examples(header.train_examples + header.val_examples, self.config)
+        with self.lock:
+            self._check_free(header.name)
+
+    async def _next(
+        self, upload: AsyncIterator[Header | Chunk], what: str
+    ) -> Header | Chunk | None:
+        """The upload's next item (None at its end), waiting at most ``upload_timeout``."""
+        try:
+            return await asyncio.wait_for(anext(upload), self.config.upload_timeout)
+        except StopAsyncIteration:
+            return None
+        except TimeoutError:
+            raise InvalidInputError(
+                f"no {what} arrived within the server's --upload-timeout of "
+                f"{self.config.upload_timeout:g} s; send the upload without pauses"
+            ) from None
+
+    async def _receive(
+        self, header: Header, upload: AsyncIterator[Header | Chunk], reservation: Reservation
+    ) -> tuple[Examples, Examples | None]:
+        """Read the upload's chunks after its header; every chunk's bytes are counted against
+        the server's limits and buffer pool before it is kept."""
+        received = Upload(header, reservation, self.config, self.model.check_shape)
+        loop = asyncio.get_running_loop()
+        while (item := await self._next(upload, "chunk")) is not None:
+            if not isinstance(item, Chunk):
+                raise InvalidInputError("only the first AddTask message may be a header")
+            received.count(item)
+            await loop.run_in_executor(self.uploads, received.keep, item)
+        return received.examples()
+
+
+def job_view(job: Job) -> TaskView:
+    return TaskView(
+        job.name,
+        job.state,
+        config=job.config,
+        run_id=job.run_id,
+        created_ms=job.created_ms,
+        error=job.error,
+    )
+
+
+def stored_view(task: FailedTask | DamagedTask) -> TaskView:
+    """A failed task, or a quarantined one (why, naming its run and artifact, in ``error``)."""
+    if isinstance(task, DamagedTask):
+        state, task_id = "damaged", task.task_id
+    else:
+        state, task_id = "failed", 0
+    return TaskView(
+        task.name,
+        state,
+        task_id,
+        run_id=task.run_id,
+        created_ms=task.created_ms,
+        error=task.error,
+    )
+
+
+def check_task_name(name: str) -> None:
+    """A task name the store can hold: ``check_name``'s rules, and not one of the names
+    the store uses for itself in the MLflow registry ('<experiment>.backbone')."""
+    check_name(name)
+    if name in RESERVED_NAMES:
+        raise InvalidInputError(
+            f"task name {name!r} is reserved (the registry's entry of the backbone); choose another"
+        )

@@ -1,0 +1,50 @@
+"""The arrays the data plane accepts, whatever transport sent them: model inputs (uint8,
+scaled by 1/255, or finite float32) and integer labels; anything else is InvalidInputError.
+Stricter than the library's rules for user arrays (sparse_engine.arrays), which convert
+other floats and whole-number labels: a server does not guess what a client meant."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from sparse_engine.arrays import to_numpy
+from sparse_engine.errors import InvalidInputError
+
+ArrayLike = np.ndarray | Tensor
+
+
+def raw_inputs(value: ArrayLike, what: str = "x") -> np.ndarray:
+    """Model inputs as sent (no copy): uint8, or float32 checked finite."""
+    array = to_numpy(value)
+    if array.dtype == np.float32:
+        if not bool(np.isfinite(array).all()):
+            raise InvalidInputError(f"{what} holds NaN or Inf values")
+        return array
+    if array.dtype == np.uint8:
+        return array
+    raise InvalidInputError(f"{what} must be float32 or uint8 (scaled by 1/255), got {array.dtype}")
+
+
+def batch(value: ArrayLike, what: str = "x") -> Tensor:
+    """A batch of model inputs, N × features with N >= 1: float32 as they are (a writable,
+    native-endian copy), uint8 scaled by 1/255."""
+    array = raw_inputs(value, what)
+    if array.ndim < 2 or array.shape[0] == 0:
+        raise InvalidInputError(
+            f"{what} of shape {list(array.shape)} holds no batch: send N × features with N >= 1"
+        )
+    if array.dtype == np.uint8:
+        return torch.from_numpy(array.astype(np.float32) / 255.0)
+    return torch.from_numpy(array.astype(np.float32))
+
+
+def labels(value: ArrayLike, what: str = "y") -> Tensor:
+    """Integer labels as an int64 vector."""
+    array = to_numpy(value)
+    if array.dtype.kind != "i":
+        raise InvalidInputError(f"{what} must hold int64 or int32 labels, got {array.dtype}")
+    if array.ndim != 1:
+        raise InvalidInputError(f"{what} must be a vector of labels, got shape {list(array.shape)}")
+    return torch.from_numpy(array.astype(np.int64))
