@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from sparse_engine.arrays import to_numpy
+from sparse_engine.data import as_inputs
 from sparse_engine.errors import InvalidInputError
 
 ArrayLike = np.ndarray | Tensor
@@ -36,7 +37,7 @@ def batch(value: ArrayLike, what: str = "x") -> Tensor:
             f"{what} of shape {list(array.shape)} holds no batch: send N × features with N >= 1"
         )
     if array.dtype == np.uint8:
-        return torch.from_numpy(array.astype(np.float32) / 255.0)
+        return as_inputs(array)
     return torch.from_numpy(array.astype(np.float32))
 
 
