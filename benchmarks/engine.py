@@ -6,11 +6,18 @@ forward (the reference, TaskNet), (c) torch.sparse CSR weights, (d) the engine. 
 apply the task's k-WTA and head. Prints medians, the ratio to (a) and the ideal ratio
 1/(d_w·d_a); ``--json`` prints one JSON object per grid point. Inputs are N(0, 1) noise
 (dense, the default) or, with ``--inputs mnist``, real MNIST test images scaled to [0, 1]
-(about 19 % of their pixels are non-zero).
+(about 19 % of their pixels are non-zero). The quick grid has one plan whose layers are
+stored dense (d_w = 40 %, above plan.DENSE_FROM).
+
+``--compare-with OLD`` times another checkout's engine against this one: the script runs
+in subprocesses, importing OLD's sparse_engine and this one's in turn (``--rounds``
+rounds, the order alternating), and prints each point's median engine time over the
+rounds side by side. It uses only the engine's public API, which OLD must have too.
 
     python benchmarks/engine.py --quick --json     # reduced grid, under two minutes
     python benchmarks/engine.py                    # full grid (3 widths × 3 × 3 × 3 batches)
     python benchmarks/engine.py --quick --inputs mnist
+    python benchmarks/engine.py --quick --compare-with ../old --rounds 4
 """
 
 from __future__ import annotations
@@ -18,7 +25,9 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import statistics
+import subprocess
 import sys
 import time
 import warnings
@@ -29,15 +38,17 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# after PYTHONPATH, which --compare-with points at the checkout to time
+sys.path.append(str(Path(__file__).resolve().parent.parent))
 
 from sparse_engine.backbone import Backbone, BackboneSpec
-from sparse_engine.engine import EngineSettings, InferenceEngine, plan_paths
+from sparse_engine.engine import BACKENDS, EngineSettings, InferenceEngine, plan_paths
 from sparse_engine.kwta import KWinners
-from sparse_engine.mnist import load_mnist
+from sparse_engine.mnist import load_mnist, mnist_path
 from sparse_engine.synthetic import synthetic_task
 from sparse_engine.task import Task, TaskNet
 
+ROOT = Path(__file__).resolve().parent.parent
 WIDTHS = (1024, 2048, 4096)
 DENSITIES = (0.05, 0.10, 0.20)
 BATCHES = (1, 16, 256)
@@ -127,6 +138,8 @@ def time_side_by_side(
     a 2-vCPU machine slowed the next single-threaded call by up to 2×); with ``cold`` the
     functions run strictly in turn and each finds the others' data in cache.
     """
+    for f in fns:  # first calls (a JIT compiling, caches filling) are not timed
+        f(x)
     start = time.perf_counter()
     for f in fns:
         f(x)
@@ -162,7 +175,6 @@ def run_point(
     weights = backbone.weights
     reference = TaskNet(spec, weights, task)
     engine = InferenceEngine(spec, EngineSettings(threads=threads, backend=backend))  # type: ignore[arg-type]
-    engine.warm_up()  # compile the kernels before timing
     plan = engine.plan(task, weights)
 
     def engine_forward(x: Tensor) -> Tensor:
@@ -229,8 +241,66 @@ def markdown(points: list[Point]) -> str:
     return "\n".join(lines)
 
 
+def compare(old: Path, rounds: int, args: list[str]) -> None:
+    """Run this script with ``args`` on OLD's sparse_engine and on this checkout's in turn,
+    ``rounds`` times (the order alternating), and print each point's median engine time."""
+    env = {**os.environ, "SPARSECL_MNIST": str(mnist_path())}  # OLD may sit elsewhere
+    roots = {"old": old.resolve(), "new": ROOT}
+    runs: dict[str, list[dict[str, object]]] = {"old": [], "new": []}
+    for label, root in roots.items():  # each child imports the package it is meant to
+        where = subprocess.run(
+            [sys.executable, "-c", "import sparse_engine; print(sparse_engine.__file__)"],
+            env={**env, "PYTHONPATH": str(root)},
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert Path(where).is_relative_to(root), f"{label}: imported {where}, not {root}"
+    for r in range(rounds):
+        for label in ("old", "new") if r % 2 == 0 else ("new", "old"):
+            print(f"round {r + 1}/{rounds}: {label}", file=sys.stderr, flush=True)
+            child = subprocess.run(
+                [sys.executable, __file__, "--json", *args],
+                env={**env, "PYTHONPATH": str(roots[label])},
+                cwd=roots[label],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            runs[label] += [json.loads(line) for line in child.stdout.splitlines()]
+
+    def medians(label: str, field: str) -> dict[tuple[object, ...], float]:
+        by_point: dict[tuple[object, ...], list[float]] = {}
+        for p in runs[label]:
+            key = (p["width"], p["d_w"], p["d_a"], p["batch"])
+            by_point.setdefault(key, []).append(float(p[field]))  # type: ignore[arg-type]
+        return {key: statistics.median(v) for key, v in by_point.items()}
+
+    old_ms, new_ms = medians("old", "engine_ms"), medians("new", "engine_ms")
+    old_dense, new_dense = medians("old", "dense_ms"), medians("new", "dense_ms")
+    paths = {(p["width"], p["d_w"], p["d_a"], p["batch"], label): p["paths"]
+             for label in runs for p in runs[label]}  # fmt: skip
+    print(f"medians over {rounds} rounds of each (ms); (a) dense nn.Linear shows the machine")
+    print("| width | d_w | d_a | batch | old engine | new engine | new/old | (a) old run | "
+          "(a) new run | old paths | new paths |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
+    for key in sorted(old_ms):
+        w, d_w, d_a, batch = key
+        print(
+            f"| {w} | {d_w:.0%} | {d_a:.0%} | {batch} | {old_ms[key]:.3f} | {new_ms[key]:.3f} "
+            f"| **{new_ms[key] / old_ms[key]:.2f}** | {old_dense[key]:.3f} | {new_dense[key]:.3f} "
+            f"| {paths[(*key, 'old')]} | {paths[(*key, 'new')]} |"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    side_by_side = argparse.ArgumentParser(add_help=False)
+    side_by_side.add_argument(
+        "--compare-with", type=Path, default=None, help="another checkout to time side by side"
+    )
+    side_by_side.add_argument("--rounds", type=int, default=3, help="runs of each to compare")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[side_by_side])
     parser.add_argument("--quick", action="store_true", help="reduced grid, under two minutes")
     parser.add_argument("--json", action="store_true", help="one JSON object per grid point")
     parser.add_argument("--threads", type=int, default=2)
@@ -238,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--cold", action="store_true", help="time each call right after the other methods' calls"
     )
-    parser.add_argument("--backend", default="auto", choices=("auto", "native", "numba", "torch"))
+    parser.add_argument("--backend", default="auto", choices=BACKENDS)
     parser.add_argument(
         "--inputs", default="randn", choices=("randn", "mnist"), help="N(0,1) or MNIST test images"
     )
@@ -247,10 +317,14 @@ def main(argv: list[str] | None = None) -> None:
         "--pairs", type=float, nargs="*", default=None, help="d_w d_a d_w d_a ... (fractions)"
     )
     args = parser.parse_args(argv)
+    if args.compare_with is not None:
+        forwarded = side_by_side.parse_known_args(argv)[1]
+        compare(args.compare_with, args.rounds, [a for a in forwarded if a != "--json"])
+        return
     torch.set_num_threads(args.threads)
     if args.quick:
         widths: tuple[int, ...] = (2048,)
-        pairs = [(0.05, 0.05), (0.10, 0.10), (0.20, 0.20)]
+        pairs = [(0.05, 0.05), (0.10, 0.10), (0.20, 0.20), (0.40, 0.10)]
         budget = args.budget or 1.5
     else:
         widths = WIDTHS
