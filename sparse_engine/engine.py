@@ -1,26 +1,27 @@
 """The k-WTA sparse inference engine: runs committed tasks from cached per-task plans.
 
 Each linear layer does work in proportion to its non-zero weights times its active
-inputs (weight sparsity × activation sparsity), through compiled kernels that release
-the GIL so the engine splits a batch over its own threads. The whole stack of linear
-layers, their k-WTA and the head run in one kernel call per thread, in the native C++
-kernel (``native``; built at install):
+inputs (weight sparsity × activation sparsity). The whole stack of linear layers, their
+k-WTA and the head run in one call per thread of the native C++ kernel (``native``: built
+at install for each x86-64 level, the best one for the CPU loaded), which releases the
+GIL so the engine splits a batch over its own threads (``plan_paths`` names each layer's
+path):
 - below ``NATIVE_FROM`` samples (latency), one sample at a time, called with no PyTorch
   op on the way (~5-10 µs of Python around an 80-130 µs forward pass, by host); a sample
   with few non-zero inputs scatters their rows in the first layer (``plan.PackedNet``);
-- from there, chunks of ``native.LANES`` samples (one vector register: 16 with AVX-512,
-  8 with AVX2) held as vectors, so each non-zero weight updates them in one operation.
-Without the native kernel, numba's ``forward_rows`` and ``forward_blocked`` (from
-``BLOCK_FROM`` samples) do the same.
-A plan with a layer stored dense switches to per-layer kernels and a BLAS matmul for that
-layer from ``DENSE_MATMUL_FROM`` samples. Conv layers run in PyTorch (their kernels are
-small). Without numba the engine runs the same plans through PyTorch (``torch.sparse``
-CSR matmuls), which is also the fallback backend. The path depends only on the batch
-size and the plan, so a given request always gets bit-identical logits.
+- from there, chunks of ``Kernel.lanes`` samples (one vector register: 16 with AVX-512,
+  8 otherwise) held as vectors, so each non-zero weight updates them in one operation;
+  a layer stored dense adds several dense rows at a time (measured faster than a BLAS
+  matmul at batch 16 to 256).
+Conv layers run in PyTorch (their kernels are small). Without the native kernel (not
+built, or no build for this CPU) the engine warns once and runs the same plans through
+PyTorch (``torch.sparse`` CSR matmuls), the "torch" backend. The path depends only on the
+batch size and the plan, so a given request always gets bit-identical logits.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import warnings
@@ -36,29 +37,21 @@ from torch import Tensor
 
 from . import native
 from .backbone import BackboneSpec
+from .kwta import kwinners
 from .plan import LayerPlan, Plan, PlanMemory, compile_task
 from .task import Task
 
-try:
-    from . import kernels
-except ImportError:  # pragma: no cover - numba is a dependency; the torch backend still works
-    kernels = None  # type: ignore[assignment]
+Backend = Literal["auto", "native", "torch"]
+BACKENDS: tuple[Backend, ...] = ("auto", "native", "torch")
+LayerPath = Literal["conv", "torch", "gather", "spmm", "scatter", "rows"]
 
-Backend = Literal["auto", "native", "numba", "torch"]
-BACKENDS: tuple[str, ...] = ("auto", "native", "numba", "torch")
-LayerPath = Literal["conv", "scatter", "gather", "spmm", "rows", "dense"]
-Mode = Literal["rows", "blocked", "native", "layers"]
-
-BLOCK_FROM = 4  # batch from which the one-call forward runs in chunks of samples
-NATIVE_FROM = 3  # batch from which the native kernel beats one sample at a time (measured)
-SPMM_FROM = 4  # batch from which output-major layers are vectorised over samples (per layer)
-DENSE_HEAD_FROM = 16  # batch from which the head is a BLAS matmul
-DENSE_MATMUL_FROM = 16  # batch from which dense-stored layers use a BLAS matmul
+NATIVE_FROM = 3  # batch from which the vector kernel beats one sample at a time (measured)
 
 
 @dataclass(frozen=True)
 class EngineSettings:
-    """Threads and backend. ``threads``/``interop_threads`` 0 keep PyTorch's current values."""
+    """Threads and backend. ``threads``/``interop_threads`` 0 keep PyTorch's current values;
+    backend "auto" takes the native kernel when it loads, else torch."""
 
     threads: int = 0
     interop_threads: int = 0
@@ -70,12 +63,34 @@ class EngineSettings:
             raise ValueError("threads and interop_threads must be >= 0")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.backend in ("numba", "native") and kernels is None:
-            raise ValueError(f"backend {self.backend!r} asked for but numba is not installed")
-        if self.backend == "native" and native.LIBRARY is None:
-            raise ValueError("backend 'native' asked for but its kernel is not built (setup.py)")
+        if self.backend == "native" and native.KERNEL is None:
+            raise ValueError(f"backend 'native' asked for but {fallback_reason()}")
         if self.parallel_min_batch < 1:
             raise ValueError("parallel_min_batch must be >= 1")
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """What runs inference: "native" or "torch", the kernel's instruction-set level (empty
+    for torch), and why the torch fallback runs (empty when it was asked for or is off)."""
+
+    backend: str
+    isa: str
+    warning: str
+
+
+def fallback_reason() -> str:
+    """Why the native kernel is not in use, as the fallback warning says it."""
+    return f"the native inference kernel is unavailable: {native.PROBLEM}"
+
+
+@functools.cache
+def _warn_fallback() -> None:
+    warnings.warn(
+        f"{fallback_reason()}; the engine runs its torch.sparse fallback, several times slower",
+        RuntimeWarning,
+        stacklevel=4,
+    )
 
 
 def apply_thread_settings(settings: EngineSettings) -> None:
@@ -93,62 +108,23 @@ def apply_thread_settings(settings: EngineSettings) -> None:
             )
 
 
-def layer_path(layer: LayerPlan, batch: int) -> LayerPath:
-    """The per-layer kernel a layer runs with in the "layers" mode (numba backend)."""
-    if layer.format == "conv":
-        return "conv"
-    if layer.format == "input_major":
-        return "scatter"
-    if layer.format == "output_major":
-        return "spmm" if batch >= SPMM_FROM else "gather"
-    return "dense" if batch >= DENSE_MATMUL_FROM else "rows"
-
-
-def run_mode(plan: Plan, batch: int, use_native: bool = native.LIBRARY is not None) -> Mode:
-    """How the compiled backends run a plan's linear layers for a batch of this size.
-
-    Chosen from the batch size, the plan and whether the native kernel is built (never the
-    thread count), so a sample's logits do not depend on how many threads share the batch.
-    """
-    if any(layer_path(layer, batch) == "dense" for layer in plan.layers):
-        return "layers"
-    if use_native and batch >= NATIVE_FROM:
-        return "native"
-    return "blocked" if batch >= BLOCK_FROM else "rows"
-
-
-_FUSED_PATHS: dict[tuple[Mode, str], LayerPath] = {
-    ("rows", "output_major"): "gather",
-    ("rows", "input_major"): "scatter",
-    ("rows", "dense_rows"): "rows",
-    ("blocked", "output_major"): "spmm",
-    ("blocked", "input_major"): "scatter",
-    ("blocked", "dense_rows"): "rows",
-    ("native", "output_major"): "spmm",
-    ("native", "input_major"): "scatter",
-    ("native", "dense_rows"): "rows",
-}
-
-
 def plan_paths(
-    plan: Plan, batch: int, use_native: bool = native.LIBRARY is not None
+    plan: Plan, batch: int, use_native: bool = native.KERNEL is not None
 ) -> tuple[LayerPath, ...]:
-    """The kernel each layer of a plan runs with for a batch of this size (compiled backends)."""
-    mode = run_mode(plan, batch, use_native)
-    if mode == "layers":
-        return tuple(layer_path(layer, batch) for layer in plan.layers)
-    return tuple(
-        "conv" if layer.format == "conv" else _FUSED_PATHS[mode, layer.format]
-        for layer in plan.layers
-    )
+    """The kernel each layer of a plan runs with for a batch of this size.
 
+    Chosen from the batch size and the plan only (never the thread count), so a sample's
+    logits do not depend on how many threads share the batch.
+    """
 
-_KERNELS = {
-    "scatter": "input_major_layer",
-    "gather": "output_major_layer",
-    "spmm": "output_major_batch_layer",
-    "rows": "dense_rows_layer",
-}
+    def path(layer: LayerPlan) -> LayerPath:
+        if layer.format == "conv" or not use_native:
+            return "conv" if layer.format == "conv" else "torch"
+        if layer.format == "output_major":
+            return "gather" if batch < NATIVE_FROM else "spmm"
+        return "scatter" if layer.format == "input_major" else "rows"
+
+    return tuple(path(layer) for layer in plan.layers)
 
 
 @dataclass(frozen=True, eq=False)
@@ -166,6 +142,7 @@ class InferenceEngine:
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self.settings = EngineSettings()
+        self._kernel: native.Kernel | None = None
         self.configure(settings or EngineSettings())
         self.builds = 0  # plans compiled so far (a cache miss each)
 
@@ -175,23 +152,33 @@ class InferenceEngine:
         apply_thread_settings(settings)
         with self._lock:
             self.settings = settings
-            self._native = self.backend == "native"
+            self._kernel = None if settings.backend == "torch" else native.KERNEL
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
+        if self._kernel is None and settings.backend == "auto":
+            _warn_fallback()
 
     @property
     def threads(self) -> int:
         return self.settings.threads or torch.get_num_threads() or os.cpu_count() or 1
 
     @property
-    def backend(self) -> Literal["native", "numba", "torch"]:
-        """The backend in use: "auto" takes native, else numba, else torch."""
-        if self.settings.backend == "torch" or kernels is None:
-            return "torch"
-        if self.settings.backend == "numba" or native.LIBRARY is None:
-            return "numba"
-        return "native"
+    def backend(self) -> Literal["native", "torch"]:
+        """The backend in use: "auto" takes native when its kernel loads, else torch."""
+        return "torch" if self._kernel is None else "native"
+
+    def info(self) -> EngineInfo:
+        """The backend in use, the native kernel's level, and the fallback's warning."""
+        if self._kernel is not None:
+            return EngineInfo("native", self._kernel.isa, "")
+        return EngineInfo(
+            "torch", "", "" if self.settings.backend == "torch" else fallback_reason()
+        )
+
+    def warm_up(self) -> None:
+        """Nothing to prepare any more (the kernel is compiled at install); kept until the
+        server stops calling it."""
 
     # ---- plans ----------------------------------------------------------------------------
     def plan(self, task: Task, weights: Sequence[Tensor]) -> Plan:
@@ -216,11 +203,6 @@ class InferenceEngine:
         """Bytes held per cached plan."""
         return {name: entry.plan.memory for name, entry in self._plans.items()}
 
-    def warm_up(self) -> None:
-        """Compile the kernels now (numba caches them on disk), not on the first request."""
-        if self.backend != "torch":
-            kernels.warm_up()
-
     # ---- inference ------------------------------------------------------------------------
     def logits(self, task: Task, weights: Sequence[Tensor], x: Tensor) -> Tensor:
         """Per-class scores of ``task`` for float32 inputs ``x`` (N × backbone input)."""
@@ -229,84 +211,45 @@ class InferenceEngine:
     def run(self, plan: Plan, x: Tensor) -> Tensor:
         """Run a plan on a batch; inputs are assumed checked (float32, finite, right size)."""
         n = x.shape[0]
+        kernel = self._kernel
         if (
             0 < n < NATIVE_FROM
-            and self._native
+            and kernel is not None
             and plan.n_conv == 0
             and x.dim() == 2
             and x.dtype == torch.float32
             and x.is_contiguous()
             and not x.requires_grad
         ):  # latency: straight to the one-sample kernel, no PyTorch op on the way
-            return native.latency_runner(plan)(x)
-        backend = self.backend
+            return kernel.runner(plan)(x)
         with torch.no_grad():
             h = x.detach().reshape(n, *self.spec.input_shape).to(torch.float32)
             for layer in plan.layers[: plan.n_conv]:
                 h = self._conv(layer, h)
             h = h.reshape(n, -1)
-            linear = plan.layers[plan.n_conv :]
-            if backend == "torch" or n == 0:
-                return self._run_torch(plan, linear, h)
-            return self._run_numba(plan, linear, h.contiguous().numpy())
+            if kernel is None or n == 0:
+                return self._run_torch(plan, h)
+            return self._run_native(kernel, plan, h.contiguous().numpy())
 
     def _conv(self, layer: LayerPlan, h: Tensor) -> Tensor:
         pre = F.max_pool2d(
             F.conv2d(h, layer.conv_weight(), torch.from_numpy(layer.bias), padding=1), 2
         )
-        return _kwta_torch(pre.reshape(pre.shape[0], -1), layer).reshape(pre.shape)
+        return _kwta(pre, layer)
 
-    def _run_numba(self, plan: Plan, linear: Sequence[LayerPlan], h: np.ndarray) -> Tensor:
-        n = h.shape[0]
-        mode = run_mode(plan, n, self.backend == "native")
-        if mode == "native":
-            logits = np.empty((n, plan.head_bias.shape[0]), dtype=np.float32)
-            self._split(native.forward, n, plan, h, logits, align=native.LANES)
-            return torch.from_numpy(logits)
-        if mode == "rows" and self.backend == "native":
-            logits = np.empty((n, plan.head_bias.shape[0]), dtype=np.float32)
-            native.forward_rows(plan, h, logits, 0, n)
-            return torch.from_numpy(logits)
-        if mode != "layers":
-            logits = np.empty((n, plan.head_bias.shape[0]), dtype=np.float32)
-            kernel = kernels.forward_rows if mode == "rows" else kernels.forward_blocked
-            args = (*plan.net.arrays(), plan.head_weight_t, plan.head_bias, logits)
-            self._split(kernel, n, h, *args, align=kernels.LANES if mode == "blocked" else 1)
-            return torch.from_numpy(logits)
-        for layer in linear:
-            out = np.empty((n, layer.units), dtype=np.float32)
-            path = layer_path(layer, n)
-            if path == "dense":
-                pre = torch.addmm(
-                    torch.from_numpy(layer.bias),
-                    torch.from_numpy(h),
-                    torch.from_numpy(layer.values),
-                )
-                self._split(kernels.kwta_rows, n, pre.numpy(), layer.boost, layer.k, out)
-            else:
-                src = np.ascontiguousarray(h.T) if path == "spmm" else h
-                weight = (
-                    (layer.values,)
-                    if path == "rows"
-                    else (layer.indptr, layer.indices, layer.values)
-                )
-                kernel = getattr(kernels, _KERNELS[path])
-                self._split(kernel, n, src, *weight, layer.bias, layer.boost, layer.k, out)
-            h = out
-        if n >= DENSE_HEAD_FROM:
-            return torch.addmm(
-                torch.from_numpy(plan.head_bias),
-                torch.from_numpy(h),
-                torch.from_numpy(plan.head_weight_t),
-            )
+    def _run_native(self, kernel: native.Kernel, plan: Plan, x: np.ndarray) -> Tensor:
+        n = x.shape[0]
         logits = np.empty((n, plan.head_bias.shape[0]), dtype=np.float32)
-        self._split(kernels.sparse_head, n, h, plan.head_weight_t, plan.head_bias, logits)
+        if n < NATIVE_FROM:
+            kernel.forward_rows(plan, x, logits, 0, n)
+        else:
+            self._split(kernel.forward, n, plan, x, logits, align=kernel.lanes)
         return torch.from_numpy(logits)
 
     def _split(self, kernel: Callable[..., None], n: int, *args: Any, align: int = 1) -> None:
         """Run ``kernel(*args, lo, hi)`` over the batch, in one chunk per thread when large.
 
-        Chunk bounds are multiples of ``align`` (the samples a blocked kernel vectorises).
+        Chunk bounds are multiples of ``align`` (the samples the kernel vectorises).
         """
         threads = min(self.threads, -(-n // align))
         if threads <= 1 or n < self.settings.parallel_min_batch:
@@ -332,11 +275,11 @@ class InferenceEngine:
                 pool = self._pool
         return pool
 
-    def _run_torch(self, plan: Plan, linear: Sequence[LayerPlan], h: Tensor) -> Tensor:
+    def _run_torch(self, plan: Plan, h: Tensor) -> Tensor:
         """The pure-PyTorch backend: torch.sparse CSR matmuls on the same plan arrays."""
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
-            for layer in linear:
+            for layer in plan.layers[plan.n_conv :]:
                 bias = torch.from_numpy(layer.bias)
                 if layer.format == "dense_rows":
                     pre = torch.addmm(bias, h, torch.from_numpy(layer.values))
@@ -346,7 +289,7 @@ class InferenceEngine:
                 else:
                     w = _csr_tensor(layer, (layer.n_in, layer.units))
                     pre = torch.mm(h, w) + bias
-                h = _kwta_torch(pre, layer)
+                h = _kwta(pre, layer)
         return torch.addmm(
             torch.from_numpy(plan.head_bias), h, torch.from_numpy(plan.head_weight_t)
         )
@@ -369,9 +312,6 @@ def _csr_tensor(layer: LayerPlan, size: tuple[int, int]) -> Tensor:
     )
 
 
-def _kwta_torch(pre: Tensor, layer: LayerPlan) -> Tensor:
-    """k-WTA on N × units pre-activations with the plan's boost (same ops as ``kwinners``)."""
-    if layer.k >= layer.units:
-        return pre
-    winners = (pre * torch.from_numpy(layer.boost)).topk(layer.k, dim=1, sorted=False).indices
-    return torch.zeros_like(pre).scatter(1, winners, pre.gather(1, winners))
+def _kwta(pre: Tensor, layer: LayerPlan) -> Tensor:
+    """The layer's k-WTA, as the reference (TaskNet) runs it: ``kwinners``."""
+    return kwinners(pre, layer.kwta.duty_cycle, layer.k, layer.kwta.boost_strength)

@@ -1,8 +1,11 @@
 """The compiled forward passes (sparse_engine/native/forward.cpp), loaded with ctypes.
 
-setup.py builds them at install time for the installing machine; when they are missing
-(no compiler) ``LIBRARY`` is None and the engine uses its numba kernels. The calls
-release the GIL, so the engine's threads run chunks of a batch in parallel.
+setup.py builds the kernel once per x86-64 level (``ISAS``; one ``generic`` build on other
+architectures), so one wheel or image runs on any x86-64 host at the speed of that host:
+this module asks the baseline build which levels the CPU and its OS support and loads the
+best build (``SPARSECL_NATIVE_ISA`` picks a lower one, or ``none``). When none loads,
+``KERNEL`` is None and ``PROBLEM`` says why; the engine then runs its torch fallback. The
+calls release the GIL, so the engine's threads run chunks of a batch in parallel.
 
 A plan's arrays reach the kernel as one int64 header of pointers and sizes, packed once
 per plan: a ctypes call converting a dozen numpy arrays to pointers costs ~15 µs, a
@@ -13,8 +16,11 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
+import os
+import platform
 import weakref
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,6 +31,11 @@ from .plan import M_COLS
 
 if TYPE_CHECKING:
     from .plan import Plan
+
+# The x86-64 levels, level n at index n - 1 (what the kernel's sparsecl_cpu_level counts).
+ISAS = ("x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4")
+GENERIC = "generic"  # the one build on other architectures
+X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 _P = ctypes.c_void_p
 _I = ctypes.c_int64
@@ -46,33 +57,116 @@ _I = ctypes.c_int64
     H_COLS,
 ) = range(13)
 
+_HEADERS: weakref.WeakKeyDictionary[Plan, tuple[np.ndarray, int]] = weakref.WeakKeyDictionary()
 
-def _load() -> ctypes.CDLL | None:
-    spec = importlib.util.find_spec(f"{__package__}._native")
+
+def module_name(isa: str) -> str:
+    """The extension module built for ``isa`` (setup.py names them so)."""
+    return "_native_" + isa.replace("-", "_")
+
+
+class Unavailable(Exception):
+    """Why a build of the kernel cannot run here."""
+
+
+@dataclass(frozen=True, eq=False)
+class Kernel:
+    """One build of the kernel, loaded: its instruction-set level and samples per vector."""
+
+    isa: str
+    lanes: int
+    library: ctypes.CDLL
+    _runners: weakref.WeakKeyDictionary[Plan, Callable[[Tensor], Tensor]] = field(
+        default_factory=weakref.WeakKeyDictionary, repr=False
+    )
+
+    def forward(self, plan: Plan, x: np.ndarray, out: np.ndarray, lo: int, hi: int) -> None:
+        """The logits of rows ``lo..hi`` of ``x`` (float32, C-contiguous) into ``out``
+        (N × classes), ``lanes`` samples per vector (batches from a few samples up)."""
+        status = self.library.sparsecl_forward(
+            header(plan)[1], x.ctypes.data, x.shape[1], out.ctypes.data, lo, hi
+        )
+        _check(status, plan.net.indices.dtype)
+
+    def forward_rows(self, plan: Plan, x: np.ndarray, out: np.ndarray, lo: int, hi: int) -> None:
+        """The logits of rows ``lo..hi``, one sample at a time (small batches: latency)."""
+        status = self.library.sparsecl_forward_rows(
+            header(plan)[1], x.ctypes.data, x.shape[1], out.ctypes.data, lo, hi
+        )
+        _check(status, plan.net.indices.dtype)
+
+    def runner(self, plan: Plan) -> Callable[[Tensor], Tensor]:
+        """The plan's one-sample path as a function of a float32, C-contiguous N × inputs
+        tensor: a ctypes call on the tensors' own memory, as little Python as possible
+        around the kernel (at batch 1 every step of it shows in the latency)."""
+        run = self._runners.get(plan)
+        if run is None:
+            kernel = self.library.sparsecl_forward_rows
+            packed, address = header(plan)
+            classes = int(plan.head_bias.shape[0])
+            dtype = plan.net.indices.dtype
+
+            def run(x: Tensor, packed: np.ndarray = packed) -> Tensor:  # packed: kept alive
+                n = x.shape[0]
+                out = torch.empty((n, classes))
+                _check(kernel(address, x.data_ptr(), x.shape[1], out.data_ptr(), 0, n), dtype)
+                return out
+
+            self._runners[plan] = run
+        return run
+
+
+def _open(isa: str) -> Kernel:
+    spec = importlib.util.find_spec(f"{__package__}.{module_name(isa)}")
     if spec is None or spec.origin is None:
-        return None
-    lib = ctypes.CDLL(spec.origin)
+        raise Unavailable(
+            f"its {isa} build ({module_name(isa)}) is not installed: the install found no "
+            "C++ compiler or the compile failed (`pip install -v` shows why)"
+        )
+    try:
+        lib = ctypes.CDLL(spec.origin)
+    except OSError as error:
+        raise Unavailable(f"{spec.origin} does not load: {error}") from error
     for name in ("sparsecl_lanes", "sparsecl_header_cols", "sparsecl_meta_cols"):
         if not hasattr(lib, name):
-            raise ImportError("sparse_engine._native is from another version: pip install -e .")
+            raise Unavailable(f"{spec.origin} is from another version: reinstall sparsecl")
         getattr(lib, name).restype = ctypes.c_int
         getattr(lib, name).argtypes = []
     if lib.sparsecl_header_cols() != H_COLS or lib.sparsecl_meta_cols() != M_COLS:
-        raise ImportError("sparse_engine._native is from another version: pip install -e .")
-    # header, x, x_cols, out, lo, hi
-    lib.sparsecl_forward.restype = ctypes.c_int
-    lib.sparsecl_forward.argtypes = [_P, _P, _I, _P, _I, _I]
-    lib.sparsecl_forward_rows.restype = ctypes.c_int
-    lib.sparsecl_forward_rows.argtypes = [_P, _P, _I, _P, _I, _I]
-    return lib
+        raise Unavailable(f"{spec.origin} is from another version: reinstall sparsecl")
+    lib.sparsecl_cpu_level.restype = ctypes.c_int
+    lib.sparsecl_cpu_level.argtypes = []
+    for name in ("sparsecl_forward", "sparsecl_forward_rows"):  # header, x, x_cols, out, lo, hi
+        getattr(lib, name).restype = ctypes.c_int
+        getattr(lib, name).argtypes = [_P, _P, _I, _P, _I, _I]
+    return Kernel(isa, lib.sparsecl_lanes(), lib)
 
 
-LIBRARY = _load()
-# samples one vector holds: chunk bounds that are multiples of it fill whole vectors
-LANES = LIBRARY.sparsecl_lanes() if LIBRARY is not None else 16
+def load(isa: str | None = None) -> tuple[Kernel | None, str]:
+    """The build for ``isa`` ("none": no kernel), by default the best this CPU runs, or
+    None and why not."""
+    if isa == "none":
+        return None, "turned off by SPARSECL_NATIVE_ISA=none"
+    if isa is not None and isa not in (ISAS if X86 else (GENERIC,)):
+        return None, f"SPARSECL_NATIVE_ISA={isa} is not one of {ISAS if X86 else (GENERIC,)}"
+    try:
+        if not X86:
+            return _open(GENERIC), ""
+        level = _open(ISAS[0]).library.sparsecl_cpu_level()
+        if isa is not None and ISAS.index(isa) >= level:
+            return None, f"this CPU runs up to {ISAS[level - 1]}, not {isa}"
+        problem = ""
+        for candidate in reversed(ISAS[:level] if isa is None else (isa,)):
+            try:
+                return _open(candidate), ""
+            except Unavailable as error:  # a lower level may still be built
+                problem = problem or str(error)
+        return None, problem
+    except Unavailable as error:
+        return None, str(error)
 
-_HEADERS: weakref.WeakKeyDictionary[Plan, tuple[np.ndarray, int]] = weakref.WeakKeyDictionary()
-_LATENCY: weakref.WeakKeyDictionary[Plan, Callable[[Tensor], Tensor]] = weakref.WeakKeyDictionary()
+
+KERNEL, PROBLEM = load(os.environ.get("SPARSECL_NATIVE_ISA") or None)
 
 
 def header(plan: Plan) -> tuple[np.ndarray, int]:
@@ -101,50 +195,12 @@ def header(plan: Plan) -> tuple[np.ndarray, int]:
     return packed
 
 
-def _library() -> ctypes.CDLL:
-    if LIBRARY is None:
-        raise RuntimeError("the native engine kernel is not built (see setup.py)")
-    return LIBRARY
-
-
-def forward(plan: Plan, x: np.ndarray, out: np.ndarray, lo: int, hi: int) -> None:
-    """Logits of rows ``lo..hi`` of ``x`` (float32, C-contiguous) into ``out`` (N × classes),
-    ``LANES`` samples per vector (batches from a few samples up)."""
-    status = _library().sparsecl_forward(
-        header(plan)[1], x.ctypes.data, x.shape[1], out.ctypes.data, lo, hi
-    )
-    _check(status, plan.net.indices.dtype)
-
-
-def forward_rows(plan: Plan, x: np.ndarray, out: np.ndarray, lo: int, hi: int) -> None:
-    """The same, one sample at a time (small batches: latency)."""
-    status = _library().sparsecl_forward_rows(
-        header(plan)[1], x.ctypes.data, x.shape[1], out.ctypes.data, lo, hi
-    )
-    _check(status, plan.net.indices.dtype)
-
-
-def latency_runner(plan: Plan) -> Callable[[Tensor], Tensor]:
-    """The plan's one-sample path as a function of a float32, C-contiguous N × inputs
-    tensor: a ctypes call on the tensors' own memory, as little Python as possible around
-    the kernel (at batch 1 every step of it shows in the latency)."""
-    run = _LATENCY.get(plan)
-    if run is None:
-        kernel = _library().sparsecl_forward_rows
-        packed, address = header(plan)
-        classes = int(plan.head_bias.shape[0])
-        dtype = plan.net.indices.dtype
-
-        def run(x: Tensor, packed: np.ndarray = packed) -> Tensor:  # packed: kept alive
-            n = x.shape[0]
-            out = torch.empty((n, classes))
-            _check(kernel(address, x.data_ptr(), x.shape[1], out.data_ptr(), 0, n), dtype)
-            return out
-
-        _LATENCY[plan] = run
-    return run
-
-
 def _check(status: int, dtype: np.dtype) -> None:
     if status != 0:
-        raise ValueError(f"native forward refused the plan's {dtype} indices")
+        raise ValueError(f"the native kernel refused the plan's {dtype} indices")
+
+
+if __name__ == "__main__":  # python -m sparse_engine.native: the build this host runs
+    if KERNEL is None:
+        raise SystemExit(f"sparse_engine: no native kernel ({PROBLEM})")
+    print(f"sparse_engine: native kernel {KERNEL.isa}, {KERNEL.lanes} samples per vector")

@@ -1,7 +1,7 @@
 """Compile a committed task into the engine's plan: only the weights the task reads.
 
 A plan holds, per layer, the task's masked weights in the layout its input calls for
-(see ``kernels``), its bias and its frozen k-WTA boost factors; then the head. The linear
+(see native/forward.cpp), its bias and its frozen k-WTA state; then the head. The linear
 layers' arrays are views into one ``PackedNet`` that the engine hands to a single kernel
 call for the whole network, so packing costs no memory. It depends
 only on frozen values (the task's mask, biases, k-WTA state, head, and backbone weights
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Literal
 
@@ -41,7 +41,7 @@ SPARSE_INPUT_BELOW = 0.5
 # Largest layer side whose column indices are stored as uint16 (half the index bytes).
 INDEX16_MAX = 1 << 16
 
-# Format codes and the columns of ``PackedNet.meta`` (the kernels read these).
+# Format codes and the columns of ``PackedNet.meta`` (the native kernel reads these).
 OUTPUT_MAJOR, INPUT_MAJOR, DENSE_ROWS = 0, 1, 2
 FORMAT_CODE = {"output_major": OUTPUT_MAJOR, "input_major": INPUT_MAJOR, "dense_rows": DENSE_ROWS}
 (
@@ -87,7 +87,7 @@ class PlanMemory:
 
 @dataclass(frozen=True, eq=False)
 class LayerPlan:
-    """One compiled layer: weights in ``format``, bias, k and boost factors for k-WTA.
+    """One compiled layer: weights in ``format``, bias, its k-WTA state, k and boost factors.
 
     ``values``/``indices``/``indptr`` are: CSR of W (output-major), CSR of Wᵀ
     (input-major), dense Wᵀ with empty index arrays (dense_rows), or the non-zero values
@@ -96,8 +96,9 @@ class LayerPlan:
 
     format: LayerFormat
     layer: LayerSpec
+    kwta: KWinnersState  # restricted to the layer's kept units, as the layer is
     k: int
-    boost: np.ndarray  # float32, units
+    boost: np.ndarray  # float32, units: kwta's boost factors, for the native kernel
     bias: np.ndarray  # float32, out features or channels
     values: np.ndarray
     indices: np.ndarray  # uint16 or uint32, the same for all linear layers (int32 for conv)
@@ -121,7 +122,7 @@ class LayerPlan:
 
 @dataclass(frozen=True, eq=False)
 class PackedNet:
-    """The linear layers of a plan in flat arrays, for the engine's one-call kernels.
+    """The linear layers of a plan in flat arrays, for the native kernel.
 
     Row l of ``meta`` (int64) holds linear layer l's format code, fan-in, units, k and its
     offsets into ``values``, ``indices``, ``indptr`` and ``bias``/``boost`` (columns
@@ -140,10 +141,6 @@ class PackedNet:
     indptr: np.ndarray  # uint32
     bias: np.ndarray  # float32
     boost: np.ndarray  # float32
-
-    def arrays(self) -> tuple[np.ndarray, ...]:
-        """The arrays in the order the forward kernels take them."""
-        return (self.meta, self.values, self.indices, self.indptr, self.bias, self.boost)
 
 
 @dataclass(frozen=True, eq=False)
@@ -173,7 +170,10 @@ def boost_factors(state: KWinnersState, units: int) -> np.ndarray:
     return np.ascontiguousarray(boost.to(torch.float32).numpy())
 
 
-def _csr(weight: Tensor, mask: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+Csr = tuple[np.ndarray, np.ndarray, np.ndarray]  # values, column indices, row pointers
+
+
+def _csr(weight: Tensor, mask: Tensor) -> Csr:
     """CSR (float32 values, int64 column indices, int64 row pointers) of the mask's entries."""
     rows, cols = mask.nonzero(as_tuple=True)
     if rows.numel() >= 2**31:
@@ -194,40 +194,23 @@ def layer_format(layer: LayerSpec, weight_density: float, input_density: float) 
     return "input_major" if input_density < SPARSE_INPUT_BELOW else "output_major"
 
 
-@dataclass(frozen=True, eq=False)
-class _Raw:
-    """One layer's arrays before packing (``transposed``: an input-major copy, or None)."""
-
-    format: LayerFormat
-    layer: LayerSpec
-    k: int
-    boost: np.ndarray
-    bias: np.ndarray
-    values: np.ndarray
-    indices: np.ndarray
-    indptr: np.ndarray
-    nnz: int
-    transposed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-
-
-def _pack(raw: Sequence[_Raw], copies: bool = True) -> tuple[PackedNet, list[LayerPlan]]:
-    """Concatenate the linear layers' arrays (then, with ``copies``, their input-major
-    copies); each layer plan gets views into them."""
-    widest = max((max(r.layer.fan_in, r.layer.units) for r in raw), default=0)
+def _pack(
+    layers: Sequence[LayerPlan], copy: Csr | None = None
+) -> tuple[PackedNet, list[LayerPlan]]:
+    """Concatenate the linear layers' arrays (then the first one's input-major ``copy``);
+    each layer plan comes back with views into them."""
+    widest = max((max(r.layer.fan_in, r.layer.units) for r in layers), default=0)
     index_dtype = np.uint16 if widest <= INDEX16_MAX else np.uint32
-    meta = np.zeros((len(raw), M_COLS), dtype=np.int64)
+    meta = np.zeros((len(layers), M_COLS), dtype=np.int64)
     offsets = np.zeros(4, dtype=np.int64)  # values, indices, indptr, units
-    for row, r in zip(meta, raw, strict=True):
+    for row, r in zip(meta, layers, strict=True):
         row[:M_VALUES] = (FORMAT_CODE[r.format], r.layer.fan_in, r.layer.units, r.k)
         row[M_VALUES:M_T_VALUES] = offsets
         offsets += (r.values.size, r.indices.size, r.indptr.size, r.layer.units)
-    extra: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    for row, r in zip(meta, raw, strict=True):
-        if copies and r.transposed is not None:
-            row[M_T_VALUES:M_SCATTER_BELOW] = offsets[:3]
-            row[M_SCATTER_BELOW] = math.ceil(SPARSE_INPUT_BELOW * r.layer.fan_in)
-            offsets[:3] += tuple(a.size for a in r.transposed)
-            extra.append(r.transposed)
+    copies = [] if copy is None else [copy]  # after every layer's own arrays
+    if copy is not None:
+        meta[0, M_T_VALUES:M_SCATTER_BELOW] = offsets[:3]
+        meta[0, M_SCATTER_BELOW] = math.ceil(SPARSE_INPUT_BELOW * layers[0].layer.fan_in)
 
     def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
         return np.concatenate([np.zeros(0, dtype), *(a.reshape(-1) for a in parts)]).astype(
@@ -236,26 +219,23 @@ def _pack(raw: Sequence[_Raw], copies: bool = True) -> tuple[PackedNet, list[Lay
 
     net = PackedNet(
         meta,
-        cat([r.values for r in raw] + [t[0] for t in extra], np.float32),
-        cat([r.indices for r in raw] + [t[1] for t in extra], index_dtype),
-        cat([r.indptr for r in raw] + [t[2] for t in extra], np.uint32),
-        cat([r.bias for r in raw], np.float32),
-        cat([r.boost for r in raw], np.float32),
+        cat([r.values for r in layers] + [c[0] for c in copies], np.float32),
+        cat([r.indices for r in layers] + [c[1] for c in copies], index_dtype),
+        cat([r.indptr for r in layers] + [c[2] for c in copies], np.uint32),
+        cat([r.bias for r in layers], np.float32),
+        cat([r.boost for r in layers], np.float32),
     )
     plans = []
-    for row, r in zip(meta, raw, strict=True):
+    for row, r in zip(meta, layers, strict=True):
         v, i, p, u = (int(o) for o in row[M_VALUES:M_T_VALUES])
         plans.append(
-            LayerPlan(
-                r.format,
-                r.layer,
-                r.k,
-                net.boost[u : u + r.layer.units],
-                net.bias[u : u + r.layer.units],
-                net.values[v : v + r.values.size].reshape(r.values.shape),
-                net.indices[i : i + r.indices.size],
-                net.indptr[p : p + r.indptr.size],
-                r.nnz,
+            replace(
+                r,
+                boost=net.boost[u : u + r.layer.units],
+                bias=net.bias[u : u + r.layer.units],
+                values=net.values[v : v + r.values.size].reshape(r.values.shape),
+                indices=net.indices[i : i + r.indices.size],
+                indptr=net.indptr[p : p + r.indptr.size],
             )
         )
     return net, plans
@@ -317,7 +297,8 @@ def compact(
 def compile_task(spec: BackboneSpec, weights: Sequence[Tensor], task: Task) -> Plan:
     """Compile ``task`` against the backbone's current weights (which its mask keeps frozen);
     a structured task is first compacted to its kept units (``compact``)."""
-    raw: list[_Raw] = []
+    compiled: list[LayerPlan] = []
+    copy: Csr | None = None
     input_density = 1.0  # the backbone's input (pixels, features) is dense
     csr_bytes = nnz_total = 0
     empty: np.ndarray = np.zeros(0, dtype=np.int64)
@@ -345,19 +326,18 @@ def compile_task(spec: BackboneSpec, weights: Sequence[Tensor], task: Task) -> P
             values, indices, indptr = _csr(w, mask)
         else:
             values, indices, indptr = _csr(w.t(), mask.t())
-        # the network's input may be sparse however dense it is on average (see PackedNet)
-        copy = _csr(w.t(), mask.t()) if fmt == "output_major" and not raw else None
+        if fmt == "output_major" and not compiled:
+            # the network's input may be sparse however dense it is on average (PackedNet)
+            copy = _csr(w.t(), mask.t())
         boost = boost_factors(state, layer.units)
         bias_np = np.ascontiguousarray(bias.detach().to(torch.float32).numpy().copy())
-        raw.append(_Raw(fmt, layer, k, boost, bias_np, values, indices, indptr, nnz, copy))
+        compiled.append(
+            LayerPlan(fmt, layer, state, k, boost, bias_np, values, indices, indptr, nnz)
+        )
         csr_bytes += nnz * 8 + (w.shape[0] + 1) * 8
         nnz_total += nnz
         input_density = k / layer.units
-    convs = [
-        LayerPlan(r.format, r.layer, r.k, r.boost, r.bias, r.values, r.indices, r.indptr, r.nnz)
-        for r in raw
-        if r.format == "conv"
-    ]
+    convs = [c for c in compiled if c.format == "conv"]
     head_t = np.ascontiguousarray(head_weight.detach().to(torch.float32).t().numpy())
     head_b = np.ascontiguousarray(task.head_bias.detach().to(torch.float32).numpy().copy())
 
@@ -376,10 +356,10 @@ def compile_task(spec: BackboneSpec, weights: Sequence[Tensor], task: Task) -> P
             csr_bytes=csr_bytes + head_t.nbytes,
         )
 
-    linear_raw = [r for r in raw if r.format != "conv"]
-    net, linear = _pack(linear_raw)
+    unpacked = [c for c in compiled if c.format != "conv"]
+    net, linear = _pack(unpacked, copy)
     memory = memory_of(net)
     if memory.total_bytes > memory.bound_bytes:  # no room for the input-major copy
-        net, linear = _pack(linear_raw, copies=False)
+        net, linear = _pack(unpacked)
         memory = memory_of(net)
     return Plan(task.name, spec, (*convs, *linear), head_t, head_b, memory, net)

@@ -15,10 +15,10 @@ from ..serving import FAST, ROOT, ServerProcess, digits
 
 
 def test_engine_threads_and_backend_are_applied_and_served(tmp_path: Path, mnist: Mnist) -> None:
-    server = ServerProcess(tmp_path, args=["--engine-threads", "1", "--engine-backend", "numba"])
+    server = ServerProcess(tmp_path, args=["--engine-threads", "1", "--engine-backend", "torch"])
     server.start()
     try:
-        assert "engine numba, 1 threads" in "".join(server.output)
+        assert "engine torch, 1 threads" in "".join(server.output)
         with Client(server.address, timeout=120) as client:
             client.learn("A", digits(mnist, [0, 1]), **FAST)
             labels = client.predict("A", mnist.x_test[:64]).labels
