@@ -132,6 +132,16 @@ class LayerInfo:
 
 
 @dataclass(frozen=True)
+class EngineInfo:
+    """What runs Predict: "native" (the C++ kernel, at instruction-set level ``isa``) or
+    "torch"; ``warning`` says why the slower torch fallback runs, when it was not asked for."""
+
+    backend: str
+    isa: str
+    warning: str
+
+
+@dataclass(frozen=True)
 class BackboneInfo:
     """The backbone's architecture and how much of it is still free."""
 
@@ -144,6 +154,7 @@ class BackboneInfo:
     max_tasks: int
     tracking_uri: str
     experiment_id: str
+    engine: EngineInfo
 
 
 @dataclass(frozen=True)
@@ -421,4 +432,9 @@ class Client:
 
     def backbone(self) -> BackboneInfo:
         m = self._call(self._stub.GetBackbone, pb.GetBackboneRequest())
-        return _record(BackboneInfo, m, layers=tuple(_record(LayerInfo, lay) for lay in m.layers))
+        return _record(
+            BackboneInfo,
+            m,
+            layers=tuple(_record(LayerInfo, lay) for lay in m.layers),
+            engine=_record(EngineInfo, m.engine),
+        )

@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sparse_engine.config import DEFAULT_BACKBONE
-from sparse_engine.engine import EngineSettings
+from sparse_engine.engine import EngineInfo, EngineSettings
 from sparse_engine.model import SparseCL
 from sparsecl.v1 import sparsecl_pb2 as pb
 from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
@@ -118,7 +118,9 @@ async def load(config: ServerConfig, store: TaskStore, spec: str, seed: int) -> 
             backend=config.engine_backend,  # type: ignore[arg-type]
         )
     )
-    await asyncio.to_thread(model.engine.warm_up)
+    info = model.engine.info()
+    if info.warning:
+        log.warning("%s; Predict runs the slower torch backend", info.warning)
     if store.relocated_from:
         log.info(
             "data dir moved or copied: artifacts of %s now read from the data dir's own artifacts/",
@@ -188,8 +190,13 @@ def banner(config: ServerConfig, address: str, plane: DataPlane) -> str:
         f"sparsecl serving on {address} | backbone {model.spec} (seed {model.seed}) | "
         f"{len(model.tasks)} tasks, {len(plane.failed)} failed, {len(plane.damaged)} damaged | "
         f"MLflow {redact(store.tracking_uri)} | {security(config)} | "
-        f"engine {model.engine.backend}, {model.engine.threads} threads"
+        f"engine {engine_text(model.engine.info())}, {model.engine.threads} threads"
     )
+
+
+def engine_text(info: EngineInfo) -> str:
+    """The inference backend and the native kernel's level, e.g. "native x86-64-v4"."""
+    return f"{info.backend} {info.isa}".strip()
 
 
 def server_credentials(config: ServerConfig) -> Any:

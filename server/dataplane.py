@@ -11,7 +11,6 @@ is queued, and a task becomes visible only once committed (see jobs.py and store
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
@@ -25,9 +24,9 @@ from sparse_engine.analysis import AnalysisTable
 from sparse_engine.backbone import BackboneSpec
 from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.data import TaskData
+from sparse_engine.engine import EngineInfo
 from sparse_engine.errors import InvalidInputError, TaskExistsError, brief
 from sparse_engine.model import SparseCL, check_name
-from sparse_engine.owners import OwnerMap
 from sparse_engine.task import TaskRecord
 
 from . import inputs, plots
@@ -78,10 +77,11 @@ class TaskView:
 class Backbone:
     spec: BackboneSpec
     seed: int
-    owners: OwnerMap  # a copy
+    free_weights: tuple[int, ...]  # per layer, read under the lock: never a half-done commit
     tasks: int
     tracking_uri: str  # without its password
     experiment_id: str
+    engine: EngineInfo
 
 
 @dataclass(frozen=True)
@@ -218,10 +218,11 @@ class DataPlane:
             return Backbone(
                 self.model.spec,
                 self.model.seed,
-                copy.deepcopy(self.model.owners),
+                tuple(self.model.owners.free_count()),
                 len(self.model.tasks),
                 redact(self.store.tracking_uri),
                 self.store.experiment_id,
+                self.model.engine.info(),
             )
 
     def _committed_view(self, name: str) -> TaskView:

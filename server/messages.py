@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from sparse_engine.analysis import AnalysisTable
-from sparse_engine.backbone import BackboneSpec
 from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.errors import InvalidInputError
-from sparse_engine.owners import MAX_TASKS, OwnerMap
+from sparse_engine.owners import MAX_TASKS
 from sparse_engine.task import TaskRecord
 from sparsecl import hyper
 from sparsecl.v1 import sparsecl_pb2 as pb
+
+if TYPE_CHECKING:
+    from .dataplane import Backbone
 
 
 def task_config(hp: pb.HyperParameters) -> TaskConfig:
@@ -72,16 +75,8 @@ def progress(event: ProgressEvent, total_epochs: int, steps_per_epoch: int) -> p
     )
 
 
-def backbone_info(
-    spec: BackboneSpec,
-    seed: int,
-    owners: OwnerMap,
-    tasks: int,
-    tracking_uri: str,
-    experiment_id: str,
-) -> pb.BackboneInfo:
-    """The backbone's architecture and free capacity per layer."""
-    free = owners.free_count()
+def backbone_info(b: Backbone) -> pb.BackboneInfo:
+    """The backbone's architecture, free capacity per layer, and what runs inference."""
     layers = [
         pb.LayerInfo(
             kind=layer.kind,
@@ -91,18 +86,19 @@ def backbone_info(
             free_weights=n,
             free_capacity=n / layer.numel,
         )
-        for layer, n in zip(spec.layers, free, strict=True)
+        for layer, n in zip(b.spec.layers, b.free_weights, strict=True)
     ]
     return pb.BackboneInfo(
-        spec=str(spec),
-        seed=seed,
-        input_shape=list(spec.input_shape),
+        spec=str(b.spec),
+        seed=b.seed,
+        input_shape=list(b.spec.input_shape),
         layers=layers,
-        free_capacity=spec.overall([layer.free_capacity for layer in layers]),
-        tasks=tasks,
+        free_capacity=b.spec.overall([layer.free_capacity for layer in layers]),
+        tasks=b.tasks,
         max_tasks=MAX_TASKS,
-        tracking_uri=tracking_uri,
-        experiment_id=experiment_id,
+        tracking_uri=b.tracking_uri,
+        experiment_id=b.experiment_id,
+        engine=pb.EngineInfo(**dataclasses.asdict(b.engine)),
     )
 
 

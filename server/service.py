@@ -93,10 +93,7 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
     async def GetBackbone(
         self, request: pb.GetBackboneRequest, context: Context
     ) -> pb.BackboneInfo:
-        b = self.plane.backbone()
-        return messages.backbone_info(
-            b.spec, b.seed, b.owners, b.tasks, b.tracking_uri, b.experiment_id
-        )
+        return messages.backbone_info(self.plane.backbone())
 
     @answered
     async def Evaluate(self, request: pb.EvaluateRequest, context: Context) -> pb.EvaluateResponse:

@@ -176,10 +176,6 @@ class InferenceEngine:
             "torch", "", "" if self.settings.backend == "torch" else fallback_reason()
         )
 
-    def warm_up(self) -> None:
-        """Nothing to prepare any more (the kernel is compiled at install); kept until the
-        server stops calling it."""
-
     # ---- plans ----------------------------------------------------------------------------
     def plan(self, task: Task, weights: Sequence[Tensor]) -> Plan:
         """The task's plan: compiled on first use, rebuilt only when the task object changes."""
