@@ -6,6 +6,11 @@ scores its server answered for each engine backend, task and batch size
 (tests/data/write_store.py wrote it). The scores' last bits depend on the CPU's vector
 features, so they are compared bit for bit on a host with the features of the machine
 that wrote them, and to float32 rounding elsewhere.
+
+One path changed on purpose: plans with a layer stored dense ("dense" and "units" here)
+ran batches of 16 and more through BLAS (torch.addmm) and numba; the one C++ engine now
+runs them itself (1.2-3.6x faster), so those answers agree to float32 rounding, with the
+same labels, rather than bit for bit.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ from ..serving import ServerProcess, sparsecl
 
 ARCHIVE = Path(__file__).resolve().parent.parent / "data" / "store.tar.gz"
 BACKENDS = ("native", "torch")
+DENSE_STORED = {"dense", "units"}  # tasks whose plans store a layer dense
+BLAS_FROM = 16  # the batch from which the old engine ran those through torch.addmm
 
 
 def cpu_flags() -> set[str]:
@@ -60,7 +67,8 @@ def test_old_store_serves_the_same_scores(
             for key, want in mine.items():
                 _, task, batch = key.split("/")
                 got = client.predict(task, mnist.x_test[: int(batch)]).scores
-                if same_cpu:
+                rerouted = backend == "native" and task in DENSE_STORED and int(batch) >= BLAS_FROM
+                if same_cpu and not rerouted:
                     assert got.tobytes() == want.tobytes(), key
                 else:
                     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=key)
