@@ -243,7 +243,7 @@ def markdown(points: list[Point]) -> str:
 
 def compare(old: Path, rounds: int, args: list[str]) -> None:
     """Run this script with ``args`` on OLD's sparse_engine and on this checkout's in turn,
-    ``rounds`` times (the order alternating), and print each point's median engine time."""
+    ``rounds`` times (the order alternating), and print each point's engine times."""
     env = {**os.environ, "SPARSECL_MNIST": str(mnist_path())}  # OLD may sit elsewhere
     roots = {"old": old.resolve(), "new": ROOT}
     runs: dict[str, list[dict[str, object]]] = {"old": [], "new": []}
@@ -270,27 +270,31 @@ def compare(old: Path, rounds: int, args: list[str]) -> None:
             )
             runs[label] += [json.loads(line) for line in child.stdout.splitlines()]
 
-    def medians(label: str, field: str) -> dict[tuple[object, ...], float]:
+    def per_point(label: str, field: str) -> dict[tuple[object, ...], list[float]]:
         by_point: dict[tuple[object, ...], list[float]] = {}
         for p in runs[label]:
             key = (p["width"], p["d_w"], p["d_a"], p["batch"])
             by_point.setdefault(key, []).append(float(p[field]))  # type: ignore[arg-type]
-        return {key: statistics.median(v) for key, v in by_point.items()}
+        return by_point
 
-    old_ms, new_ms = medians("old", "engine_ms"), medians("new", "engine_ms")
-    old_dense, new_dense = medians("old", "dense_ms"), medians("new", "dense_ms")
+    def spread(values: list[float]) -> str:
+        return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+    old_ms, new_ms = per_point("old", "engine_ms"), per_point("new", "engine_ms")
+    old_dense, new_dense = per_point("old", "dense_ms"), per_point("new", "dense_ms")
     paths = {(p["width"], p["d_w"], p["d_a"], p["batch"], label): p["paths"]
              for label in runs for p in runs[label]}  # fmt: skip
-    print(f"medians over {rounds} rounds of each (ms); (a) dense nn.Linear shows the machine")
+    print(f"ms over {rounds} rounds of each: median (min-max); (a), dense, shows the machine")
     print("| width | d_w | d_a | batch | old engine | new engine | new/old | (a) old run | "
           "(a) new run | old paths | new paths |")  # fmt: skip
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|")
     for key in sorted(old_ms):
         w, d_w, d_a, batch = key
+        ratio = statistics.median(new_ms[key]) / statistics.median(old_ms[key])
         print(
-            f"| {w} | {d_w:.0%} | {d_a:.0%} | {batch} | {old_ms[key]:.3f} | {new_ms[key]:.3f} "
-            f"| **{new_ms[key] / old_ms[key]:.2f}** | {old_dense[key]:.3f} | {new_dense[key]:.3f} "
-            f"| {paths[(*key, 'old')]} | {paths[(*key, 'new')]} |"
+            f"| {w} | {d_w:.0%} | {d_a:.0%} | {batch} | {spread(old_ms[key])} "
+            f"| {spread(new_ms[key])} | **{ratio:.2f}** | {spread(old_dense[key])} "
+            f"| {spread(new_dense[key])} | {paths[(*key, 'old')]} | {paths[(*key, 'new')]} |"
         )
 
 
