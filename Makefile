@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 $(STAMP): pyproject.toml setup.py sparse_engine/native/forward.cpp
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(VENV)/bin/python -m sparse_engine.native || true  # the kernel's level, or why it is missing
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)

@@ -50,8 +50,8 @@ def hyper_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _serve_options(serve: argparse.ArgumentParser) -> None:
-    from server.config import DEFAULT_DATA_DIR, DEFAULT_PORT, ENGINE_BACKENDS, LIMITS, ServerConfig
-    from sparse_engine.config import DEFAULT_BACKBONE
+    from server.config import DEFAULT_DATA_DIR, DEFAULT_PORT, LIMITS, ServerConfig
+    from sparse_engine.config import BACKENDS, DEFAULT_BACKBONE
 
     serve.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"0 = any free port (default {DEFAULT_PORT})"
@@ -109,8 +109,8 @@ def _serve_options(serve: argparse.ArgumentParser) -> None:
     engine.add_argument(
         "--engine-backend",
         default=ServerConfig.engine_backend,
-        choices=ENGINE_BACKENDS,
-        help="auto: the native kernel if built, else numba "
+        choices=BACKENDS,
+        help="auto: the native C++ kernel for this CPU, else the torch.sparse fallback "
         f"(default {ServerConfig.engine_backend})",
     )
     limits = serve.add_argument_group("limits (see README, Operations)")

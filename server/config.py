@@ -6,10 +6,11 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from sparse_engine.config import BACKENDS
+
 DEFAULT_PORT = 50051
 DEFAULT_DATA_DIR = Path("sparsecl-data")
 MIB = 1024 * 1024
-ENGINE_BACKENDS = ("auto", "native", "numba", "torch")  # sparse_engine.engine.BACKENDS
 
 
 # The limits `sparsecl serve` takes as options (--max-message-bytes, ...), with their help;
@@ -63,7 +64,7 @@ class ServerConfig:
     insecure: bool = False  # allow plaintext on a non-loopback address
     engine_threads: int = 0  # inference engine threads (0: PyTorch's intra-op count)
     interop_threads: int = 0  # PyTorch inter-op threads (0: PyTorch's default)
-    engine_backend: str = "auto"  # auto | native | numba | torch (see sparse_engine/engine.py)
+    engine_backend: str = "auto"  # one of sparse_engine.config.BACKENDS
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -84,9 +85,9 @@ class ServerConfig:
             )
         if self.engine_threads < 0 or self.interop_threads < 0:
             raise ValueError("engine_threads and interop_threads must be >= 0 (0 = default)")
-        if self.engine_backend not in ENGINE_BACKENDS:
+        if self.engine_backend not in BACKENDS:
             raise ValueError(
-                f"engine_backend must be one of {ENGINE_BACKENDS}, got {self.engine_backend!r}"
+                f"engine_backend must be one of {BACKENDS}, got {self.engine_backend!r}"
             )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")

@@ -22,6 +22,8 @@ Method = Literal["prune", "supermask", "rigl"]
 Structure = Literal["weights", "units"]
 Optimizer = Literal["sgd", "adam", "adamw"]
 Phase = Literal["train", "prune", "retrain", "commit"]
+# the inference engine's backends (engine.py): auto = the native kernel, else torch.sparse
+Backend = Literal["auto", "native", "torch"]
 
 SALIENCIES: tuple[str, ...] = get_args(Saliency)
 RETRAINS: tuple[str, ...] = get_args(Retrain)
@@ -30,6 +32,7 @@ RESETS: tuple[str, ...] = tuple(r for r in RETRAINS if r != "finetune")
 METHODS: tuple[str, ...] = get_args(Method)
 STRUCTURES: tuple[str, ...] = get_args(Structure)
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+BACKENDS: tuple[Backend, ...] = get_args(Backend)
 DEFAULT_BACKBONE = "mlp:784-1000-1000"  # an MLP for 28×28 inputs (MNIST-sized)
 
 

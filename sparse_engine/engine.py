@@ -37,12 +37,11 @@ from torch import Tensor
 
 from . import native
 from .backbone import BackboneSpec
+from .config import BACKENDS, Backend
 from .kwta import kwinners
 from .plan import LayerPlan, Plan, PlanMemory, compile_task
 from .task import Task
 
-Backend = Literal["auto", "native", "torch"]
-BACKENDS: tuple[Backend, ...] = ("auto", "native", "torch")
 LayerPath = Literal["conv", "torch", "gather", "spmm", "scatter", "rows"]
 
 NATIVE_FROM = 3  # batch from which the vector kernel beats one sample at a time (measured)
