@@ -61,7 +61,8 @@ def main() -> None:
                 ratios.append(medians[1] / medians[0])
             print(
                 f"d_w {d_w:.2f} d_a {d_a:.2f} batch {n:>3}: "
-                f"base {1e3 * statistics.median(base):.3f} ms, second/base {statistics.median(ratios):.3f} "
+                f"base {1e3 * statistics.median(base):.3f} ms, "
+                f"second/base {statistics.median(ratios):.3f} "
                 f"[{min(ratios):.3f}-{max(ratios):.3f}], same bits {np.array_equal(*outs)}",
                 flush=True,
             )
