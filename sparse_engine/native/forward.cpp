@@ -186,24 +186,27 @@ inline void add_row(T* acc, const float* vals, const Index* idx, uint32_t p, con
     for (; p < end; ++p) acc[idx[p]] += vals[p] * v;
 }
 
+// sum of vals[p] * h[idx[p]] over p in [p, end) in four interleaved sums (they hide the
+// multiply-add's latency). T is a float or a vector of LANES floats.
+template <typename T, typename Index>
+inline T dot4(const float* vals, const Index* idx, uint32_t p, const uint32_t end, const T* h) {
+    T a0 = T{}, a1 = a0, a2 = a0, a3 = a0;
+    for (; p + 4 <= end; p += 4) {
+        a0 += vals[p] * h[idx[p]];
+        a1 += vals[p + 1] * h[idx[p + 1]];
+        a2 += vals[p + 2] * h[idx[p + 2]];
+        a3 += vals[p + 3] * h[idx[p + 3]];
+    }
+    for (; p < end; ++p) a0 += vals[p] * h[idx[p]];
+    return (a0 + a1) + (a2 + a3);
+}
+
 template <typename Index>
 void output_major(Scratch& s, int64_t n_out, const float* vals, const Index* idx,
                   const uint32_t* ptr, const float* bias) {
     const vf* h = s.h.data();
     vf* pre = s.pre.data();
-    for (int64_t j = 0; j < n_out; ++j) {
-        vf a0 = splat(0.0f), a1 = a0, a2 = a0, a3 = a0;
-        uint32_t p = ptr[j];
-        const uint32_t end = ptr[j + 1];
-        for (; p + 4 <= end; p += 4) {
-            a0 += vals[p] * h[idx[p]];
-            a1 += vals[p + 1] * h[idx[p + 1]];
-            a2 += vals[p + 2] * h[idx[p + 2]];
-            a3 += vals[p + 3] * h[idx[p + 3]];
-        }
-        for (; p < end; ++p) a0 += vals[p] * h[idx[p]];
-        pre[j] = ((a0 + a1) + (a2 + a3)) + bias[j];
-    }
+    for (int64_t j = 0; j < n_out; ++j) pre[j] = dot4(vals, idx, ptr[j], ptr[j + 1], h) + bias[j];
 }
 
 // pre = bias + the sum over input units i active in some lane of add_row(i, h[i], pre).
@@ -392,15 +395,7 @@ inline float sparse_dot(const float* vals, const Index* idx, uint32_t p, const u
     }
     return sum;
 #else
-    float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-    for (; p + 4 <= end; p += 4) {
-        a0 += vals[p] * h[idx[p]];
-        a1 += vals[p + 1] * h[idx[p + 1]];
-        a2 += vals[p + 2] * h[idx[p + 2]];
-        a3 += vals[p + 3] * h[idx[p + 3]];
-    }
-    for (; p < end; ++p) a0 += vals[p] * h[idx[p]];
-    return (a0 + a1) + (a2 + a3);
+    return dot4(vals, idx, p, end, h);
 #endif
 }
 

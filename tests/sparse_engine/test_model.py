@@ -122,25 +122,39 @@ class Cancelled(Exception):
     """Raised by a progress callback to stop a learn, as the server's cancel does."""
 
 
+def with_first_task(three_tasks: list[TaskData], config: TaskConfig) -> SparseCL:
+    model = SparseCL(TINY)
+    model.learn_task("t1", three_tasks[0], config=config)
+    return model
+
+
+def assert_first_task_unchanged(
+    model: SparseCL,
+    before: dict[str, object],
+    scores: tuple[torch.Tensor, ...],
+    x: torch.Tensor,
+) -> None:
+    """The model as ``before`` and task t1's scores on ``x`` bit for bit ``scores``."""
+    assert_unchanged(model, before)
+    got = fresh_logits(model, "t1", x)
+    assert all(torch.equal(g, w) for g, w in zip(got, scores, strict=True))
+
+
 def test_preparing_a_task_changes_nothing_until_it_is_committed(
     three_tasks: list[TaskData], probe: TaskData
 ) -> None:
     config = forgetting_config("prune-finetune", "sgd-momentum-decay")
-    model = SparseCL(TINY)
-    model.learn_task("t1", three_tasks[0], config=config)
+    model = with_first_task(three_tasks, config)
     before, scores = snapshot(model), fresh_logits(model, "t1", probe.x)
     model.prepare_task("t2", three_tasks[1], config=config)
-    assert_unchanged(model, before)
-    got = fresh_logits(model, "t1", probe.x)
-    assert all(torch.equal(g, w) for g, w in zip(got, scores, strict=True))
+    assert_first_task_unchanged(model, before, scores, probe.x)
 
 
 def test_a_task_cancelled_mid_training_changes_nothing(
     three_tasks: list[TaskData], probe: TaskData
 ) -> None:
     config = forgetting_config("prune-finetune", "sgd-momentum-decay")
-    model = SparseCL(TINY)
-    model.learn_task("t1", three_tasks[0], config=config)
+    model = with_first_task(three_tasks, config)
     before, scores = snapshot(model), fresh_logits(model, "t1", probe.x)
     phases: list[str] = []
 
@@ -152,9 +166,7 @@ def test_a_task_cancelled_mid_training_changes_nothing(
     with pytest.raises(Cancelled):
         model.learn_task("t2", three_tasks[1], config=config, progress=cancel_in_retraining)
     assert phases[:2] == ["train", "train"] and "prune" in phases
-    assert_unchanged(model, before)
-    got = fresh_logits(model, "t1", probe.x)
-    assert all(torch.equal(g, w) for g, w in zip(got, scores, strict=True))
+    assert_first_task_unchanged(model, before, scores, probe.x)
 
 
 def test_zero_forgetting_on_a_cnn_backbone(three_tasks: list[TaskData], probe: TaskData) -> None:
