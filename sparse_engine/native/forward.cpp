@@ -300,6 +300,27 @@ struct Net {
 
     const int64_t* layer(int64_t l) const { return meta + l * M_COLS; }
 
+    // Layer l as the kernels read it.
+    struct Layer {
+        int64_t format, n_in, n_out, k, scatter_below;
+        const float* vals;  // with idx and ptr: CSR of W (output-major), of Wᵀ, or dense Wᵀ
+        const Index* idx;
+        const uint32_t* ptr;
+        const float* bias;
+        const float* boost;
+        const float* t_vals;  // with t_idx and t_ptr: an output-major layer's input-major copy
+        const Index* t_idx;
+        const uint32_t* t_ptr;
+    };
+
+    Layer at(int64_t l) const {
+        const int64_t* r = layer(l);
+        return {r[M_FORMAT], r[M_IN], r[M_OUT], r[M_K], r[M_SCATTER_BELOW],
+                values + r[M_VALUES], indices + r[M_INDICES], indptr + r[M_INDPTR],
+                bias + r[M_UNITS], boost + r[M_UNITS],
+                values + r[M_T_VALUES], indices + r[M_T_INDICES], indptr + r[M_T_INDPTR]};
+    }
+
     // The widest activation vector: the input, a layer's output or the head's input.
     int64_t width(int64_t x_cols) const {
         int64_t w = std::max(x_cols, n_feat);
@@ -322,19 +343,14 @@ void forward(const Net<Index>& net, const float* x, int64_t x_cols, float* out, 
             s.h[i] = v;
         }
         for (int64_t l = 0; l < net.n_layers; ++l) {
-            const int64_t* row = net.layer(l);
-            const int64_t n_in = row[M_IN], n_out = row[M_OUT];
-            const float* vals = net.values + row[M_VALUES];
-            const Index* idx = net.indices + row[M_INDICES];
-            const uint32_t* ptr = net.indptr + row[M_INDPTR];
-            const float* lb = net.bias + row[M_UNITS];
-            if (row[M_FORMAT] == OUTPUT_MAJOR)
-                output_major(s, n_out, vals, idx, ptr, lb);
-            else if (row[M_FORMAT] == INPUT_MAJOR)
-                input_major(s, n_in, n_out, vals, idx, ptr, lb);
+            const auto L = net.at(l);
+            if (L.format == OUTPUT_MAJOR)
+                output_major(s, L.n_out, L.vals, L.idx, L.ptr, L.bias);
+            else if (L.format == INPUT_MAJOR)
+                input_major(s, L.n_in, L.n_out, L.vals, L.idx, L.ptr, L.bias);
             else
-                dense_rows(s, n_in, n_out, vals, lb);
-            kwta(s, n_out, row[M_K], net.boost + row[M_UNITS], m);
+                dense_rows(s, L.n_in, L.n_out, L.vals, L.bias);
+            kwta(s, L.n_out, L.k, L.boost, m);
         }
         for (int64_t c = 0; c < net.classes; ++c) logits[c] = splat(net.head_b[c]);
         for (int64_t i = 0; i < net.n_feat; ++i) {
@@ -488,37 +504,32 @@ void forward_one(const Net<Index>& net, const float* x, int64_t x_cols, float* o
     std::copy(x, x + x_cols, h);
     int64_t n_act = -1;  // h is dense: its non-zeros are not listed yet
     for (int64_t l = 0; l < net.n_layers; ++l) {
-        const int64_t* row = net.layer(l);
-        const int64_t n_in = row[M_IN], n_out = row[M_OUT];
-        const float* vals = net.values + row[M_VALUES];
-        const Index* idx = net.indices + row[M_INDICES];
-        const uint32_t* ptr = net.indptr + row[M_INDPTR];
-        const float* lb = net.bias + row[M_UNITS];
-        if (row[M_FORMAT] == OUTPUT_MAJOR) {
-            if (row[M_SCATTER_BELOW] > 0) n_act = nonzeros(h, n_in, s.act.data());
-            if (n_act >= 0 && n_act < row[M_SCATTER_BELOW]) {
-                std::copy(lb, lb + n_out, acc);
-                scatter_rows(s, n_act, net.values + row[M_T_VALUES],
-                             net.indices + row[M_T_INDICES], net.indptr + row[M_T_INDPTR]);
+        const auto L = net.at(l);
+        const int64_t n_out = L.n_out;
+        if (L.format == OUTPUT_MAJOR) {
+            if (L.scatter_below > 0) n_act = nonzeros(h, L.n_in, s.act.data());
+            if (n_act >= 0 && n_act < L.scatter_below) {
+                std::copy(L.bias, L.bias + n_out, acc);
+                scatter_rows(s, n_act, L.t_vals, L.t_idx, L.t_ptr);
             } else {
                 for (int64_t j = 0; j < n_out; ++j)
-                    acc[j] = sparse_dot(vals, idx, ptr[j], ptr[j + 1], h) + lb[j];
+                    acc[j] = sparse_dot(L.vals, L.idx, L.ptr[j], L.ptr[j + 1], h) + L.bias[j];
             }
         } else {
-            if (n_act < 0) n_act = nonzeros(h, n_in, s.act.data());
-            std::copy(lb, lb + n_out, acc);
-            if (row[M_FORMAT] == INPUT_MAJOR) {
-                scatter_rows(s, n_act, vals, idx, ptr);
+            if (n_act < 0) n_act = nonzeros(h, L.n_in, s.act.data());
+            std::copy(L.bias, L.bias + n_out, acc);
+            if (L.format == INPUT_MAJOR) {
+                scatter_rows(s, n_act, L.vals, L.idx, L.ptr);
             } else {
                 for (int64_t q = 0; q < n_act; ++q) {
                     const float v = h[s.act[q]];
-                    const float* w = vals + s.act[q] * n_out;
+                    const float* w = L.vals + s.act[q] * n_out;
                     for (int64_t j = 0; j < n_out; ++j) acc[j] += v * w[j];
                 }
             }
         }
-        n_act = winners(s, net.boost + row[M_UNITS], row[M_K], n_out);
-        std::fill(h, h + std::max(n_in, n_out), 0.0f);
+        n_act = winners(s, L.boost, L.k, n_out);
+        std::fill(h, h + std::max(L.n_in, n_out), 0.0f);
         for (int64_t q = 0; q < n_act; ++q) h[s.act[q]] = acc[s.act[q]];
     }
     if (n_act < 0) n_act = nonzeros(h, net.n_feat, s.act.data());
