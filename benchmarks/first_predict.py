@@ -23,8 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.load import FAST, examples, start_server  # noqa: E402
+from benchmarks.load import FAST, examples  # noqa: E402
 from client import Client  # noqa: E402
+from client.launch import Server  # noqa: E402
 from sparse_engine.mnist import load_mnist  # noqa: E402
 
 
@@ -41,19 +42,17 @@ def measure(backbone: str, calls: int) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as folder:
         for when in ("after AddTask", "after restart"):
-            server, address = start_server(Path(folder), backbone)
-            try:
-                with Client(address, timeout=300) as client:
-                    if when == "after AddTask":
-                        client.learn("A", examples(mnist, [0, 1], 600), **{**FAST, "k": 0.1})
-                    else:
-                        client.tasks()  # the connection is open before the timed call
-                    first = predict_ms(client, "A", x)
-                    later = statistics.median(predict_ms(client, "A", x) for _ in range(calls))
-                    plan = client.task("A").plan_bytes
-            finally:
-                server.terminate()
-                server.wait(60)
+            with (
+                Server(Path(folder), backbone=backbone, cwd=ROOT) as server,
+                Client(server.address, timeout=300) as client,
+            ):
+                if when == "after AddTask":
+                    client.learn("A", examples(mnist, [0, 1], 600), **{**FAST, "k": 0.1})
+                else:
+                    client.tasks()  # the connection is open before the timed call
+                first = predict_ms(client, "A", x)
+                later = statistics.median(predict_ms(client, "A", x) for _ in range(calls))
+                plan = client.task("A").plan_bytes
             rows.append(
                 {
                     "backbone": backbone,
