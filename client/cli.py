@@ -106,6 +106,13 @@ def _serve_options(serve: argparse.ArgumentParser) -> None:
         default=ServerConfig.interop_threads,
         help="PyTorch inter-op threads (default: its own)",
     )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (0 = any free port; "
+        "default: none)",
+    )
     engine.add_argument(
         "--engine-backend",
         default=ServerConfig.engine_backend,

@@ -31,6 +31,7 @@ from .dataplane import DataPlane
 from .decoding import DecodeInterceptor
 from .lease import StoreLease
 from .lock import DataDirLock
+from .metrics import Metrics
 from .service import ContinualLearnerService
 from .store import TaskStore, redact
 from .storecheck import rebuild
@@ -145,11 +146,16 @@ async def serve_until_signal(
 ) -> None:
     """Serve ``plane`` until SIGTERM/SIGINT, then stop: not serving, the running task
     cancelled, in-flight calls given their grace, the trainer joined."""
-    health_servicer = add_services(server, plane)
+    metrics = Metrics(plane) if config.metrics_port is not None else None
+    health_servicer = add_services(server, plane, metrics)
     await server.start()
     plane.start()
+    scraped = ""
+    if metrics is not None and config.metrics_port is not None:
+        port = metrics.serve(config.host, config.metrics_port)
+        scraped = f" | metrics http://{config.host}:{port}/metrics"
     await set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
-    print(banner(config, address, plane), flush=True)
+    print(banner(config, address, plane) + scraped, flush=True)
     await signalled()
     print("sparsecl: shutting down", flush=True)
     await set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -158,10 +164,12 @@ async def serve_until_signal(
     await asyncio.to_thread(plane.trainer.join, 60.0)
 
 
-def add_services(server: grpc.aio.Server, plane: DataPlane) -> health.aio.HealthServicer:
-    """The ContinualLearner service of ``plane``, health checks and reflection; returns the
-    health servicer (not serving yet)."""
-    pb_grpc.add_ContinualLearnerServicer_to_server(ContinualLearnerService(plane), server)
+def add_services(
+    server: grpc.aio.Server, plane: DataPlane, metrics: Metrics | None = None
+) -> health.aio.HealthServicer:
+    """The ContinualLearner service of ``plane`` (counted by ``metrics``), health checks and
+    reflection; returns the health servicer (not serving yet)."""
+    pb_grpc.add_ContinualLearnerServicer_to_server(ContinualLearnerService(plane, metrics), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE, HEALTH, reflection.SERVICE_NAME), server)

@@ -65,10 +65,13 @@ class ServerConfig:
     engine_threads: int = 0  # inference engine threads (0: PyTorch's intra-op count)
     interop_threads: int = 0  # PyTorch inter-op threads (0: PyTorch's default)
     engine_backend: str = "auto"  # one of sparse_engine.config.BACKENDS
+    metrics_port: int | None = None  # Prometheus /metrics over HTTP on host; 0 = any free port
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must lie in 0..65535 (0 = any free port), got {self.port}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must lie in 0..65535, got {self.metrics_port}")
         if self.max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {self.max_queue}")
         if self.max_message_bytes < 64 * 1024:

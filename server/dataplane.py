@@ -197,6 +197,16 @@ class DataPlane:
             views += [stored_view(f) for f in self.failed.values() if f.name not in seen]
         return views
 
+    def knows(self, name: str) -> bool:
+        """Whether ``name`` is a task of this server, in any state."""
+        with self.lock:
+            return (
+                name in self.model.tasks
+                or name in self.trainer.jobs
+                or name in self.damaged
+                or name in self.failed
+            )
+
     def task(self, name: str) -> TaskView:
         """The task ``name`` in any state (UnknownTaskError naming the known tasks)."""
         check_name(name)  # a malformed name is InvalidInputError, not UnknownTaskError

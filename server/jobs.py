@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 import traceback
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -124,6 +125,7 @@ class Trainer:
         self.max_queue = max_queue
         self.on_commit = on_commit
         self.jobs: dict[str, Job] = {}  # queued, training and failed jobs by name
+        self.finished: Counter[str] = Counter()  # jobs of this run ended, by final state
         self.uploading = 0  # uploads in flight holding a queue slot
         self.max_train_seconds = max_train_seconds
         self._queue: queue.Queue[Job | None] = queue.Queue()
@@ -176,6 +178,7 @@ class Trainer:
             job.cancelled = reason
             if job.state == "queued":
                 job.state, job.error = "failed", reason
+                self.finished["failed"] += 1
                 job.let_go()
         log.info("task %r cancelled: %s", job.name, reason)
 
@@ -238,6 +241,7 @@ class Trainer:
                 self.model.commit_task(state)
                 self.on_commit(stored)
                 job.state = "committed"
+                self.finished["committed"] += 1
                 del self.jobs[job.name]
         except Exception as e:
             self._fail(job, e)
@@ -269,5 +273,7 @@ class Trainer:
             if job.run_id:
                 self.store.fail(job.run_id, message)
         finally:
-            job.state, job.error = "failed", message
+            with self.lock:
+                job.state, job.error = "failed", message
+                self.finished["failed"] += 1
         job.listener(Failed(error))

@@ -4,10 +4,12 @@ data plane raises is answered with its status code (errors.status_of) by ``answe
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, NoReturn, TypeVar, cast
 
@@ -20,6 +22,7 @@ from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
 from . import messages, tensors
 from .dataplane import AnalysisOptions, DataPlane, Progress, Queued, TaskView
 from .errors import message_of, status_of
+from .metrics import Metrics
 from .uploads import TRAINING, VALIDATION, Chunk, Header
 
 log = logging.getLogger("sparsecl.server")
@@ -38,28 +41,56 @@ async def abort(context: Context, error: Exception) -> NoReturn:
     raise AssertionError("unreachable: abort raises")
 
 
+def answer_code(error: Exception, context: Context) -> str:
+    """The name of the status code ``error`` is answered with."""
+    if isinstance(error, grpc.aio.AbortError):  # answered already, with its own code
+        return (context.code() or grpc.StatusCode.UNKNOWN).name
+    return status_of(error).name
+
+
 def answered(handler: Handler) -> Handler:
     """An RPC handler (a coroutine, or an async generator for a stream of replies) whose
-    errors are answered with their status code."""
+    errors are answered with their status code, and whose calls the metrics count."""
+    method = handler.__name__
+
+    def observe(self: Any, request: Any, code: str, start: float) -> None:
+        if self.metrics is not None:
+            task = str(getattr(request, "task", getattr(request, "name", "")))
+            self.metrics.observe(method, code, task, time.perf_counter() - start)
+
     if inspect.isasyncgenfunction(handler):
 
         @functools.wraps(handler)
         async def stream(self: Any, request: Any, context: Context) -> AsyncIterator[Any]:
+            start, code = time.perf_counter(), "OK"
             try:
                 async with contextlib.aclosing(handler(self, request, context)) as replies:
                     async for reply in replies:
                         yield reply
             except Exception as e:
+                code = answer_code(e, context)
                 await abort(context, e)
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            finally:
+                observe(self, request, code, start)
 
         return cast(Handler, stream)
 
     @functools.wraps(handler)
     async def unary(self: Any, request: Any, context: Context) -> Any:
+        start, code = time.perf_counter(), "OK"
         try:
             return await handler(self, request, context)
         except Exception as e:
+            code = answer_code(e, context)
             await abort(context, e)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            observe(self, request, code, start)
 
     return cast(Handler, unary)
 
@@ -67,8 +98,9 @@ def answered(handler: Handler) -> Handler:
 class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
     """The sparsecl.v1 API of one data plane."""
 
-    def __init__(self, plane: DataPlane) -> None:
+    def __init__(self, plane: DataPlane, metrics: Metrics | None = None) -> None:
         self.plane = plane
+        self.metrics = metrics
 
     @answered
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
