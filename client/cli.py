@@ -49,7 +49,7 @@ def hyper_values(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in SETTINGS if getattr(args, name) is not None}
 
 
-def _serve_options(serve: argparse.ArgumentParser) -> None:
+def serve_options(serve: argparse.ArgumentParser) -> None:
     from server.config import DEFAULT_DATA_DIR, DEFAULT_PORT, LIMITS, ServerConfig
     from sparse_engine.config import BACKENDS, DEFAULT_BACKBONE
 
@@ -129,6 +129,38 @@ def _serve_options(serve: argparse.ArgumentParser) -> None:
             default=default,
             help=f"{help} (default {default:g})",
         )
+    environment_defaults(serve)
+
+
+ENV_PREFIX = "SPARSECL_"
+TRUE, FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def env_name(dest: str) -> str:
+    """The environment variable of an option: SPARSECL_ and its name, e.g. SPARSECL_MAX_BATCH."""
+    return ENV_PREFIX + dest.upper()
+
+
+def environment_defaults(parser: argparse.ArgumentParser) -> None:
+    """Each option of ``parser`` takes its default from its environment variable when that
+    is set (12-factor configuration); the command line still wins. A value that does not
+    parse stops the command with the variable's name."""
+    for action in parser._actions:
+        value = os.environ.get(env_name(action.dest))
+        if not action.option_strings or action.dest == "help" or value is None:
+            continue
+        try:
+            if isinstance(action, argparse._StoreTrueAction):
+                if value.lower() not in TRUE + FALSE:
+                    raise ValueError(f"not one of {TRUE + FALSE}")
+                default: Any = value.lower() in TRUE
+            else:
+                default = action.type(value) if callable(action.type) else value
+                if action.choices is not None and default not in action.choices:
+                    raise ValueError(f"not one of {tuple(action.choices)}")
+        except ValueError as e:
+            parser.error(f"{env_name(action.dest)}={value!r}: {e}")
+        parser.set_defaults(**{action.dest: default})
 
 
 def _store_options(store: argparse.ArgumentParser) -> None:
@@ -160,7 +192,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the gRPC server (embedded MLflow by default)")
     if command == "serve":
-        _serve_options(serve)
+        serve_options(serve)
 
     def client_command(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help)

@@ -50,6 +50,8 @@ from .faults import crash_point
 KIND, TASK, STATE, TASK_ID = "sparsecl.kind", "sparsecl.task", "sparsecl.state", "sparsecl.task_id"
 SHA256, ERROR, VERSION = "sparsecl.sha256", "sparsecl.error", "sparsecl.model_version"
 BACKBONE_TAG, SEED_TAG = "sparsecl.backbone", "sparsecl.seed"
+# MLflow 3's UI shows an experiment by its kind: model training, not the GenAI views
+KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 ANALYSIS_TAG, PARENT_TAG = "sparsecl.analysis", "mlflow.parentRunId"
 TRAINING, COMMITTED, FAILED = "training", "committed", "failed"
 STATE_ARTIFACT = "task/state.safetensors"
@@ -228,6 +230,8 @@ class TaskStore:
             else:
                 self.experiment_id = exp.experiment_id
                 tags = dict(exp.tags)
+            if create and tags.get(KIND_TAG) != MODEL_TRAINING:
+                self.client.set_experiment_tag(self.experiment_id, KIND_TAG, MODEL_TRAINING)
             if BACKBONE_TAG in tags:
                 stored, stored_seed = tags[BACKBONE_TAG], int(tags.get(SEED_TAG, "0"))
                 self._spec = BackboneSpec.parse(stored)

@@ -12,6 +12,8 @@ import torch
 from server.store import (
     COMMITTED,
     FAILED,
+    KIND_TAG,
+    MODEL_TRAINING,
     STATE,
     TASK_ID,
     StoreCorruptError,
@@ -228,3 +230,13 @@ def test_each_pruning_round_logs_its_target_and_kept_density(root: Path, mnist: 
         (1, pytest.approx(rounds[0].density)),
         (2, pytest.approx(rounds[1].density)),
     ]
+
+
+def test_the_experiment_is_shown_as_model_training_in_mlflow_3(root: Path) -> None:
+    store = open_store(root, "kind")
+    experiment = store.client.get_experiment(store.experiment_id)
+    assert experiment.tags[KIND_TAG] == MODEL_TRAINING == "custom_model_development"
+    # an experiment made before the tag existed gets it when the server next opens it
+    store.client.delete_experiment_tag(store.experiment_id, KIND_TAG)
+    reopened = open_store(root, "kind")
+    assert reopened.client.get_experiment(store.experiment_id).tags[KIND_TAG] == MODEL_TRAINING
