@@ -62,35 +62,35 @@ def answered(handler: Handler) -> Handler:
 
         @functools.wraps(handler)
         async def stream(self: Any, request: Any, context: Context) -> AsyncIterator[Any]:
-            start, code = time.perf_counter(), "OK"
+            start = time.perf_counter()
             try:
                 async with contextlib.aclosing(handler(self, request, context)) as replies:
                     async for reply in replies:
                         yield reply
-            except Exception as e:
-                code = answer_code(e, context)
-                await abort(context, e)
             except asyncio.CancelledError:
-                code = "CANCELLED"
+                observe(self, request, "CANCELLED", start)
                 raise
-            finally:
-                observe(self, request, code, start)
+            except Exception as e:
+                observe(self, request, answer_code(e, context), start)  # before the answer
+                await abort(context, e)
+            else:
+                observe(self, request, "OK", start)
 
         return cast(Handler, stream)
 
     @functools.wraps(handler)
     async def unary(self: Any, request: Any, context: Context) -> Any:
-        start, code = time.perf_counter(), "OK"
+        start = time.perf_counter()
         try:
-            return await handler(self, request, context)
-        except Exception as e:
-            code = answer_code(e, context)
-            await abort(context, e)
+            reply = await handler(self, request, context)
         except asyncio.CancelledError:
-            code = "CANCELLED"
+            observe(self, request, "CANCELLED", start)
             raise
-        finally:
-            observe(self, request, code, start)
+        except Exception as e:
+            observe(self, request, answer_code(e, context), start)  # before the answer
+            await abort(context, e)
+        observe(self, request, "OK", start)
+        return reply
 
     return cast(Handler, unary)
 
