@@ -53,44 +53,45 @@ def answered(handler: Handler) -> Handler:
     errors are answered with their status code, and whose calls the metrics count."""
     method = handler.__name__
 
-    def observe(self: Any, request: Any, code: str, start: float) -> None:
-        if self.metrics is not None:
-            task = str(getattr(request, "task", getattr(request, "name", "")))
-            self.metrics.observe(method, code, task, time.perf_counter() - start)
+    @contextlib.asynccontextmanager
+    async def answering(self: Any, request: Any, context: Context) -> AsyncIterator[None]:
+        """Count the call (before its answer, so a client that sees an error and then
+        scrapes finds it counted) and answer an error with its status code."""
+
+        def observe(code: str) -> None:
+            if self.metrics is not None:
+                task = str(getattr(request, "task", getattr(request, "name", "")))
+                self.metrics.observe(method, code, task, time.perf_counter() - start)
+
+        start = time.perf_counter()
+        try:
+            yield
+        except asyncio.CancelledError:
+            observe("CANCELLED")
+            raise
+        except Exception as e:
+            observe(answer_code(e, context))
+            await abort(context, e)
+        else:
+            observe("OK")
 
     if inspect.isasyncgenfunction(handler):
 
         @functools.wraps(handler)
         async def stream(self: Any, request: Any, context: Context) -> AsyncIterator[Any]:
-            start = time.perf_counter()
-            try:
-                async with contextlib.aclosing(handler(self, request, context)) as replies:
-                    async for reply in replies:
-                        yield reply
-            except asyncio.CancelledError:
-                observe(self, request, "CANCELLED", start)
-                raise
-            except Exception as e:
-                observe(self, request, answer_code(e, context), start)  # before the answer
-                await abort(context, e)
-            else:
-                observe(self, request, "OK", start)
+            async with (
+                answering(self, request, context),
+                contextlib.aclosing(handler(self, request, context)) as replies,
+            ):
+                async for reply in replies:
+                    yield reply
 
         return cast(Handler, stream)
 
     @functools.wraps(handler)
     async def unary(self: Any, request: Any, context: Context) -> Any:
-        start = time.perf_counter()
-        try:
-            reply = await handler(self, request, context)
-        except asyncio.CancelledError:
-            observe(self, request, "CANCELLED", start)
-            raise
-        except Exception as e:
-            observe(self, request, answer_code(e, context), start)  # before the answer
-            await abort(context, e)
-        observe(self, request, "OK", start)
-        return reply
+        async with answering(self, request, context):
+            return await handler(self, request, context)
 
     return cast(Handler, unary)
 
