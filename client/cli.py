@@ -50,7 +50,7 @@ def hyper_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def serve_options(serve: argparse.ArgumentParser) -> None:
-    from server.config import DEFAULT_DATA_DIR, DEFAULT_PORT, LIMITS, ServerConfig
+    from server.config import DEFAULT_DATA_DIR, DEFAULT_PORT, LIMITS, ROLES, ServerConfig
     from sparse_engine.config import BACKENDS, DEFAULT_BACKBONE
 
     serve.add_argument(
@@ -72,7 +72,22 @@ def serve_options(serve: argparse.ArgumentParser) -> None:
         help=f"backbone of a new store (default {DEFAULT_BACKBONE}, an MLP for "
         "28×28 inputs); an existing store keeps its own",
     )
-    serve.add_argument(
+    scaling = serve.add_argument_group("scaling out (see README, Scaling out)")
+    scaling.add_argument(
+        "--role",
+        default=ServerConfig.role,
+        choices=ROLES,
+        help="all: learn and serve (default); trainer: the same, as the store's one writer; "
+        "inference: serve only, a read-only replica of --tracking-uri that picks up new tasks",
+    )
+    scaling.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=ServerConfig.poll_seconds,
+        help="--role inference: look for newly committed tasks this often "
+        f"(default {ServerConfig.poll_seconds:g})",
+    )
+    scaling.add_argument(
         "--lease-seconds",
         type=float,
         default=ServerConfig.lease_seconds,
@@ -244,6 +259,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         help="per-class scores (columns in the task's label order) instead",
     )
 
+    health = client_command(
+        "health", "the server's gRPC health: exit 0 SERVING, 1 not (yet), 2 unreachable"
+    )
+    health.add_argument(
+        "--service", default="", help="a service's health (default: the server's as a whole)"
+    )
     tasks = client_command("tasks", "list the tasks")
     tasks.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -521,8 +542,26 @@ def _store(args: argparse.Namespace) -> int:
     return status
 
 
+def _health(args: argparse.Namespace) -> int:
+    """For container health checks and scripts: 0 SERVING, 1 not serving (or no such
+    service), 2 no answer."""
+    import grpc
+
+    from .client import ClientError
+
+    with _client(args) as client:
+        try:
+            status = client.health(args.service)
+        except ClientError as e:
+            print(f"{args.address}: {e.code.name}: {e.message}", file=sys.stderr)
+            return 1 if e.code == grpc.StatusCode.NOT_FOUND else 2
+    print(f"{args.address}: {status}")
+    return 0 if status == "SERVING" else 1
+
+
 COMMANDS = {
     "serve": _serve,
+    "health": _health,
     "add-task": _add_task,
     "predict": _predict,
     "tasks": _tasks,

@@ -263,6 +263,16 @@ class Client:
                 f"no server answered at {self.address} within {timeout} s",
             ) from None
 
+    def health(self, service: str = "") -> str:
+        """The server's health (grpc.health.v1) as a status name: "SERVING", or
+        "NOT_SERVING" while it starts, loads its tasks or stops; ``service`` "" is the
+        server as a whole. Unreachable: ClientError UNAVAILABLE."""
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        reply = self._call(stub.Check, health_pb2.HealthCheckRequest(service=service))
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
     def _deadline(self, learning: bool = False) -> float | None:
         """The seconds a call may take (None: no deadline)."""
         timeout = self.timeout

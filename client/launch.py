@@ -26,6 +26,7 @@ from typing import Self
 import grpc
 
 READY = re.compile(r"serving on (\S+)")  # the line `serve` prints once its health is SERVING
+LISTENING = re.compile(r"listening on (\S+)")  # printed once bound (health NOT_SERVING yet)
 
 
 @dataclass
@@ -63,9 +64,10 @@ class Server:
                 cmd += [flag, str(value)]
         return cmd + list(self.args)
 
-    def start(self, timeout: float = 120.0) -> Self:
-        """Start the server and wait until it serves; RuntimeError with its output if it
-        exits or does not serve within ``timeout`` seconds."""
+    def start(self, timeout: float = 120.0, serving: bool = True) -> Self:
+        """Start the server and wait until it serves (``serving`` False: until it listens,
+        before its store is loaded); RuntimeError with its output if it exits or does not
+        get there within ``timeout`` seconds."""
         self.address, self.output = "", []
         self.process = subprocess.Popen(
             self.command(),
@@ -75,26 +77,38 @@ class Server:
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env},
         )
-        ready = threading.Event()
+        ready, listening = threading.Event(), threading.Event()
         self._reader = threading.Thread(
-            target=self._read, args=(self.process, self.output, ready), daemon=True
+            target=self._read, args=(self.process, self.output, ready, listening), daemon=True
         )
         self._reader.start()
         deadline = time.monotonic() + timeout
-        while not (ready.wait(0.1) and self._serving()):
+
+        def there() -> bool:
+            return ready.wait(0.1) and self._serving() if serving else listening.wait(0.1)
+
+        while not there():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.kill()
                 raise RuntimeError("the server did not start:\n" + "".join(self.output))
         return self
 
     def _read(
-        self, process: subprocess.Popen[str], output: list[str], ready: threading.Event
+        self,
+        process: subprocess.Popen[str],
+        output: list[str],
+        ready: threading.Event,
+        listening: threading.Event,
     ) -> None:
         assert process.stdout is not None
         for line in process.stdout:
             output.append(line)
             if self.echo is not None:
                 self.echo(line)
+            bound = LISTENING.search(line)
+            if bound and not listening.is_set():
+                self.address = bound.group(1)
+                listening.set()
             match = READY.search(line)
             if match and not ready.is_set():
                 self.address = match.group(1)

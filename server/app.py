@@ -1,5 +1,6 @@
-"""The server assembled: the data dir's lock, the bound port, the store (and its lease), the
-data plane with every committed task, the gRPC services on it; served until a signal.
+"""The server assembled: the data dir's lock, the bound port (serving health NOT_SERVING
+at once), the store (and its lease), the data plane with every committed task, the gRPC
+services on it (SERVING); served until a signal.
 
 What needs no store is checked first (the token file, the TLS files, the port), so a typo
 or a port in use fails before the store is touched.
@@ -29,11 +30,12 @@ from .auth import AuthInterceptor, Tokens
 from .config import ServerConfig
 from .dataplane import DataPlane
 from .decoding import DecodeInterceptor
+from .follow import Follower
 from .lease import StoreLease
 from .lock import DataDirLock
 from .metrics import Metrics
 from .service import ContinualLearnerService
-from .store import TaskStore, redact
+from .store import StoreUnavailableError, TaskStore, redact
 from .storecheck import rebuild
 
 log = logging.getLogger("sparsecl.server")
@@ -42,7 +44,8 @@ HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
 async def serve(config: ServerConfig) -> None:
-    """Load the store, then serve gRPC until SIGTERM/SIGINT; shuts down gracefully."""
+    """Serve gRPC at once (health NOT_SERVING, calls UNAVAILABLE), open and load the store,
+    then serve it (SERVING) until SIGTERM/SIGINT; shuts down gracefully."""
     interceptors = interceptors_of(config)
     credentials = server_credentials(config)
     make_private_dir(config.data_dir)
@@ -52,9 +55,15 @@ async def serve(config: ServerConfig) -> None:
         held.callback(lock.release)
         server, address = bind(config, interceptors, credentials)  # before the store too
         lock.note(address)
+        service = ContinualLearnerService()
+        health_servicer = add_services(server, service)
+        await set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.start()
+        held.push_async_callback(server.stop, 0)  # a start that fails stops serving too
+        print(f"sparsecl listening on {address} (NOT_SERVING until loaded)", flush=True)
         store, spec, seed = await open_store(config, address, held)
         plane = await load(config, store, spec, seed)
-        await serve_until_signal(config, server, address, plane)
+        await serve_until_signal(config, server, address, plane, service, health_servicer)
 
 
 def interceptors_of(config: ServerConfig) -> list[grpc.aio.ServerInterceptor]:
@@ -96,9 +105,13 @@ def bind(
 async def open_store(
     config: ServerConfig, address: str, held: contextlib.AsyncExitStack
 ) -> tuple[TaskStore, str, int]:
-    """The store, and the backbone it holds (spec, seed); a remote store is leased until
-    ``held`` closes (it has no shared data dir to lock)."""
+    """The store, and the backbone it holds (spec, seed). A remote store a server writes is
+    leased until ``held`` closes (it has no shared data dir to lock); an inference replica
+    waits until the store is reachable and its trainer has created it."""
     store = TaskStore(config.resolved_tracking_uri, config.artifact_root, config.experiment)
+    if not config.writes:
+        spec, seed = await wait_for_store(store, config)
+        return store, spec, seed
     spec, seed = await asyncio.to_thread(store.open, config.backbone, config.seed, DEFAULT_BACKBONE)
     if config.tracking_uri:
         lease = StoreLease(store, config.lease_seconds)
@@ -106,6 +119,20 @@ async def open_store(
         await asyncio.to_thread(lease.acquire)
         held.push_async_callback(asyncio.to_thread, lease.release)
     return store, spec, seed
+
+
+async def wait_for_store(store: TaskStore, config: ServerConfig) -> tuple[str, int]:
+    """Open the store without writing to it, every ``poll_seconds`` until it can be (a
+    replica may start before the tracking server or its trainer); each reason logged once."""
+    said = ""
+    while True:
+        try:
+            return await asyncio.to_thread(store.open, config.backbone, 0, "", False)
+        except StoreUnavailableError as e:
+            if str(e) != said:
+                log.warning("waiting for the store (health NOT_SERVING): %s", e)
+                said = str(e)
+        await asyncio.sleep(config.poll_seconds)
 
 
 async def load(config: ServerConfig, store: TaskStore, spec: str, seed: int) -> DataPlane:
@@ -127,7 +154,8 @@ async def load(config: ServerConfig, store: TaskStore, spec: str, seed: int) -> 
             "data dir moved or copied: artifacts of %s now read from the data dir's own artifacts/",
             store.relocated_from,
         )
-    rebuilt = await asyncio.to_thread(rebuild, store, model)
+    # a replica repairs nothing: the trainer owns the store
+    rebuilt = await asyncio.to_thread(rebuild, store, model, config.writes)
     for task in rebuilt.damaged:
         log.warning("task %r is quarantined (damaged): %s", task.name, task.error)
 
@@ -137,39 +165,50 @@ async def load(config: ServerConfig, store: TaskStore, spec: str, seed: int) -> 
 
     await asyncio.to_thread(compile_plans)
     plane = DataPlane(config, model, store, rebuilt)
-    await asyncio.to_thread(plane.describe_backbone)
+    if config.writes:
+        await asyncio.to_thread(plane.describe_backbone)
     return plane
 
 
 async def serve_until_signal(
-    config: ServerConfig, server: grpc.aio.Server, address: str, plane: DataPlane
+    config: ServerConfig,
+    server: grpc.aio.Server,
+    address: str,
+    plane: DataPlane,
+    service: ContinualLearnerService,
+    health_servicer: health.aio.HealthServicer,
 ) -> None:
     """Serve ``plane`` until SIGTERM/SIGINT, then stop: not serving, the running task
-    cancelled, in-flight calls given their grace, the trainer joined."""
+    cancelled, in-flight calls given their grace, the trainer joined. An inference replica
+    follows its store meanwhile (follow.py)."""
     metrics = Metrics(plane) if config.metrics_port is not None else None
-    health_servicer = add_services(server, plane, metrics)
-    await server.start()
+    service.attach(plane, metrics)
     plane.start()
     scraped = ""
     if metrics is not None and config.metrics_port is not None:
         port = metrics.serve(config.host, config.metrics_port)
         scraped = f" | metrics http://{config.host}:{port}/metrics"
+    following = None
+    if not config.writes:
+        following = asyncio.create_task(Follower(plane, config.poll_seconds).run())
     await set_health(health_servicer, health_pb2.HealthCheckResponse.SERVING)
     print(banner(config, address, plane) + scraped, flush=True)
     await signalled()
     print("sparsecl: shutting down", flush=True)
     await set_health(health_servicer, health_pb2.HealthCheckResponse.NOT_SERVING)
+    if following is not None:
+        following.cancel()
     plane.stop()
     await server.stop(config.grace_seconds)
     await asyncio.to_thread(plane.trainer.join, 60.0)
 
 
 def add_services(
-    server: grpc.aio.Server, plane: DataPlane, metrics: Metrics | None = None
+    server: grpc.aio.Server, service: ContinualLearnerService
 ) -> health.aio.HealthServicer:
-    """The ContinualLearner service of ``plane`` (counted by ``metrics``), health checks and
-    reflection; returns the health servicer (not serving yet)."""
-    pb_grpc.add_ContinualLearnerServicer_to_server(ContinualLearnerService(plane, metrics), server)
+    """The ContinualLearner ``service``, health checks and reflection; returns the health
+    servicer (its status unset: set it before serving)."""
+    pb_grpc.add_ContinualLearnerServicer_to_server(service, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE, HEALTH, reflection.SERVICE_NAME), server)
@@ -195,7 +234,8 @@ def banner(config: ServerConfig, address: str, plane: DataPlane) -> str:
     """The ready line (tests and scripts read the address from it)."""
     model, store = plane.model, plane.store
     return (
-        f"sparsecl serving on {address} | backbone {model.spec} (seed {model.seed}) | "
+        f"sparsecl serving on {address} | role {config.role} | "
+        f"backbone {model.spec} (seed {model.seed}) | "
         f"{len(model.tasks)} tasks, {len(plane.failed)} failed, {len(plane.damaged)} damaged | "
         f"MLflow {redact(store.tracking_uri)} | {security(config)} | "
         f"engine {engine_text(model.engine.info())}, {model.engine.threads} threads"

@@ -11,6 +11,10 @@ from sparse_engine.config import BACKENDS
 DEFAULT_PORT = 50051
 DEFAULT_DATA_DIR = Path("sparsecl-data")
 MIB = 1024 * 1024
+# What a server does: "all" learns and serves (one machine); "trainer" is the same process
+# named for a deployment where it is the store's one writer; "inference" only serves, a
+# read-only replica of a remote store that follows the trainer's commits.
+ROLES = ("all", "trainer", "inference")
 
 
 # The limits `sparsecl serve` takes as options (--max-message-bytes, ...), with their help;
@@ -66,12 +70,23 @@ class ServerConfig:
     interop_threads: int = 0  # PyTorch inter-op threads (0: PyTorch's default)
     engine_backend: str = "auto"  # one of sparse_engine.config.BACKENDS
     metrics_port: int | None = None  # Prometheus /metrics over HTTP on host; 0 = any free port
+    role: str = "all"  # one of ROLES
+    poll_seconds: float = 2.0  # an inference replica looks for newly committed tasks this often
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must lie in 0..65535 (0 = any free port), got {self.port}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics_port must lie in 0..65535, got {self.metrics_port}")
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
+        if self.role == "inference" and not self.tracking_uri:
+            raise ValueError(
+                "--role inference serves the store a trainer writes: give its --tracking-uri "
+                "(an inference replica of the embedded store would have no tasks, ever)"
+            )
+        if not self.poll_seconds > 0:
+            raise ValueError(f"poll_seconds must be > 0, got {self.poll_seconds}")
         if self.max_queue < 1:
             raise ValueError(f"max_queue must be >= 1, got {self.max_queue}")
         if self.max_message_bytes < 64 * 1024:
@@ -101,6 +116,11 @@ class ServerConfig:
                 f"refusing to serve plaintext on non-loopback address {self.host!r}: "
                 "give --tls-cert and --tls-key, or pass --insecure to accept the risk"
             )
+
+    @property
+    def writes(self) -> bool:
+        """Whether this server learns tasks and writes the store (every role but inference)."""
+        return self.role != "inference"
 
     @property
     def tls(self) -> bool:

@@ -159,8 +159,9 @@ class DataPlane:
 
     # ---- life cycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        """Start learning queued tasks: ready."""
-        self.trainer.start()
+        """Start learning queued tasks (a server that writes the store): ready."""
+        if self.config.writes:
+            self.trainer.start()
         self.ready = True
 
     def stop(self) -> None:
@@ -250,6 +251,14 @@ class DataPlane:
             plan_bytes=self.model.plan(name).memory.total_bytes,
         )
 
+    def _require_writer(self, call: str) -> None:
+        """Raise NotReadyError naming the role unless this server learns and writes."""
+        if not self.config.writes:
+            raise NotReadyError(
+                f"this server's role is {self.config.role} (a read-only replica of the store "
+                f"{redact(self.store.tracking_uri)}): send {call} to the trainer"
+            )
+
     def _require_committed(self, name: str) -> None:
         """Raise unless ``name`` is a committed task (UnknownTaskError, NotReadyError)."""
         if name in self.model.tasks:
@@ -266,7 +275,12 @@ class DataPlane:
         batch = inputs.batch(x, "x")
         check_batch(len(batch), self.config)
         classes = self.model.task(task).classes
-        logits = await asyncio.to_thread(self.model.logits, task, batch)
+        if len(batch) < 16:  # ~0.1-0.3 ms of compute: run it on the event loop, as handing it
+            # to a thread and back costs as much again (benchmarks/serving.py: ~1.6× calls/s
+            # at one example); larger batches go to a thread so the loop keeps serving
+            logits = self.model.logits(task, batch)
+        else:
+            logits = await asyncio.to_thread(self.model.logits, task, batch)
         labels = np.asarray(classes, dtype=np.int64)[logits.argmax(1).numpy()]
         return Prediction(logits.numpy(), labels, tuple(classes))
 
@@ -323,6 +337,7 @@ class DataPlane:
         model is written (see sparse_engine.analysis). A call that is cancelled (its client
         gone, its deadline passed) stops its analysis at the next step.
         """
+        self._require_writer("Analyze")  # it logs a run to the store
         self._require_committed(task)
         stop = threading.Event()
         call, params = self._analysis_call(task, name, x, y, options, stop.is_set)
@@ -446,6 +461,7 @@ class DataPlane:
     ) -> tuple[Job, int]:
         """Receive and check the whole upload, then queue its job; returns the job and how
         many jobs are ahead of it."""
+        self._require_writer("AddTask")
         if self.damaged:  # a new task could claim a damaged task's weights for good
             raise NotReadyError(
                 "the store holds damaged task(s) "

@@ -24,6 +24,10 @@ class NotReadyError(Exception):
     cannot take the request in its present state."""
 
 
+class StartingError(Exception):
+    """The server is up but still opening its store or loading its tasks (health NOT_SERVING)."""
+
+
 class LimitExceededError(Exception):
     """A request is larger than the server allows."""
 
@@ -60,6 +64,7 @@ STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (NotReadyError, grpc.StatusCode.FAILED_PRECONDITION),
     (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (CancelledError, grpc.StatusCode.UNAVAILABLE),
+    (StartingError, grpc.StatusCode.UNAVAILABLE),
     (AnalysisStoppedError, grpc.StatusCode.CANCELLED),
     (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),

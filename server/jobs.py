@@ -188,7 +188,9 @@ class Trainer:
         self._queue.put(None)
 
     def join(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
+        """Wait for the worker to finish (at once if it never started: an inference replica)."""
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
 
     def _work(self) -> None:
         stopped = False

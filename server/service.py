@@ -21,7 +21,7 @@ from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
 
 from . import messages, tensors
 from .dataplane import AnalysisOptions, DataPlane, Progress, Queued, TaskView
-from .errors import message_of, status_of
+from .errors import StartingError, message_of, status_of
 from .metrics import Metrics
 from .uploads import TRAINING, VALIDATION, Chunk, Header
 
@@ -99,9 +99,22 @@ def answered(handler: Handler) -> Handler:
 class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
     """The sparsecl.v1 API of one data plane."""
 
-    def __init__(self, plane: DataPlane, metrics: Metrics | None = None) -> None:
-        self.plane = plane
+    def __init__(self, plane: DataPlane | None = None, metrics: Metrics | None = None) -> None:
+        """Without ``plane`` (the server is starting) every call is UNAVAILABLE until
+        ``attach`` gives it one."""
+        self._plane = plane
         self.metrics = metrics
+
+    def attach(self, plane: DataPlane, metrics: Metrics | None = None) -> None:
+        """Serve ``plane`` (loaded: every plan compiled), counted by ``metrics``."""
+        self.metrics = metrics
+        self._plane = plane
+
+    @property
+    def plane(self) -> DataPlane:
+        if self._plane is None:
+            raise StartingError("the server is starting (loading its tasks): retry shortly")
+        return self._plane
 
     @answered
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:

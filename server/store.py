@@ -454,13 +454,14 @@ class TaskStore:
 
         return self._call("store the analysis", write)
 
-    def _runs(self) -> list[Any]:
+    def _runs(self, where: str = "") -> list[Any]:
+        """Every task run (and ``where``, an MLflow filter clause), page after page."""
         runs: list[Any] = []
         token = None
         while True:
             page = self.client.search_runs(
                 [self.experiment_id],
-                filter_string=f"tags.`{KIND}` = 'task'",
+                filter_string=f"tags.`{KIND}` = 'task'" + (f" and {where}" if where else ""),
                 max_results=1000,
                 page_token=token,
             )
@@ -530,6 +531,30 @@ class TaskStore:
             return StoreContents(committed, damaged, list(latest.values()))
 
         return self._call("load the tasks", run)
+
+    def committed_runs(self) -> dict[int, Any]:
+        """The runs of committed tasks by task id, from one search (no artifact is read): what
+        an inference replica polls. An id two runs claim is left out (it is damaged)."""
+
+        def run() -> dict[int, Any]:
+            claims: dict[int, list[Any]] = {}
+            for r in self._runs(f"tags.`{STATE}` = '{COMMITTED}'"):
+                task_id = r.data.tags.get(TASK_ID, "")
+                if task_id.isdigit():
+                    claims.setdefault(int(task_id), []).append(r)
+            return {i: runs[0] for i, runs in claims.items() if len(runs) == 1}
+
+        return self._call("list the committed tasks", run)
+
+    def read(self, r: Any, task_id: int) -> CommittedTask | DamagedTask:
+        """A committed run's task (from ``committed_runs``), checked as a start checks it;
+        repairs nothing (a replica never writes)."""
+        return self._call("read a task", lambda: self._read(r, task_id, repair=False))
+
+    @staticmethod
+    def version_of(r: Any) -> str:
+        """The registered model version a task run is tagged with ('' before it is)."""
+        return str(r.data.tags.get(VERSION, "")) if r is not None else ""
 
     def _deleted_runs(self) -> dict[int, Any]:
         """Deleted task runs by task id: what a gap in the ids may have been."""

@@ -130,6 +130,21 @@ def test_unreachable_server_exits_non_zero() -> None:
     assert done.returncode == 1 and "UNAVAILABLE" in done.stderr
 
 
+def test_health_exits_zero_when_the_server_is_serving(cli: Cli) -> None:
+    done = cli.run("health")
+    assert (done.returncode, done.stdout.strip()) == (0, f"{cli.server.address}: SERVING")
+
+
+def test_health_exits_two_when_no_server_answers() -> None:
+    done = sparsecl("health", "--address", "127.0.0.1:1")
+    assert done.returncode == 2 and "UNAVAILABLE" in done.stderr
+
+
+def test_health_of_a_service_the_server_does_not_have_exits_non_zero(cli: Cli) -> None:
+    done = cli.run("health", "--service", "no.such.Service")
+    assert done.returncode == 1 and "NOT_FOUND" in done.stderr
+
+
 # ---- add-task: the research modes (issue 6, part A) ---------------------------------------
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from client.launch import Server
 
 from ..serving import ROOT, TINY
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from ..tracking import free_port
 
 
 def test_a_server_serves_on_the_port_given_and_its_output_is_read_to_the_end(

@@ -10,7 +10,7 @@ from client import Client
 from sparse_engine.mnist import Mnist
 
 from ..serving import FAST, TINY, ServerProcess, digits, sparsecl
-from .test_remote_store import free_port, start_mlflow, stop_mlflow
+from ..tracking import free_port, start_mlflow, stop_mlflow
 
 LEASE = ["--lease-seconds", "3"]
 

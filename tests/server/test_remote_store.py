@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +16,7 @@ from client import Client, ClientError
 from sparse_engine.mnist import Mnist
 
 from ..serving import FAST, ServerProcess, digits
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from ..tracking import free_port, start_mlflow, stop_mlflow
 
 
 @dataclass
@@ -42,49 +30,6 @@ class Remote:
     probe: np.ndarray
     before: bytes
     mnist: Mnist
-
-
-def start_mlflow(root: Path, port: int) -> subprocess.Popen[bytes]:
-    """A real `mlflow server` on a sqlite backend in ``root``; returns once it is healthy."""
-    mlflow = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--backend-store-uri",
-            f"sqlite:///{root / 'server.db'}",
-            "--artifacts-destination",
-            str(root / "artifacts"),
-            "--workers",
-            "1",
-        ],
-        cwd=root,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,  # its own process group: stop_mlflow takes its workers too
-    )
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            return mlflow
-        except OSError:
-            if mlflow.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("mlflow server did not start") from None
-            time.sleep(0.5)
-
-
-def stop_mlflow(mlflow: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the server and its workers (uvicorn, job runners), then wait."""
-    if mlflow.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(mlflow.pid, signal.SIGTERM)
-        mlflow.wait(30)
 
 
 @pytest.fixture(scope="module")
