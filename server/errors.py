@@ -16,7 +16,7 @@ from sparse_engine.errors import (
     UnknownTaskError,
 )
 
-from .store import StoreUnavailableError
+from .store import StoreUnavailableError, WriterConflictError
 
 
 class NotReadyError(Exception):
@@ -62,6 +62,7 @@ STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (MemoryError, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (NotReadyError, grpc.StatusCode.FAILED_PRECONDITION),
+    (WriterConflictError, grpc.StatusCode.FAILED_PRECONDITION),
     (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (CancelledError, grpc.StatusCode.UNAVAILABLE),
     (StartingError, grpc.StatusCode.UNAVAILABLE),

@@ -22,7 +22,7 @@ import uuid
 from typing import Any
 
 from .lock import StoreLockedError, describe
-from .store import StoreUnavailableError, TaskStore, redact
+from .store import StoreUnavailableError, TaskStore, WriterConflictError, redact
 
 log = logging.getLogger("sparsecl.server")
 LEASE_TAG = "sparsecl.writer"
@@ -81,6 +81,18 @@ class StoreLease:
             ) from e
         self._thread = threading.Thread(target=self._renew, name="sparsecl-lease", daemon=True)
         self._thread.start()
+        self.store.fence = self.check
+
+    def check(self) -> None:
+        """Raise WriterConflictError unless the lease is still this server's (the store
+        calls it right before each commit point)."""
+        holder = self._read()
+        if not holder or holder.get("id") != self.id:
+            raise WriterConflictError(
+                "this server no longer holds the store's writer lease "
+                f"({describe(holder) if holder else 'nobody holds it'}): another sparsecl "
+                "server writes this store; the task is not committed"
+            )
 
     def _take(self) -> None:
         holder = self._read()

@@ -68,6 +68,11 @@ class StoreCorruptError(Exception):
     """The store's contents contradict each other (or this server's configuration)."""
 
 
+class WriterConflictError(Exception):
+    """Another server writes this store now (it took the lease, or committed the task id):
+    the task being committed is not."""
+
+
 @dataclass(frozen=True)
 class CommittedTask:
     """A task read back from (or just written to) the store."""
@@ -164,6 +169,8 @@ class TaskStore:
         self.experiment_id = ""
         self._spec: BackboneSpec | None = None  # the backbone's, once open() has read it
         self.relocated_from: str | None = None  # the artifacts root a moved data dir had
+        # raises WriterConflictError unless this server still holds the store (lease.py)
+        self.fence: Callable[[], None] | None = None
         if artifact_root is not None and tracking_uri.startswith("sqlite:///"):
             db = Path(tracking_uri.removeprefix("sqlite:///"))
             try:
@@ -182,7 +189,7 @@ class TaskStore:
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
-        except (StoreUnavailableError, StoreCorruptError):
+        except (StoreUnavailableError, StoreCorruptError, WriterConflictError):
             raise
         except Exception as e:  # MLflow wraps HTTP, SQL and file errors in many types
             raise StoreUnavailableError(
@@ -341,6 +348,7 @@ class TaskStore:
             crash_point("artifacts-uploaded", record.name)
             self.client.set_tag(run_id, SHA256, hashlib.sha256(blob).hexdigest())
             crash_point("artifacts-written", record.name)
+            self._check_writer(run_id, record.id)
             self.client.set_tag(run_id, STATE, COMMITTED)  # the commit point
             crash_point("committed", record.name)
 
@@ -348,6 +356,20 @@ class TaskStore:
         version = self._register(run_id, state)
         self._finish(run_id)
         return CommittedTask(state, run_id, self.model_name(record.name), version, created_ms)
+
+    def _check_writer(self, run_id: str, task_id: int) -> None:
+        """Right before a commit point: raise WriterConflictError if this server lost the
+        store's lease, or if another run committed ``task_id`` meanwhile (two writers in the
+        lease's race window): the owner map keeps one task per id."""
+        if self.fence is not None:
+            self.fence()
+        taken = self.committed_runs().get(task_id)
+        if taken is not None and taken.info.run_id != run_id:
+            raise WriterConflictError(
+                f"task id {task_id} was committed meanwhile by run {taken.info.run_id} "
+                f"({_name(taken)!r}): another sparsecl server writes this store; "
+                "this task is not committed"
+            )
 
     def _register(self, run_id: str, state: Task) -> str:
         """One registered model per task, version tagged for the UI; '' if the registry failed."""

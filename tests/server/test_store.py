@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+from server.lease import LEASE_TAG, StoreLease
 from server.store import (
     COMMITTED,
     FAILED,
@@ -18,6 +21,7 @@ from server.store import (
     TASK_ID,
     StoreCorruptError,
     TaskStore,
+    WriterConflictError,
     event_metrics,
 )
 from sparse_engine.config import ProgressEvent, TaskConfig
@@ -173,6 +177,36 @@ def test_duplicate_and_missing_task_ids_are_damaged_not_fatal(
     assert [t.run_id for t in loaded.committed] == [first]
     assert [d.task_id for d in loaded.damaged] == [2, 3]
     assert "no committed run holds task id 2" in loaded.damaged[0].error
+
+
+def test_a_commit_of_a_task_id_another_run_committed_meanwhile_is_refused(
+    root: Path, prepared: tuple[Task, list[ProgressEvent]]
+) -> None:
+    first = commit_a(root, "two-writers", prepared)
+    store = open_store(root, "two-writers")
+    second, created = store.start("A", 1, CONFIG, TINY, {})  # a second writer's view: id 1
+    meanwhile = f"task id 1 was committed meanwhile by run {first}"
+    with pytest.raises(WriterConflictError, match=meanwhile):
+        store.commit(second, prepared[0], prepared[1], 3, created)
+    assert store.client.get_run(second).data.tags[STATE] != COMMITTED
+    assert [t.run_id for t in store.load().committed] == [first]
+
+
+def test_a_commit_after_the_lease_was_taken_over_is_refused(
+    root: Path, prepared: tuple[Task, list[ProgressEvent]]
+) -> None:
+    store = open_store(root, "lease-lost")
+    lease = StoreLease(store, 30)
+    lease.acquire()
+    try:
+        other = {"id": "other", "pid": 4242, "host": "elsewhere", "expires": time.time() + 30}
+        store.client.set_experiment_tag(store.experiment_id, LEASE_TAG, json.dumps(other))
+        run_id, created = store.start("A", 1, CONFIG, TINY, {})
+        with pytest.raises(WriterConflictError, match="pid 4242 on elsewhere"):
+            store.commit(run_id, prepared[0], prepared[1], 3, created)
+        assert store.load().committed == []
+    finally:
+        lease.release()
 
 
 def test_store_refuses_another_backbone(root: Path) -> None:
