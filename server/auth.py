@@ -81,12 +81,16 @@ class Tokens:
     @classmethod
     def load(cls, path: Path) -> Tokens:
         """Parse a token file; one that other users may read (or write) is refused, as ssh
-        refuses a private key anyone can read: its tokens would no longer be secret."""
-        mode = path.stat().st_mode
-        if mode & 0o077:
+        refuses a private key anyone can read: its tokens would no longer be secret. As
+        PostgreSQL does for its key, a file owned by root may also be read by its group
+        (0640): how a Kubernetes Secret volume with an fsGroup reaches a non-root server."""
+        info = path.stat()
+        allowed = 0o037 if info.st_uid == 0 else 0o077  # bits that must be clear
+        if info.st_mode & allowed:
             raise ValueError(
-                f"the tokens file {path} is accessible by other users (mode {mode & 0o777:o}); "
-                f"make it private: chmod 600 {path}"
+                f"the tokens file {path} is accessible by other users (mode "
+                f"{info.st_mode & 0o777:o}); make it private: chmod 600 {path} (or, owned by "
+                "root, 640)"
             )
         return cls.parse(path.read_text(), str(path))
 

@@ -6,6 +6,7 @@ token), and one mutual-TLS server; every call goes over real TLS with real token
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -227,3 +228,23 @@ def test_token_file_with_an_unknown_scope_is_refused() -> None:
 def test_token_file_with_a_short_token_is_refused() -> None:
     with pytest.raises(ValueError, match="at least 16"):
         Tokens.parse("read short\n")
+
+
+@pytest.mark.parametrize(
+    ("owner", "mode", "accepted"),
+    [(0, 0o640, True), (0, 0o660, False), (0, 0o644, False), (1000, 0o640, False)],
+)
+def test_a_tokens_file_may_be_group_readable_only_when_root_owns_it(
+    tmp_path: Path, owner: int, mode: int, accepted: bool
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("changing a file's owner needs root")
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"read {secrets.token_urlsafe(24)}\n")
+    os.chown(tokens, owner, 0)
+    tokens.chmod(mode)
+    if accepted:
+        assert len(Tokens.load(tokens).grants) == 1
+    else:
+        with pytest.raises(ValueError, match="accessible by other users"):
+            Tokens.load(tokens)
