@@ -264,6 +264,8 @@ class DataPlane:
         if name in self.model.tasks:
             return
         view = self.task(name)
+        if view.state == "committed":  # it was committed since the line above
+            return
         detail = f": {view.error}" if view.error else "; predict once it is committed"
         raise NotReadyError(f"task {name!r} is {view.state}{detail}")
 
@@ -276,8 +278,9 @@ class DataPlane:
         check_batch(len(batch), self.config)
         classes = self.model.task(task).classes
         if len(batch) < 16:  # ~0.1-0.3 ms of compute: run it on the event loop, as handing it
-            # to a thread and back costs as much again (benchmarks/serving.py: ~1.6× calls/s
-            # at one example); larger batches go to a thread so the loop keeps serving
+            # to a thread and back costs as much again (+36 % calls/s at one example, see
+            # benchmarks/RESULTS.md, Serving); larger batches go to a thread, so the loop
+            # keeps serving while they compute
             logits = self.model.logits(task, batch)
         else:
             logits = await asyncio.to_thread(self.model.logits, task, batch)
