@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from sparse_engine.config import DEFAULT_BACKBONE
 from sparse_engine.engine import EngineInfo, EngineSettings
 from sparse_engine.model import SparseCL
+from sparsecl.kserve import grpc_predict_v2_pb2_grpc as kserve_grpc
 from sparsecl.v1 import sparsecl_pb2 as pb
 from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
 
@@ -31,6 +32,7 @@ from .config import ServerConfig
 from .dataplane import DataPlane
 from .decoding import DecodeInterceptor
 from .follow import Follower
+from .inference_service import InferenceService
 from .lease import StoreLease
 from .lock import DataDirLock
 from .metrics import Metrics
@@ -206,9 +208,12 @@ async def serve_until_signal(
 def add_services(
     server: grpc.aio.Server, service: ContinualLearnerService
 ) -> health.aio.HealthServicer:
-    """The ContinualLearner ``service``, health checks and reflection; returns the health
-    servicer (its status unset: set it before serving)."""
+    """The ContinualLearner ``service``, the Open Inference Protocol on its data plane,
+    health checks and reflection (of all but the inference service, whose descriptor is
+    never loaded: see protos/sparsecl/kserve); returns the health servicer (its status
+    unset: set it before serving)."""
     pb_grpc.add_ContinualLearnerServicer_to_server(service, server)
+    kserve_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(service), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE, HEALTH, reflection.SERVICE_NAME), server)

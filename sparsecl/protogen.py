@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
-PACKAGES = (Path("sparsecl") / "v1",)
+PACKAGES = (Path("sparsecl") / "v1", Path("sparsecl") / "kserve")
 SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
 GENERATOR = "grpcio-tools==1.71.2"  # protoc 29.x; pinned so that the staleness test is exact
 GENERATOR_DIR = ROOT / ".generator" / GENERATOR.replace("==", "-")
