@@ -1,6 +1,7 @@
 """The server assembled: the data dir's lock, the bound port (serving health NOT_SERVING
-at once), the store (and its lease), the data plane with every committed task, the gRPC
-services on it (SERVING); served until a signal.
+at once; with --http-port the Open Inference Protocol over HTTP too), the store (and its
+lease), the data plane with every committed task, the gRPC services on it (SERVING);
+served until a signal.
 
 What needs no store is checked first (the token file, the TLS files, the port), so a typo
 or a port in use fails before the store is touched.
@@ -32,6 +33,7 @@ from .config import ServerConfig
 from .dataplane import DataPlane
 from .decoding import DecodeInterceptor
 from .follow import Follower
+from .inference_http import serve_http
 from .inference_service import InferenceService
 from .lease import StoreLease
 from .lock import DataDirLock
@@ -63,6 +65,10 @@ async def serve(config: ServerConfig) -> None:
         await server.start()
         held.push_async_callback(server.stop, 0)  # a start that fails stops serving too
         print(f"sparsecl listening on {address} (NOT_SERVING until loaded)", flush=True)
+        if config.http_port is not None:  # the Open Inference Protocol over HTTP too
+            http = await serve_http(config, service)
+            held.push_async_callback(http.stop)
+            print(f"sparsecl http on {http.url} (Open Inference Protocol)", flush=True)
         store, spec, seed = await open_store(config, address, held)
         plane = await load(config, store, spec, seed)
         await serve_until_signal(config, server, address, plane, service, health_servicer)
