@@ -26,6 +26,7 @@ from server.errors import (
     QueueFullError,
     TrainingTimeError,
     UnauthenticatedError,
+    http_status_of,
     status_of,
 )
 from server.store import StoreUnavailableError, TaskStore
@@ -72,6 +73,26 @@ CONFIG = TaskConfig(**FAST)  # type: ignore[arg-type]
 )
 def test_each_error_has_one_status_code(error: Exception, code: grpc.StatusCode) -> None:
     assert status_of(error) == code
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (InvalidInputError("x"), 400),
+        (UnauthenticatedError("x"), 401),
+        (PermissionDeniedError("x"), 403),
+        (UnknownTaskError("x"), 404),
+        (LimitExceededError("x"), 413),
+        (QueueFullError("x"), 429),
+        (NotReadyError("x"), 503),
+        (StoreUnavailableError("x"), 503),
+        (RuntimeError("x"), 500),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else "",
+)
+def test_each_error_has_one_http_status(error: Exception, status: int) -> None:
+    """The HTTP column of the same table (the Open Inference Protocol's REST transport)."""
+    assert http_status_of(error) == status
 
 
 @dataclass
