@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import socket
 import ssl
 import time
@@ -287,9 +288,11 @@ class HttpServer:
         self.server = _Uvicorn(
             uvicorn.Config(
                 api.app(),
-                log_config=None,
+                log_config=None,  # the server's logging stays as it is
+                log_level="warning",
                 access_log=False,
                 lifespan="off",
+                timeout_graceful_shutdown=math.ceil(config.grace_seconds),  # as gRPC calls get
                 ssl_certfile=config.tls_cert if tls else None,
                 ssl_keyfile=config.tls_key if tls else None,
                 ssl_ca_certs=config.tls_client_ca,
