@@ -10,6 +10,7 @@ $(STAMP): pyproject.toml setup.py sparse_engine/native/forward.cpp
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	$(VENV)/bin/python -m sparse_engine.native || true  # the kernel's level, or why it is missing
+	$(VENV)/bin/python -m sparsecl.protogen --setup  # the stub generator's own environment
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 install: $(STAMP)
@@ -22,7 +23,7 @@ demo: $(STAMP)
 demo-local: $(STAMP)
 	$(VENV)/bin/sparsecl demo
 
-# Regenerate the gRPC stubs in sparsecl/v1 from protos/ (a test fails when they are stale).
+# Regenerate the gRPC stubs in sparsecl/ from protos/ (a test fails when they are stale).
 protos: $(STAMP)
 	$(VENV)/bin/python -m sparsecl.protogen
 

@@ -122,6 +122,13 @@ def serve_options(serve: argparse.ArgumentParser) -> None:
         help="PyTorch inter-op threads (default: its own)",
     )
     serve.add_argument(
+        "--http-port",
+        type=int,
+        default=None,
+        help="serve the Open Inference Protocol (KServe v2) over HTTP/REST on this port too "
+        "(0 = any free port; default: gRPC only)",
+    )
+    serve.add_argument(
         "--metrics-port",
         type=int,
         default=None,

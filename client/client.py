@@ -51,9 +51,16 @@ def _record(cls: type[Record], message: Any, **given: Any) -> Record:
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name not in values:
             value = getattr(message, f.name)
-            repeated = message.DESCRIPTOR.fields_by_name[f.name].is_repeated
+            repeated = is_repeated(message.DESCRIPTOR.fields_by_name[f.name])
             values[f.name] = tuple(value) if repeated else value
     return cls(**values)
+
+
+def is_repeated(field: Any) -> bool:
+    """Whether a message field is repeated, on every protobuf the project admits: 7.x has
+    only ``is_repeated``, 5.29 only ``label`` (6.x both)."""
+    flag = getattr(field, "is_repeated", None)
+    return bool(flag) if flag is not None else field.label == field.LABEL_REPEATED
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The server assembled: the data dir's lock, the bound port (serving health NOT_SERVING
-at once), the store (and its lease), the data plane with every committed task, the gRPC
-services on it (SERVING); served until a signal.
+at once; with --http-port the Open Inference Protocol over HTTP too), the store (and its
+lease), the data plane with every committed task, the gRPC services on it (SERVING);
+served until a signal.
 
 What needs no store is checked first (the token file, the TLS files, the port), so a typo
 or a port in use fails before the store is touched.
@@ -23,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from sparse_engine.config import DEFAULT_BACKBONE
 from sparse_engine.engine import EngineInfo, EngineSettings
 from sparse_engine.model import SparseCL
+from sparsecl.kserve import grpc_predict_v2_pb2_grpc as kserve_grpc
 from sparsecl.v1 import sparsecl_pb2 as pb
 from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
 
@@ -31,6 +33,8 @@ from .config import ServerConfig
 from .dataplane import DataPlane
 from .decoding import DecodeInterceptor
 from .follow import Follower
+from .inference_http import serve_http
+from .inference_service import InferenceService
 from .lease import StoreLease
 from .lock import DataDirLock
 from .metrics import Metrics
@@ -61,6 +65,10 @@ async def serve(config: ServerConfig) -> None:
         await server.start()
         held.push_async_callback(server.stop, 0)  # a start that fails stops serving too
         print(f"sparsecl listening on {address} (NOT_SERVING until loaded)", flush=True)
+        if config.http_port is not None:  # the Open Inference Protocol over HTTP too
+            http = await serve_http(config, service)
+            held.push_async_callback(http.stop)
+            print(f"sparsecl http on {http.url} (Open Inference Protocol)", flush=True)
         store, spec, seed = await open_store(config, address, held)
         plane = await load(config, store, spec, seed)
         await serve_until_signal(config, server, address, plane, service, health_servicer)
@@ -206,9 +214,12 @@ async def serve_until_signal(
 def add_services(
     server: grpc.aio.Server, service: ContinualLearnerService
 ) -> health.aio.HealthServicer:
-    """The ContinualLearner ``service``, health checks and reflection; returns the health
-    servicer (its status unset: set it before serving)."""
+    """The ContinualLearner ``service``, the Open Inference Protocol on its data plane,
+    health checks and reflection (of all but the inference service, whose descriptor is
+    never loaded: see protos/sparsecl/kserve); returns the health servicer (its status
+    unset: set it before serving)."""
     pb_grpc.add_ContinualLearnerServicer_to_server(service, server)
+    kserve_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(service), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE, HEALTH, reflection.SERVICE_NAME), server)

@@ -4,7 +4,9 @@ Token file: one token per line, ``SCOPES TOKEN``, where SCOPES is ``read``, ``wr
 ``read,write``; blank lines and lines starting with ``#`` are ignored. Only SHA-256
 digests of the tokens are kept in memory, compared with ``hmac.compare_digest``; a token
 is never logged. Health checks and reflection stay open; every ContinualLearner method
-needs a token: AddTask and Analyze the ``write`` scope, every other method ``read``.
+needs a token: AddTask and Analyze the ``write`` scope, every other method ``read``; so
+does every method of the Open Inference Protocol's service (``read``) but its probes
+ServerLive and ServerReady.
 Analyze needs ``write`` because it writes MLflow runs and trains a dense comparison
 network (compute like a training job), which a read-only dashboard token must not start.
 """
@@ -38,6 +40,18 @@ METHOD_SCOPES: dict[str, str] = {
     "Evaluate": "read",
     "AddTask": "write",
     "Analyze": "write",
+}
+# The Open Inference Protocol's service: every method reads (inference, metadata), and
+# ServerLive and ServerReady stay open for probes, as health checking does.
+INFERENCE = "/inference.GRPCInferenceService/"
+INFERENCE_SCOPES: dict[str, str | None] = {
+    "ServerLive": None,
+    "ServerReady": None,
+    "ModelReady": "read",
+    "ServerMetadata": "read",
+    "ModelMetadata": "read",
+    "ModelInfer": "read",
+    "RepositoryIndex": "read",
 }
 UNLISTED = "unlisted"
 WRITE_METHODS = frozenset(PROTECTED + m for m, s in METHOD_SCOPES.items() if s == "write")
@@ -119,10 +133,12 @@ class Tokens:
 
 
 def required_scope(method: str) -> str | None:
-    """The scope a method needs; None for open services (health, reflection)."""
-    if not method.startswith(PROTECTED):
-        return None
-    return METHOD_SCOPES.get(method.removeprefix(PROTECTED), UNLISTED)
+    """The scope a method needs; None for open services (health, reflection) and probes."""
+    if method.startswith(PROTECTED):
+        return METHOD_SCOPES.get(method.removeprefix(PROTECTED), UNLISTED)
+    if method.startswith(INFERENCE):
+        return INFERENCE_SCOPES.get(method.removeprefix(INFERENCE), UNLISTED)
+    return None
 
 
 def bearer(metadata: Any) -> str | None:

@@ -70,6 +70,7 @@ class ServerConfig:
     interop_threads: int = 0  # PyTorch inter-op threads (0: PyTorch's default)
     engine_backend: str = "auto"  # one of sparse_engine.config.BACKENDS
     metrics_port: int | None = None  # Prometheus /metrics over HTTP on host; 0 = any free port
+    http_port: int | None = None  # the Open Inference Protocol over HTTP on host; 0 = any free
     role: str = "all"  # one of ROLES
     poll_seconds: float = 2.0  # an inference replica looks for newly committed tasks this often
 
@@ -78,6 +79,8 @@ class ServerConfig:
             raise ValueError(f"port must lie in 0..65535 (0 = any free port), got {self.port}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"metrics_port must lie in 0..65535, got {self.metrics_port}")
+        if self.http_port is not None and not 0 <= self.http_port <= 65535:
+            raise ValueError(f"http_port must lie in 0..65535, got {self.http_port}")
         if self.role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
         if self.role == "inference" and not self.tracking_uri:

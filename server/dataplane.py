@@ -1,6 +1,7 @@
 """The data plane: every operation of the server in plain Python, for every transport.
 
-A transport (the sparsecl.v1 gRPC service in service.py; the Open Inference Protocol next)
+A transport (the sparsecl.v1 gRPC service in service.py; the Open Inference Protocol's in
+inference_service.py)
 converts its messages to these arguments (arrays, names, TaskConfig) and these results
 (dataclasses) back to its messages; what these raise, it maps with ``errors.status_of``.
 Every check is made here, so every transport refuses the same requests with the same
@@ -25,7 +26,7 @@ from sparse_engine.backbone import BackboneSpec
 from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.data import TaskData
 from sparse_engine.engine import EngineInfo
-from sparse_engine.errors import InvalidInputError, TaskExistsError, brief
+from sparse_engine.errors import InvalidInputError, TaskExistsError, UnknownTaskError, brief
 from sparse_engine.model import SparseCL, check_name
 from sparse_engine.task import TaskRecord
 
@@ -89,6 +90,16 @@ class Prediction:
     scores: np.ndarray  # float32, N × classes (logits)
     labels: np.ndarray  # int64, N: the predicted labels, in the task's own values
     classes: tuple[int, ...]  # the column order of scores
+
+
+@dataclass(frozen=True)
+class InferenceModel:
+    """A committed task as a model of the Open Inference Protocol (KServe v2), any transport."""
+
+    name: str
+    version: str  # its registered model's version in MLflow ("" when the store has none)
+    input_shape: tuple[int, ...]  # one example's: the backbone's input
+    classes: tuple[int, ...]  # the label values, in the column order of the scores
 
 
 @dataclass(frozen=True)
@@ -259,6 +270,39 @@ class DataPlane:
                 f"{redact(self.store.tracking_uri)}): send {call} to the trainer"
             )
 
+    def models(self) -> list[TaskView]:
+        """The tasks that are models of the Open Inference Protocol: all but failed ones
+        (committed ones are ready; queued, training and damaged ones are not)."""
+        return [view for view in self.tasks() if view.state != "failed"]
+
+    def inference_model(self, name: str, version: str = "") -> InferenceModel:
+        """The committed task ``name`` as a model, at ``version`` ("" = the latest, the one
+        version a committed task has). UnknownTaskError for a name that is no task, a
+        failed task (not a model) or another version; NotReadyError for a task that is not
+        committed (queued, training, damaged); InvalidInputError for a malformed name."""
+        view = self.task(name)
+        if view.state == "failed":
+            raise UnknownTaskError(f"unknown model {name!r}: its task failed ({view.error})")
+        if view.record is None:
+            detail = f": {view.error}" if view.error else "; infer once it is committed"
+            raise NotReadyError(f"model {name!r} is not ready: its task is {view.state}{detail}")
+        if version and version != view.model_version:
+            have = repr(view.model_version) if view.model_version else "none"
+            raise UnknownTaskError(
+                f"model {name!r} has no version {brief(version)} (it has {have})"
+            )
+        return InferenceModel(
+            name, view.model_version, self.model.spec.input_shape, view.record.classes
+        )
+
+    def model_ready(self, name: str, version: str = "") -> bool:
+        """Whether ``inference_model(name, version)`` would answer (never raises)."""
+        try:
+            self.inference_model(name, version)
+        except (InvalidInputError, UnknownTaskError, NotReadyError):
+            return False
+        return self.ready
+
     def _require_committed(self, name: str) -> None:
         """Raise unless ``name`` is a committed task (UnknownTaskError, NotReadyError)."""
         if name in self.model.tasks:
@@ -270,10 +314,14 @@ class DataPlane:
         raise NotReadyError(f"task {name!r} is {view.state}{detail}")
 
     # ---- inference --------------------------------------------------------------------------
-    async def predict(self, task: str, x: ArrayLike) -> Prediction:
+    async def predict(self, task: str, x: ArrayLike, version: str | None = None) -> Prediction:
         """Task ``task``'s scores and labels for the batch ``x`` (float32, or uint8 scaled by
-        1/255; N × the backbone's input)."""
-        self._require_committed(task)
+        1/255; N × the backbone's input). With ``version`` (the Open Inference Protocol's
+        model version; "" = the latest) the task is looked up as a model (inference_model)."""
+        if version is None:
+            self._require_committed(task)
+        else:
+            self.inference_model(task, version)
         batch = inputs.batch(x, "x")
         check_batch(len(batch), self.config)
         classes = self.model.task(task).classes

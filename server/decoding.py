@@ -1,8 +1,8 @@
 """Requests that are not valid protobuf get INVALID_ARGUMENT, not grpc's UNKNOWN/INTERNAL.
 
-An interceptor swaps each ContinualLearner method's request deserializer for one that
-turns a DecodeError into a ``Malformed`` marker, which the wrapped handler answers with
-INVALID_ARGUMENT before the service sees it.
+An interceptor swaps each ContinualLearner (and Open Inference Protocol) method's request
+deserializer for one that turns a DecodeError into a ``Malformed`` marker, which the
+wrapped handler answers with INVALID_ARGUMENT before the service sees it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from .auth import PROTECTED
+from .auth import INFERENCE, PROTECTED
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ async def _refuse(request: Malformed, context: grpc.aio.ServicerContext) -> None
     await context.abort(
         grpc.StatusCode.INVALID_ARGUMENT,
         f"the request is not a valid protobuf message ({request.error}); "
-        "send messages built from protos/sparsecl/v1/sparsecl.proto",
+        "send messages built from the service's .proto (protos/ in sparsecl's repository)",
     )
 
 
@@ -81,7 +81,7 @@ def _wrap(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
 
 
 class DecodeInterceptor(grpc.aio.ServerInterceptor):
-    """Answers unparseable ContinualLearner requests with INVALID_ARGUMENT."""
+    """Answers unparseable ContinualLearner and inference requests with INVALID_ARGUMENT."""
 
     async def intercept_service(
         self,
@@ -89,6 +89,6 @@ class DecodeInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or not handler_call_details.method.startswith(PROTECTED):
+        if handler is None or not handler_call_details.method.startswith((PROTECTED, INFERENCE)):
             return handler
         return _wrap(handler)

@@ -1,7 +1,7 @@
 """The server's own errors, and the one table of the status code each error is answered with.
 
 The data plane raises these and sparse_engine's errors; a transport maps what it catches
-with ``status_of`` (an HTTP transport would add its column to STATUS).
+with ``status_of`` (gRPC) or ``http_status_of`` (HTTP): one table, STATUS.
 """
 
 from __future__ import annotations
@@ -52,32 +52,42 @@ class PermissionDeniedError(Exception):
     """The call's token does not grant the scope the call needs."""
 
 
-# The first row whose error type matches wins; any other error is INTERNAL.
-STATUS: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
-    (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT),
-    (UnknownTaskError, grpc.StatusCode.NOT_FOUND),
-    (TaskExistsError, grpc.StatusCode.ALREADY_EXISTS),
-    (NoFreeCapacityError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (QueueFullError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (MemoryError, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (NotReadyError, grpc.StatusCode.FAILED_PRECONDITION),
-    (WriterConflictError, grpc.StatusCode.FAILED_PRECONDITION),
-    (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE),
-    (CancelledError, grpc.StatusCode.UNAVAILABLE),
-    (StartingError, grpc.StatusCode.UNAVAILABLE),
-    (AnalysisStoppedError, grpc.StatusCode.CANCELLED),
-    (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
-    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
+# The first row whose error type matches wins; any other error is INTERNAL (HTTP 500).
+# The columns: the gRPC status code, the HTTP status (the Open Inference Protocol's REST).
+STATUS: tuple[tuple[type[BaseException], grpc.StatusCode, int], ...] = (
+    (InvalidInputError, grpc.StatusCode.INVALID_ARGUMENT, 400),
+    (UnknownTaskError, grpc.StatusCode.NOT_FOUND, 404),
+    (TaskExistsError, grpc.StatusCode.ALREADY_EXISTS, 409),
+    (NoFreeCapacityError, grpc.StatusCode.RESOURCE_EXHAUSTED, 507),
+    (QueueFullError, grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+    (LimitExceededError, grpc.StatusCode.RESOURCE_EXHAUSTED, 413),
+    (MemoryError, grpc.StatusCode.RESOURCE_EXHAUSTED, 507),
+    (NotReadyError, grpc.StatusCode.FAILED_PRECONDITION, 503),
+    (WriterConflictError, grpc.StatusCode.FAILED_PRECONDITION, 409),
+    (StoreUnavailableError, grpc.StatusCode.UNAVAILABLE, 503),
+    (CancelledError, grpc.StatusCode.UNAVAILABLE, 503),
+    (StartingError, grpc.StatusCode.UNAVAILABLE, 503),
+    (AnalysisStoppedError, grpc.StatusCode.CANCELLED, 499),
+    (UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED, 401),
+    (PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED, 403),
 )
+INTERNAL_HTTP = 500
 
 
 def status_of(error: BaseException) -> grpc.StatusCode:
     """The status code of an error; INTERNAL for anything unexpected."""
-    for kind, code in STATUS:
+    for kind, code, _ in STATUS:
         if isinstance(error, kind):
             return code
     return grpc.StatusCode.INTERNAL
+
+
+def http_status_of(error: BaseException) -> int:
+    """The HTTP status of an error; 500 for anything unexpected."""
+    for kind, _, http in STATUS:
+        if isinstance(error, kind):
+            return http
+    return INTERNAL_HTTP
 
 
 def message_of(error: BaseException) -> str:

@@ -28,6 +28,8 @@ from .uploads import TRAINING, VALIDATION, Chunk, Header
 log = logging.getLogger("sparsecl.server")
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 SPLITS = {pb.SPLIT_TRAIN: TRAINING, pb.SPLIT_VAL: VALIDATION}
+# the request field that names the task, for the metrics (the Open Inference Protocol's too)
+TASK_FIELDS = ("task", "name", "model_name")
 
 
 async def abort(context: Context, error: Exception) -> NoReturn:
@@ -50,7 +52,8 @@ def answer_code(error: Exception, context: Context) -> str:
 
 def answered(handler: Handler) -> Handler:
     """An RPC handler (a coroutine, or an async generator for a stream of replies) whose
-    errors are answered with their status code, and whose calls the metrics count."""
+    errors are answered with their status code, and whose calls the metrics count (any
+    servicer with a ``metrics`` attribute: this one and inference_service's)."""
     method = handler.__name__
 
     @contextlib.asynccontextmanager
@@ -60,7 +63,8 @@ def answered(handler: Handler) -> Handler:
 
         def observe(code: str) -> None:
             if self.metrics is not None:
-                task = str(getattr(request, "task", getattr(request, "name", "")))
+                named = (getattr(request, f) for f in TASK_FIELDS if hasattr(request, f))
+                task = str(next(named, ""))
                 self.metrics.observe(method, code, task, time.perf_counter() - start)
 
         start = time.perf_counter()

@@ -2,8 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -123,7 +122,7 @@ class HyperParameters(_message.Message):
     rigl_interval: int
     rigl_drop_fraction: float
     structure: str
-    def __init__(self, density: _Optional[float] = ..., k: _Optional[_Iterable[_Union[KSize, _Mapping]]] = ..., epochs: _Optional[int] = ..., retrain_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., optimizer: _Optional[str] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ..., saliency: _Optional[str] = ..., prune_rounds: _Optional[int] = ..., retrain: _Optional[str] = ..., saliency_batches: _Optional[int] = ..., boost_strength: _Optional[float] = ..., boost_strength_factor: _Optional[float] = ..., duty_cycle_period: _Optional[int] = ..., seed: _Optional[int] = ..., rewind_epoch: _Optional[int] = ..., method: _Optional[str] = ..., supermask_train_head: _Optional[bool] = ..., rigl_interval: _Optional[int] = ..., rigl_drop_fraction: _Optional[float] = ..., structure: _Optional[str] = ...) -> None: ...
+    def __init__(self, density: _Optional[float] = ..., k: _Optional[_Iterable[_Union[KSize, _Mapping]]] = ..., epochs: _Optional[int] = ..., retrain_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., optimizer: _Optional[str] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ..., saliency: _Optional[str] = ..., prune_rounds: _Optional[int] = ..., retrain: _Optional[str] = ..., saliency_batches: _Optional[int] = ..., boost_strength: _Optional[float] = ..., boost_strength_factor: _Optional[float] = ..., duty_cycle_period: _Optional[int] = ..., seed: _Optional[int] = ..., rewind_epoch: _Optional[int] = ..., method: _Optional[str] = ..., supermask_train_head: bool = ..., rigl_interval: _Optional[int] = ..., rigl_drop_fraction: _Optional[float] = ..., structure: _Optional[str] = ...) -> None: ...
 
 class AddTaskHeader(_message.Message):
     __slots__ = ("name", "hyper_parameters", "labels", "train_examples", "val_examples")
@@ -373,7 +372,7 @@ class AnalyzeRequest(_message.Message):
     epochs: int
     draws: int
     seed: int
-    def __init__(self, task: _Optional[str] = ..., analysis: _Optional[_Union[Analysis, str]] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ..., y: _Optional[_Union[Tensor, _Mapping]] = ..., train_x: _Optional[_Union[Tensor, _Mapping]] = ..., train_y: _Optional[_Union[Tensor, _Mapping]] = ..., weights: _Optional[_Iterable[float]] = ..., keep_sign: _Optional[bool] = ..., noise_levels: _Optional[_Iterable[float]] = ..., epochs: _Optional[int] = ..., draws: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
+    def __init__(self, task: _Optional[str] = ..., analysis: _Optional[_Union[Analysis, str]] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ..., y: _Optional[_Union[Tensor, _Mapping]] = ..., train_x: _Optional[_Union[Tensor, _Mapping]] = ..., train_y: _Optional[_Union[Tensor, _Mapping]] = ..., weights: _Optional[_Iterable[float]] = ..., keep_sign: bool = ..., noise_levels: _Optional[_Iterable[float]] = ..., epochs: _Optional[int] = ..., draws: _Optional[int] = ..., seed: _Optional[int] = ...) -> None: ...
 
 class AnalysisRow(_message.Message):
     __slots__ = ("label", "values")

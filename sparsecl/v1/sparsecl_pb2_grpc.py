@@ -5,7 +5,7 @@ import warnings
 
 from sparsecl.v1 import sparsecl_pb2 as sparsecl_dot_v1_dot_sparsecl__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.71.2'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
@@ -18,14 +18,14 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in sparsecl/v1/sparsecl_pb2_grpc.py depends on'
+        + f' but the generated code in sparsecl/v1/sparsecl_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
     )
 
 
-class ContinualLearnerStub:
+class ContinualLearnerStub(object):
     """ContinualLearner adds tasks to one backbone and answers predictions for every
     committed task. Errors use the standard status codes: INVALID_ARGUMENT (bad shape,
     dtype, NaN/Inf, empty data, labels or hyper-parameters), NOT_FOUND (unknown task),
@@ -76,7 +76,7 @@ class ContinualLearnerStub:
                 _registered_method=True)
 
 
-class ContinualLearnerServicer:
+class ContinualLearnerServicer(object):
     """ContinualLearner adds tasks to one backbone and answers predictions for every
     committed task. Errors use the standard status codes: INVALID_ARGUMENT (bad shape,
     dtype, NaN/Inf, empty data, labels or hyper-parameters), NOT_FOUND (unknown task),
@@ -182,7 +182,7 @@ def add_ContinualLearnerServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class ContinualLearner:
+class ContinualLearner(object):
     """ContinualLearner adds tasks to one backbone and answers predictions for every
     committed task. Errors use the standard status codes: INVALID_ARGUMENT (bad shape,
     dtype, NaN/Inf, empty data, labels or hyper-parameters), NOT_FOUND (unknown task),

@@ -4,6 +4,7 @@ plain arrays and names in, dataclasses out, typed errors mapped to status codes 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ import torch
 
 from server.app import load
 from server.config import ServerConfig
-from server.dataplane import DataPlane, Progress, Queued, TaskView
+from server.dataplane import DataPlane, InferenceModel, Progress, Queued, TaskView
 from server.errors import (
     CancelledError,
     LimitExceededError,
@@ -25,6 +26,7 @@ from server.errors import (
     QueueFullError,
     TrainingTimeError,
     UnauthenticatedError,
+    http_status_of,
     status_of,
 )
 from server.store import StoreUnavailableError, TaskStore
@@ -71,6 +73,26 @@ CONFIG = TaskConfig(**FAST)  # type: ignore[arg-type]
 )
 def test_each_error_has_one_status_code(error: Exception, code: grpc.StatusCode) -> None:
     assert status_of(error) == code
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (InvalidInputError("x"), 400),
+        (UnauthenticatedError("x"), 401),
+        (PermissionDeniedError("x"), 403),
+        (UnknownTaskError("x"), 404),
+        (LimitExceededError("x"), 413),
+        (QueueFullError("x"), 429),
+        (NotReadyError("x"), 503),
+        (StoreUnavailableError("x"), 503),
+        (RuntimeError("x"), 500),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, Exception) else "",
+)
+def test_each_error_has_one_http_status(error: Exception, status: int) -> None:
+    """The HTTP column of the same table (the Open Inference Protocol's REST transport)."""
+    assert http_status_of(error) == status
 
 
 @dataclass
@@ -149,6 +171,46 @@ def test_predict_refuses_what_every_transport_refuses(
 ) -> None:
     got, message = served.refused(served.plane.predict(task, x))
     assert got == code and says in message
+
+
+def test_a_committed_task_is_an_inference_model_at_its_registered_version(served: Plane) -> None:
+    plane = served.plane
+    model = plane.inference_model("A")
+    assert model == InferenceModel("A", "1", (784,), (0, 1))
+    assert plane.inference_model("A", "1") == model and plane.model_ready("A", "1")
+    for name, version in [("A", "2"), ("nope", "")]:
+        with pytest.raises(UnknownTaskError):
+            plane.inference_model(name, version)
+        assert not plane.model_ready(name, version)
+    x = served.mnist.x_test[:5]
+    by_version = asyncio.run(plane.predict("A", x, "1"))
+    assert by_version.scores.tobytes() == asyncio.run(plane.predict("A", x)).scores.tobytes()
+    assert served.refused(plane.predict("A", x, "2"))[0] == grpc.StatusCode.NOT_FOUND
+
+
+def test_a_task_in_training_is_a_model_not_ready_and_a_failed_one_no_model(served: Plane) -> None:
+    plane = served.plane
+    x, y = digits(served.mnist, [2, 3], n=200)
+    slow = TaskConfig(**{**FAST, "epochs": 199})  # type: ignore[arg-type]
+
+    async def learn_then_cancel() -> tuple[bool, list[str]]:
+        learning = plane.learn(upload(Header("S", slow), Chunk.of(TRAINING, x, y)))
+        assert await anext(learning) == Queued(0)
+        with pytest.raises(NotReadyError, match="not ready"):
+            plane.inference_model("S")
+        seen = plane.model_ready("S"), [v.name for v in plane.models()]
+        await learning.aclose()  # cancels the job: the task fails
+        return seen
+
+    ready, models = asyncio.run(learn_then_cancel())
+    assert not ready and "S" in models
+    deadline = time.monotonic() + 60
+    while plane.task("S").state != "failed":
+        assert time.monotonic() < deadline, "the cancelled task never failed"
+        time.sleep(0.05)
+    with pytest.raises(UnknownTaskError, match="failed"):
+        plane.inference_model("S")
+    assert "S" not in [v.name for v in plane.models()]
 
 
 def test_evaluate_scores_the_examples_of_each_task(served: Plane) -> None:

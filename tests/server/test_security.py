@@ -7,7 +7,11 @@ token), and one mutual-TLS server; every call goes over real TLS with real token
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import ssl
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +57,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory, pki: Pki, mnist: Mnist) ->
     tokens.write_text(f"# scopes token\nread {read}\nwrite {write}\nread,write {admin}\n")
     tokens.chmod(0o600)  # a token file others may read is refused
     tls = ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)]
-    server = ServerProcess(folder / "store", args=[*tls, "--tokens", str(tokens)]).start()
+    args = [*tls, "--tokens", str(tokens), "--http-port", "0"]
+    server = ServerProcess(folder / "store", args=args).start()
     s = Secured(server, pki, read, write, admin)
     with s.client(admin) as client:
         client.learn("A", digits(mnist, [0, 1], n=200), **FAST)
@@ -77,6 +82,30 @@ def test_client_trusting_the_ca_is_served_over_tls(secured: Secured) -> None:
 def test_plaintext_client_is_not_served_by_a_tls_server(secured: Secured) -> None:
     with Client(secured.server.address, timeout=10, token=secured.read) as client:
         assert code_of(client.tasks) == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_http_port_has_the_same_tls_and_tokens(secured: Secured) -> None:
+    """The Open Inference Protocol over HTTP (--http-port): TLS with the server's files,
+    the health probes open, everything else needing a read token."""
+    found = (re.search(r"sparsecl http on (https://\S+)", line) for line in secured.server.output)
+    [url] = [m.group(1) for m in found if m]
+    context = ssl.create_default_context(cafile=secured.pki.ca)
+
+    def get(path: str, token: str | None = None) -> int:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        call = urllib.request.Request(url + path, headers=headers)
+        try:
+            with urllib.request.urlopen(call, context=context, timeout=30) as answer:
+                return int(answer.status)
+        except urllib.error.HTTPError as error:
+            return error.code
+
+    assert get("/v2/health/ready") == 200
+    assert get("/v2/models/A") == 401
+    assert get("/v2/models/A", secured.write) == 403
+    assert get("/v2/models/A", secured.read) == 200
+    with pytest.raises(OSError):  # plaintext to the TLS port
+        urllib.request.urlopen(url.replace("https:", "http:") + "/v2/health/live", timeout=10)
 
 
 def test_client_not_trusting_the_servers_ca_is_refused(secured: Secured, tmp_path: Path) -> None:

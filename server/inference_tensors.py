@@ -1,0 +1,129 @@
+"""The Open Inference Protocol's (KServe v2) tensors and model descriptions, for any
+transport: what a model takes and gives, a request's input as an array (from raw bytes or
+from a list of values), the requested outputs of a prediction, a model's metadata and the
+repository's index. The gRPC (inference_messages.py) and HTTP (inference_http.py)
+transports only move these between their own messages and the data plane.
+
+A model (a committed task) takes one input ``x``, FP32 or UINT8 (scaled by 1/255, as
+everywhere else), of shape ``[-1, …backbone input…]``, and gives ``scores`` (FP32,
+``[-1, classes]``, the logits in the order of the task's classes) and ``label`` (INT64,
+``[-1]``, in the task's own label values). A malformed tensor is InvalidInputError here;
+what its values mean (shape against the backbone, NaN, batch limits) the data plane
+checks, as for Predict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from sparse_engine.errors import InvalidInputError, brief
+
+from .dataplane import InferenceModel, Prediction, TaskView
+
+INPUT = "x"
+SCORES, LABEL = "scores", "label"
+OUTPUTS = (SCORES, LABEL)
+PLATFORM = "sparsecl"
+# the datatypes of the input, as little-endian dtypes; the metadata states FP32
+INPUT_TYPES: dict[str, np.dtype] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
+INPUT_DATATYPE = "FP32"
+
+
+def check_input(names: Sequence[str], datatype: str, shape: Sequence[int]) -> np.dtype:
+    """The dtype of a request's one input ``x`` (InvalidInputError for another input, a
+    datatype other than FP32 or UINT8, or a negative size)."""
+    if list(names) != [INPUT]:
+        raise InvalidInputError(
+            f"the model takes one input named {INPUT!r}, got {brief(list(names))}"
+        )
+    if datatype not in INPUT_TYPES:
+        raise InvalidInputError(
+            f"input {INPUT!r} must be FP32 or UINT8 (scaled by 1/255), "
+            f"got datatype {brief(datatype)}"
+        )
+    if any(not isinstance(size, int) or size < 0 for size in shape):
+        raise InvalidInputError(f"input {INPUT!r} has a shape that is not sizes: {brief(shape)}")
+    return INPUT_TYPES[datatype]
+
+
+def from_bytes(data: bytes, datatype: str, shape: Sequence[int]) -> np.ndarray:
+    """The input from its raw little-endian bytes."""
+    dtype = INPUT_TYPES[datatype]
+    want = math.prod(shape) * dtype.itemsize
+    if len(data) != want:
+        raise InvalidInputError(
+            f"input {INPUT!r} of shape {list(shape)} and datatype {datatype} takes {want} "
+            f"bytes, got {len(data)}"
+        )
+    return np.frombuffer(data, dtype=dtype).reshape(tuple(shape))
+
+
+def from_values(values: Sequence[Any], datatype: str, shape: Sequence[int]) -> np.ndarray:
+    """The input from its values, row-major (a flat list; JSON may nest them as well)."""
+    try:
+        array = np.array(values, dtype=np.float64 if datatype == "FP32" else np.int64)
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidInputError(f"input {INPUT!r} must hold {datatype} numbers") from None
+    if array.size != math.prod(shape):
+        raise InvalidInputError(
+            f"input {INPUT!r} of shape {list(shape)} takes {math.prod(shape)} values, "
+            f"got {array.size}"
+        )
+    if datatype == "UINT8":
+        if array.size and (int(array.min()) < 0 or int(array.max()) > 255):
+            raise InvalidInputError(f"input {INPUT!r} is UINT8: its values must be 0..255")
+        return array.astype(np.uint8).reshape(tuple(shape))
+    return array.astype(np.float32).reshape(tuple(shape))
+
+
+def requested(names: Sequence[str]) -> tuple[str, ...]:
+    """The outputs a request asks for, in its order (none asked: every output)."""
+    unknown = [name for name in names if name not in OUTPUTS]
+    if unknown:
+        raise InvalidInputError(
+            f"the model has no output {brief(unknown[0])}; its outputs are {', '.join(OUTPUTS)}"
+        )
+    if len(set(names)) != len(names):
+        raise InvalidInputError(f"an output is asked for twice: {', '.join(names)}")
+    return tuple(names) or OUTPUTS
+
+
+def outputs(prediction: Prediction, names: Sequence[str]) -> list[tuple[str, str, np.ndarray]]:
+    """The outputs ``names`` of a prediction: (name, datatype, little-endian array)."""
+    arrays = {
+        SCORES: ("FP32", np.ascontiguousarray(prediction.scores, dtype="<f4")),
+        LABEL: ("INT64", np.ascontiguousarray(prediction.labels, dtype="<i8")),
+    }
+    return [(name, *arrays[name]) for name in names]
+
+
+def metadata(model: InferenceModel) -> dict[str, Any]:
+    """A model's versions, input and outputs, as the protocol's metadata object."""
+    return {
+        "name": model.name,
+        "versions": [model.version] if model.version else [],
+        "platform": PLATFORM,
+        "inputs": [{"name": INPUT, "datatype": INPUT_DATATYPE, "shape": [-1, *model.input_shape]}],
+        "outputs": [
+            {"name": SCORES, "datatype": "FP32", "shape": [-1, len(model.classes)]},
+            {"name": LABEL, "datatype": "INT64", "shape": [-1]},
+        ],
+    }
+
+
+def index(views: Sequence[TaskView], ready_only: bool) -> list[dict[str, str]]:
+    """The models: committed tasks READY, the others UNAVAILABLE with their state as reason."""
+    return [
+        {
+            "name": view.name,
+            "version": view.model_version,
+            "state": "READY" if view.state == "committed" else "UNAVAILABLE",
+            "reason": "" if view.state == "committed" else view.error or view.state,
+        }
+        for view in views
+        if view.state == "committed" or not ready_only
+    ]
