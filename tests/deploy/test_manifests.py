@@ -535,3 +535,215 @@ def test_compose_secrets_are_files_kept_out_of_git() -> None:
         assert secret["file"].startswith("./secrets/"), name
     ignore = (DEPLOY / "secrets" / ".gitignore").read_text().split()
     assert "*" in ignore
+
+
+# ---- KServe (deploy/kserve/, issue 16) ------------------------------------------------------
+# KServe's CRDs are not among kubernetes-validate's schemas: the ServingRuntime and the
+# InferenceService are checked field by field for what KServe needs (below), and the pod
+# KServe would make of them (the runtime's container with the model's fields merged onto
+# it, the predictor's pod fields) against Kubernetes' core/v1 Pod.
+
+KSERVE = DEPLOY / "kserve"
+KSERVE_HTTP_PORT = 8080  # KServe's default HTTP port (constants.InferenceServiceDefaultHttpPort)
+# fields of an InferenceService's model that are KServe's, not the container's
+KSERVE_MODEL_FIELDS = {
+    "modelFormat", "runtime", "runtimeVersion", "protocolVersion", "storage", "storageUri"
+}  # fmt: skip
+# fields of a predictor that are KServe's, not the pod's
+KSERVE_PREDICTOR_FIELDS = {
+    "model", "minReplicas", "maxReplicas", "scaleMetric", "scaleTarget", "scaleMetricType",
+    "labels", "annotations", "containerConcurrency", "timeout", "canaryTrafficPercent",
+    "logger", "batcher", "autoScaling", "deploymentStrategy",
+}  # fmt: skip
+
+
+@functools.cache
+def _render_kserve() -> tuple[Doc, ...]:
+    out = subprocess.run(
+        [kubectl(), "kustomize", str(KSERVE)], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, f"kubectl kustomize deploy/kserve failed:\n{out.stderr}"
+    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
+
+
+def render_kserve() -> list[Doc]:
+    return list(_render_kserve())
+
+
+def kserve_runtime_and_service() -> tuple[Doc, Doc]:
+    docs = render_kserve()
+    return one(docs, "ServingRuntime", "sparsecl"), one(docs, "InferenceService", "sparsecl")
+
+
+def kserve_pod(runtime: Doc, service: Doc) -> Doc:
+    """The Pod KServe makes of the InferenceService on the runtime (its merge, simplified:
+    the model's container fields over the runtime's first container, the predictor's pod
+    fields beside the runtime's volumes)."""
+    predictor = dict(service["spec"]["predictor"])
+    model = {k: v for k, v in predictor.pop("model").items() if k not in KSERVE_MODEL_FIELDS}
+    containers = [dict(c) for c in runtime["spec"]["containers"]]
+    containers[0] |= model
+    pod_fields = {k: v for k, v in predictor.items() if k not in KSERVE_PREDICTOR_FIELDS}
+    spec = {"containers": containers, "volumes": runtime["spec"].get("volumes", [])}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": f"{service['metadata']['name']}-predictor"},
+        "spec": spec | pod_fields,
+    }
+
+
+def test_kserve_renders_a_runtime_a_service_and_their_network_policies() -> None:
+    kinds = sorted((d["apiVersion"], d["kind"]) for d in render_kserve())
+    assert kinds == [
+        ("networking.k8s.io/v1", "NetworkPolicy"),
+        ("networking.k8s.io/v1", "NetworkPolicy"),
+        ("serving.kserve.io/v1alpha1", "ServingRuntime"),
+        ("serving.kserve.io/v1beta1", "InferenceService"),
+    ]
+
+
+def test_kserve_pod_and_policies_are_valid_against_the_kubernetes_schemas() -> None:
+    import kubernetes_validate
+
+    runtime, service = kserve_runtime_and_service()
+    docs = [kserve_pod(runtime, service)]
+    docs += [d for d in render_kserve() if d["kind"] == "NetworkPolicy"]
+    for doc in docs:
+        try:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {e.message}")
+
+
+def test_kserve_runtime_follows_kserve_conventions() -> None:
+    runtime, _ = kserve_runtime_and_service()
+    spec = runtime["spec"]
+    assert {"v2", "grpc-v2"} <= set(spec["protocolVersions"])
+    assert [f["name"] for f in spec["supportedModelFormats"]] == ["sparsecl"]
+    container = spec["containers"][0]
+    assert container["name"] == "kserve-container"  # what KServe merges the model onto
+    ports = container["ports"]
+    # KServe serves the first port as the predictor Service's port 80 (HTTP)
+    assert ports[0]["containerPort"] == KSERVE_HTTP_PORT and "grpc" not in ports[0]["name"]
+    grpc_ports = [p for p in ports if "grpc" in p["name"] or "h2c" in p["name"]]
+    assert [p["containerPort"] for p in grpc_ports] == [GRPC_PORT]
+
+
+def test_kserve_runtime_serves_inference_with_the_v2_protocol_on_its_ports() -> None:
+    runtime, _ = kserve_runtime_and_service()
+    container = runtime["spec"]["containers"][0]
+    args = container["args"]
+    assert args[0] == "serve"
+    serve = dict(zip(args[1::2], args[2::2], strict=True))
+    assert serve["--role"] == "inference"
+    assert serve["--http-port"] == str(KSERVE_HTTP_PORT)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["SPARSECL_PORT"] == str(GRPC_PORT) and env["SPARSECL_HOST"] == "0.0.0.0"
+    ports = {p["containerPort"] for p in container["ports"]}
+    assert {int(env["SPARSECL_METRICS_PORT"]), GRPC_PORT, KSERVE_HTTP_PORT} == ports
+    threads = next(e for e in container["env"] if e["name"] == "SPARSECL_ENGINE_THREADS")
+    assert threads["valueFrom"]["resourceFieldRef"]["containerName"] == container["name"]
+    settings = {k: v for k, v in env.items() if k.startswith("SPARSECL_") and v}
+    assert_known_serve_settings("ServingRuntime/sparsecl", settings, args[1:])
+
+
+def test_kserve_runtime_reads_the_store_of_deploy_k8s() -> None:
+    runtime, _ = kserve_runtime_and_service()
+    env = {e["name"]: e.get("value") for e in runtime["spec"]["containers"][0]["env"]}
+    config = one(render("dev"), "ConfigMap", "sparsecl-config")["data"]
+    assert env["SPARSECL_TRACKING_URI"] == config["SPARSECL_TRACKING_URI"]
+    assert env["SPARSECL_TOKENS"] == config["SPARSECL_TOKENS"]
+
+
+def test_kserve_service_uses_the_runtime_without_a_storage_uri() -> None:
+    runtime, service = kserve_runtime_and_service()
+    model = service["spec"]["predictor"]["model"]
+    assert model["runtime"] == runtime["metadata"]["name"]
+    assert model["modelFormat"]["name"] in [
+        f["name"] for f in runtime["spec"]["supportedModelFormats"]
+    ]
+    assert model["protocolVersion"] in runtime["spec"]["protocolVersions"]
+    assert "storageUri" not in model  # the replica reads the tracking server, no initializer
+    # Knative (Serverless) allows one container port; the replicas serve HTTP and gRPC
+    mode = service["metadata"]["annotations"]["serving.kserve.io/deploymentMode"]
+    assert mode in ("RawDeployment", "Standard")
+    predictor = service["spec"]["predictor"]
+    assert 1 <= predictor["minReplicas"] <= predictor["maxReplicas"]
+
+
+def test_kserve_probes_ask_the_v2_health_endpoints() -> None:
+    runtime, _ = kserve_runtime_and_service()
+    container = runtime["spec"]["containers"][0]
+    for probe, path in (
+        ("startupProbe", "/v2/health/ready"),
+        ("readinessProbe", "/v2/health/ready"),
+        ("livenessProbe", "/v2/health/live"),
+    ):
+        assert container[probe]["httpGet"] == {"path": path, "port": KSERVE_HTTP_PORT}, probe
+
+
+def test_kserve_pod_runs_as_non_root_hardened_with_resources() -> None:
+    pod = kserve_pod(*kserve_runtime_and_service())["spec"]
+    context = pod["securityContext"]
+    assert context["runAsNonRoot"] is True and context.get("runAsUser", 0) != 0
+    assert context["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["automountServiceAccountToken"] is False
+    for container in pod["containers"]:
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True
+        assert security["allowPrivilegeEscalation"] is False
+        assert security["capabilities"]["drop"] == ["ALL"]
+        for bound in ("requests", "limits"):
+            assert set(container["resources"][bound]) >= {"cpu", "memory"}, bound
+        argv = container.get("command", []) + container.get("args", [])
+        assert not any(re.match(r"--(token|password|secret)\b", a) for a in argv)
+        assert not any(URL_CREDENTIALS.search(a) for a in argv)
+    # the token Secret is root's and readable by the pod's group only (server/auth.py)
+    tokens = next(v for v in pod["volumes"] if v["name"] == "tokens")["secret"]
+    assert tokens["defaultMode"] & 0o037 == 0
+    assert context["fsGroup"] == context["runAsGroup"]
+
+
+def test_kserve_network_policies_open_the_predictor_and_the_tracking_server() -> None:
+    docs = render_kserve()
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
+    predictor = {"serving.kserve.io/inferenceservice": "sparsecl"}
+    assert policies["sparsecl-kserve"]["podSelector"]["matchLabels"] == predictor
+    open_ports = [
+        p["port"]
+        for r in policies["sparsecl-kserve"]["ingress"]
+        if "from" not in r
+        for p in r["ports"]
+    ]
+    assert sorted(open_ports) == [KSERVE_HTTP_PORT, GRPC_PORT]
+    mlflow = policies["sparsecl-mlflow-from-kserve"]
+    assert mlflow["ingress"][0]["from"] == [{"podSelector": {"matchLabels": predictor}}]
+    # it selects deploy/k8s's tracking server pods
+    labels = one(render("dev"), "Deployment", "sparsecl-mlflow")["spec"]["template"]["metadata"]
+    assert mlflow["podSelector"]["matchLabels"].items() <= labels["labels"].items()
+
+
+def test_kserve_predictor_sets_only_fields_kserve_knows_with_their_types() -> None:
+    """KServe's predictor fields used here (v1beta1 PredictorSpec: its own and the pod's),
+    checked by name and type, since no offline schema of KServe's CRDs is at hand."""
+    _, service = kserve_runtime_and_service()
+    predictor = service["spec"]["predictor"]
+    kinds = {
+        "minReplicas": int,
+        "maxReplicas": int,
+        "scaleMetric": str,
+        "scaleTarget": int,
+        "automountServiceAccountToken": bool,
+        "terminationGracePeriodSeconds": int,
+        "securityContext": dict,
+        "model": dict,
+    }
+    assert set(predictor) <= set(kinds), set(predictor) - set(kinds)
+    for name, value in predictor.items():
+        assert isinstance(value, kinds[name]), f"predictor.{name}: {value!r}"
+    assert predictor["scaleMetric"] in ("cpu", "memory", "concurrency", "rps")
+    assert 1 <= predictor["minReplicas"] <= predictor["maxReplicas"]
+    model = predictor["model"]
+    assert set(model) <= {"modelFormat", "runtime", "protocolVersion", "resources", "env", "args"}
+    assert model["protocolVersion"] in ("v1", "v2", "grpc-v2")
