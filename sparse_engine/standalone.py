@@ -11,7 +11,6 @@ two blobs: the engine compiles its plan from the weights at the mask positions o
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
 import torch
@@ -22,7 +21,7 @@ from torch import Tensor
 from .backbone import BackboneSpec
 from .engine import InferenceEngine
 from .model import SparseCL, check_inputs, finite_scores
-from .state import loads
+from .state import loads, metadata
 from .task import Task
 
 FORMAT = "sparsecl.weights/1"
@@ -48,7 +47,7 @@ def read_values(model: SparseCL, task: Task) -> tuple[Tensor, ...]:
 def dumps_weights(spec: BackboneSpec, values: Sequence[Tensor]) -> bytes:
     """The values ``read_values`` gives, with the backbone spec, as safetensors bytes."""
     tensors = {f"read.{i}": v.contiguous() for i, v in enumerate(values)}
-    meta = {"format": FORMAT, "backbone": str(spec), "layers": json.dumps(len(values))}
+    meta = {"format": FORMAT, "backbone": str(spec)}
     return st_save(tensors, metadata=meta)
 
 
@@ -57,8 +56,7 @@ class StandaloneTask:
 
     def __init__(self, state: bytes, weights: bytes) -> None:
         self.task = loads(state)
-        header = json.loads(weights[8 : 8 + int.from_bytes(weights[:8], "little")])
-        meta = dict(header.get("__metadata__", {}))
+        meta = metadata(weights)
         if meta.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} blob (format {meta.get('format')!r})")
         self.spec = BackboneSpec.parse(meta["backbone"])

@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from client import Client
 from client.client import TaskInfo
+from server.store import MLFLOW_MODEL
 from sparse_engine.data import as_inputs
 from sparse_engine.mnist import Mnist
 
@@ -177,11 +178,17 @@ def test_old_store_gains_models(tmp_path: Path, mnist: Mnist) -> None:
     done = sparsecl("restore", tmp_path / "store", data_dir)
     assert done.returncode == 0, done.stderr
     uri = use_store(data_dir)
-    runs = MlflowClient(uri).search_runs(
-        [MlflowClient(uri).get_experiment_by_name("sparsecl").experiment_id],
-        filter_string="tags.`sparsecl.kind` = 'task'",
-    )
-    assert runs and all("sparsecl.mlflow_model" not in r.data.tags for r in runs)
+
+    def tagged() -> list[bool]:
+        store = MlflowClient(uri)
+        experiment = store.get_experiment_by_name("sparsecl")
+        assert experiment is not None
+        runs = store.search_runs(
+            [experiment.experiment_id], filter_string="tags.`sparsecl.kind` = 'task'"
+        )
+        return [MLFLOW_MODEL in r.data.tags for r in runs]
+
+    assert tagged() == [False] * 4
     server = ServerProcess(data_dir, backbone=None).start()
     try:
         with Client(server.address, timeout=300) as client:
@@ -193,6 +200,7 @@ def test_old_store_gains_models(tmp_path: Path, mnist: Mnist) -> None:
                 want = client.predict(info.name, images).scores
                 assert model.predict(as_inputs(images).numpy()).tobytes() == want.tobytes()
         assert server.terminate() == 0
+        assert tagged() == [True] * 4
         server.start()  # again: nothing is written twice, every task still committed
         with Client(server.address, timeout=300) as client:
             assert [t.state for t in client.tasks()] == ["committed"] * 4
