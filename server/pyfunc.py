@@ -11,9 +11,9 @@ server's: ``mlflow models serve --env-manager local``).
 
 Input: N × the backbone's input features, float32 (an ndarray, a DataFrame, or JSON
 ``{"inputs": [[...]]}``; the signature refuses uint8: scale pixels by 1/255 first, as
-``Predict`` does, ``sparse_engine.data.as_inputs``). Output:
-the scores (N × classes, float32), bit for bit ``Predict``'s; with ``params={"output":
-"label"}`` the labels (int64, the task's own label values).
+``Predict`` does, ``sparse_engine.data.as_inputs``). Output: the scores (N × classes,
+float32), bit for bit ``Predict``'s for the same batch; with ``params={"output": "label"}``
+the labels (int64, the task's own label values).
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ def _load_pyfunc(data_path: str) -> TaskModel:
 
 
 def save(path: Path, spec: BackboneSpec, classes: int, weights: bytes) -> None:
-    """Write the MLflow model files of a task into the new directory ``path`` (all but the
-    task's state, which its run's ``task/`` already holds): copy them there."""
+    """Write the MLflow model files of a task into the new directory ``path``: all but the
+    task's state, which its run's ``task/`` already holds and the files are copied beside."""
     import mlflow.pyfunc
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec

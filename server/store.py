@@ -4,9 +4,11 @@ Commit protocol (so SIGKILL at any moment leaves no half-committed task):
 
 1. ``start``: a run tagged ``sparsecl.state=training`` with the task's parameters.
 2. ``commit``: metrics, plots and the task's tensors (``task/state.safetensors``, whose
-   sha256 goes into a tag) are written first; then one write sets
-   ``sparsecl.state=committed`` — the commit point; then the registry entry and the run's
-   FINISHED status follow (both repaired on the next start if the server dies between).
+   sha256 goes into a tag) are written first, with the files that make ``task/`` an MLflow
+   model (server/pyfunc.py; a task stored before them gains them at a writer's start);
+   then one write sets ``sparsecl.state=committed`` — the commit point; then the registry
+   entry and the run's FINISHED status follow (both repaired on the next start if the
+   server dies between).
 3. ``load`` (on start): committed runs are read back and checked, any other run of a task
    is marked failed; ``server.storecheck.rebuild`` replays them in task-id order. A
    committed run that cannot be served as stored (artifact missing or corrupt, tags that
@@ -425,8 +427,9 @@ class TaskStore:
                 self.client.create_registered_model(
                     name,
                     tags=tags,
-                    description=f"sparsecl task {record.name!r}: a sparse "
-                    "subnetwork of the backbone (mask, own weights, head in the run's task/)",
+                    description=f"sparsecl task {record.name!r}: a sparse subnetwork of the "
+                    "backbone, an MLflow pyfunc model (the run's task/: mask, own weights, "
+                    "head, and the backbone values its mask reads)",
                 )
             except MlflowException as e:
                 if e.error_code != "RESOURCE_ALREADY_EXISTS":
