@@ -40,7 +40,7 @@ from .lock import DataDirLock
 from .metrics import Metrics
 from .service import ContinualLearnerService
 from .store import StoreUnavailableError, TaskStore, redact
-from .storecheck import rebuild
+from .storecheck import add_mlflow_models, rebuild
 
 log = logging.getLogger("sparsecl.server")
 SERVICE = pb.DESCRIPTOR.services_by_name["ContinualLearner"].full_name
@@ -172,6 +172,13 @@ async def load(config: ServerConfig, store: TaskStore, spec: str, seed: int) -> 
             model.plan(name)
 
     await asyncio.to_thread(compile_plans)
+    if config.writes:  # tasks stored before MLflow models were written gain theirs
+        try:
+            added = await asyncio.to_thread(add_mlflow_models, store, model, rebuilt.committed)
+            if added:
+                log.info("wrote the MLflow model of %d task(s) stored before them", added)
+        except StoreUnavailableError as e:  # served all the same; the next start retries
+            log.warning("could not write the MLflow models of older tasks: %s", e)
     plane = DataPlane(config, model, store, rebuilt)
     if config.writes:
         await asyncio.to_thread(plane.describe_backbone)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.data import TaskData
 from sparse_engine.model import HOLD_OUT, SparseCL
+from sparse_engine.standalone import dumps_weights, read_values
 
 from .errors import CancelledError, LimitExceededError, QueueFullError, TrainingTimeError
 from .faults import crash_point
@@ -238,7 +239,10 @@ class Trainer:
             del train, val
             if job.cancelled:  # the last chance: after the store's commit the task is kept
                 raise CancelledError(job.cancelled)
-            stored = self.store.commit(job.run_id, state, events, job.steps_per_epoch, created)
+            weights = dumps_weights(self.model.spec, read_values(self.model, state))
+            stored = self.store.commit(
+                job.run_id, state, events, job.steps_per_epoch, created, weights
+            )
             with self.lock:
                 self.model.commit_task(state)
                 self.on_commit(stored)

@@ -4,9 +4,11 @@ Commit protocol (so SIGKILL at any moment leaves no half-committed task):
 
 1. ``start``: a run tagged ``sparsecl.state=training`` with the task's parameters.
 2. ``commit``: metrics, plots and the task's tensors (``task/state.safetensors``, whose
-   sha256 goes into a tag) are written first; then one write sets
-   ``sparsecl.state=committed`` — the commit point; then the registry entry and the run's
-   FINISHED status follow (both repaired on the next start if the server dies between).
+   sha256 goes into a tag) are written first, with the files that make ``task/`` an MLflow
+   model (server/pyfunc.py; a task stored before them gains them at a writer's start);
+   then one write sets ``sparsecl.state=committed`` — the commit point; then the registry
+   entry and the run's FINISHED status follow (both repaired on the next start if the
+   server dies between).
 3. ``load`` (on start): committed runs are read back and checked, any other run of a task
    is marked failed; ``server.storecheck.rebuild`` replays them in task-id order. A
    committed run that cannot be served as stored (artifact missing or corrupt, tags that
@@ -25,6 +27,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -43,12 +46,13 @@ from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.state import dumps, loads
 from sparse_engine.task import Task
 
-from . import plots
+from . import plots, pyfunc
 from .datadir import DataDirError, relocate
 from .faults import crash_point
 
 KIND, TASK, STATE, TASK_ID = "sparsecl.kind", "sparsecl.task", "sparsecl.state", "sparsecl.task_id"
 SHA256, ERROR, VERSION = "sparsecl.sha256", "sparsecl.error", "sparsecl.model_version"
+MLFLOW_MODEL = "sparsecl.mlflow_model"  # set once the run's task/ is an MLflow model too
 BACKBONE_TAG, SEED_TAG = "sparsecl.backbone", "sparsecl.seed"
 # MLflow 3's UI shows an experiment by its kind: model training, not the GenAI views
 KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
@@ -82,6 +86,7 @@ class CommittedTask:
     model_name: str
     model_version: str
     created_ms: int
+    mlflow_model: bool = True  # its task/ is an MLflow model (server/pyfunc.py)
 
 
 @dataclass(frozen=True)
@@ -311,8 +316,13 @@ class TaskStore:
         events: Sequence[ProgressEvent],
         steps_per_epoch: int,
         created_ms: int,
+        weights: bytes | None = None,
     ) -> CommittedTask:
-        """Write everything of the task, then mark it committed (see the module docstring)."""
+        """Write everything of the task, then mark it committed (see the module docstring).
+
+        ``weights`` (``sparse_engine.standalone.dumps_weights``: the backbone values the
+        task's mask reads) make the run's ``task/`` an MLflow model before the commit point;
+        without them the next start adds it (``log_model``)."""
         record = state.record
         blob = dumps(state)
         metrics = event_metrics(events, steps_per_epoch)
@@ -344,9 +354,13 @@ class TaskStore:
                 )
                 plots.training_curve(events, record.name, root / "plots" / "training.png")
                 plots.density_per_layer(record, root / "plots" / "density.png")
+                if weights is not None:
+                    self._model_files(root / "task", state, weights)
                 self.client.log_artifacts(run_id, str(root))
             crash_point("artifacts-uploaded", record.name)
             self.client.set_tag(run_id, SHA256, hashlib.sha256(blob).hexdigest())
+            if weights is not None:
+                self.client.set_tag(run_id, MLFLOW_MODEL, "task")
             crash_point("artifacts-written", record.name)
             self._check_writer(run_id, record.id)
             self.client.set_tag(run_id, STATE, COMMITTED)  # the commit point
@@ -355,7 +369,30 @@ class TaskStore:
         self._call("store the task", write)
         version = self._register(run_id, state)
         self._finish(run_id)
-        return CommittedTask(state, run_id, self.model_name(record.name), version, created_ms)
+        name = self.model_name(record.name)
+        return CommittedTask(state, run_id, name, version, created_ms, weights is not None)
+
+    def _model_files(self, task_dir: Path, state: Task, weights: bytes) -> None:
+        """Add the MLflow model's files (server/pyfunc.py) to a task's ``task/`` directory."""
+        with tempfile.TemporaryDirectory() as tmp:
+            model = Path(tmp) / "model"
+            pyfunc.save(model, self.spec, len(state.classes), weights)
+            shutil.copytree(model, task_dir, dirs_exist_ok=True)
+
+    def log_model(self, run_id: str, state: Task, weights: bytes) -> None:
+        """Make a committed task's ``task/`` an MLflow model (a task stored before MLflow
+        models were written): adds files next to its state, which it never touches, then
+        tags the run; idempotent. Its registered model version already points at task/."""
+
+        def write() -> None:
+            with tempfile.TemporaryDirectory() as tmp:
+                task_dir = Path(tmp) / "task"
+                task_dir.mkdir()
+                self._model_files(task_dir, state, weights)
+                self.client.log_artifacts(run_id, str(task_dir), "task")
+            self.client.set_tag(run_id, MLFLOW_MODEL, "task")
+
+        self._call("write the task's MLflow model", write)
 
     def _check_writer(self, run_id: str, task_id: int) -> None:
         """Right before a commit point: raise WriterConflictError if this server lost the
@@ -390,8 +427,9 @@ class TaskStore:
                 self.client.create_registered_model(
                     name,
                     tags=tags,
-                    description=f"sparsecl task {record.name!r}: a sparse "
-                    "subnetwork of the backbone (mask, own weights, head in the run's task/)",
+                    description=f"sparsecl task {record.name!r}: a sparse subnetwork of the "
+                    "backbone, an MLflow pyfunc model (the run's task/: mask, own weights, "
+                    "head, and the backbone values its mask reads)",
                 )
             except MlflowException as e:
                 if e.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -657,7 +695,12 @@ class TaskStore:
             if r.info.status != "FINISHED":
                 self._finish(run_id)
         return CommittedTask(
-            state, run_id, self.model_name(state.name), version, int(r.info.start_time)
+            state,
+            run_id,
+            self.model_name(state.name),
+            version,
+            int(r.info.start_time),
+            MLFLOW_MODEL in tags,
         )
 
 

@@ -27,6 +27,7 @@ import torch
 from sparse_engine.config import TaskConfig
 from sparse_engine.errors import TaskExistsError
 from sparse_engine.model import SparseCL
+from sparse_engine.standalone import dumps_weights, read_values
 from sparse_engine.task import Task, TaskRecord
 
 from .datadir import DB
@@ -90,6 +91,20 @@ def rebuild(store: TaskStore, model: SparseCL, repair: bool = True) -> Rebuilt:
         del model.tasks[name]
     quarantined.sort(key=lambda d: d.task_id)
     return Rebuilt(served, quarantined, contents.failed)
+
+
+def add_mlflow_models(store: TaskStore, model: SparseCL, tasks: list[CommittedTask]) -> int:
+    """Make the ``task/`` of each replayed task stored before MLflow models existed an
+    MLflow model (server/pyfunc.py), from the rebuilt backbone: a writer's start does it
+    once per task (the run's tag says it is done), never changing the committed state.
+    Returns how many it wrote."""
+    added = 0
+    for task in tasks:
+        if not task.mlflow_model:
+            weights = dumps_weights(model.spec, read_values(model, task.state))
+            store.log_model(task.run_id, task.state, weights)
+            added += 1
+    return added
 
 
 def _task_id(entry: CommittedTask | DamagedTask) -> int:

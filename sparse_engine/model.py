@@ -66,6 +66,25 @@ def finite_scores(logits: Tensor) -> Tensor:
     return logits
 
 
+def check_shape(spec: BackboneSpec, shape: tuple[int, ...]) -> None:
+    """Inputs must be N × (backbone input)."""
+    want = math.prod(spec.input_shape)
+    if len(shape) < 2 or math.prod(shape[1:]) != want:
+        raise InvalidInputError(
+            f"inputs of shape {tuple(shape)} do not fit the backbone input "
+            f"{spec.input_shape} ({want} values per example)"
+        )
+
+
+def check_inputs(spec: BackboneSpec, x: Tensor) -> None:
+    """Inputs must be N × (backbone input), float32 and finite."""
+    check_shape(spec, tuple(x.shape))
+    if x.dtype != torch.float32:
+        raise InvalidInputError(f"inputs must be float32, got {x.dtype}")
+    if not bool(torch.isfinite(x).all()):
+        raise InvalidInputError("inputs hold NaN or Inf values")
+
+
 class SparseCL:
     """Learns tasks one after another as sparse subnetworks of one backbone, forgetting nothing."""
 
@@ -200,20 +219,11 @@ class SparseCL:
 
     def check_shape(self, shape: tuple[int, ...]) -> None:
         """Inputs must be N × (backbone input)."""
-        want = math.prod(self.spec.input_shape)
-        if len(shape) < 2 or math.prod(shape[1:]) != want:
-            raise InvalidInputError(
-                f"inputs of shape {tuple(shape)} do not fit the backbone input "
-                f"{self.spec.input_shape} ({want} values per example)"
-            )
+        check_shape(self.spec, shape)
 
     def check_inputs(self, x: Tensor) -> None:
         """Inputs must be N × (backbone input), float32 and finite."""
-        self.check_shape(tuple(x.shape))
-        if x.dtype != torch.float32:
-            raise InvalidInputError(f"inputs must be float32, got {x.dtype}")
-        if not bool(torch.isfinite(x).all()):
-            raise InvalidInputError("inputs hold NaN or Inf values")
+        check_inputs(self.spec, x)
 
     @torch.no_grad()
     def commit_task(self, state: Task) -> TaskRecord:

@@ -92,7 +92,7 @@ def loads(blob: bytes) -> Task:
     """Read back what ``dumps`` wrote; raises ValueError on anything malformed."""
     try:
         tensors = st_load(blob)
-        meta = _metadata(blob)
+        meta = metadata(blob)
         if meta.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} blob (format {meta.get('format')!r})")
         shapes = json.loads(meta["mask_shapes"])
@@ -140,11 +140,11 @@ def _units(stored: Tensor | None, units: int, k: int) -> Tensor | None:
     return rows
 
 
-def _metadata(blob: bytes) -> dict[str, str]:
+def metadata(blob: bytes) -> dict[str, str]:
     """The safetensors header's ``__metadata__`` (8-byte little-endian length, then JSON)."""
     size = int.from_bytes(blob[:8], "little")
     header = json.loads(blob[8 : 8 + size])
     return dict(header.get("__metadata__", {}))
 
 
-__all__ = ["dumps", "loads", "pack_mask", "unpack_mask"]
+__all__ = ["dumps", "loads", "metadata", "pack_mask", "unpack_mask"]
