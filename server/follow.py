@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .dataplane import DataPlane
@@ -80,9 +80,7 @@ class Follower:
             for stored in stale:
                 version = store.version_of(runs.get(stored.state.record.id))
                 if version:
-                    plane.stored[stored.state.name] = CommittedTask(
-                        stored.state, stored.run_id, stored.model_name, version, stored.created_ms
-                    )
+                    plane.stored[stored.state.name] = replace(stored, model_version=version)
 
     async def run(self) -> None:
         """Poll until cancelled; problems are logged (once each), never fatal."""
