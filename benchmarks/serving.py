@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -48,7 +47,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.tracking import free_port, start_mlflow, stop_mlflow  # noqa: E402  (stdlib only)
+from tests.tracking import free_port, start_mlflow, stop_group, stop_mlflow  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "sparsecl-bench"
@@ -222,15 +221,7 @@ def process_group(cmd: list[str], log: Path, **kwargs: Any) -> Iterator[subproce
     try:
         yield p
     finally:
-        if p.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
-                p.wait(30)
+        stop_group(p)
 
 
 @contextlib.contextmanager

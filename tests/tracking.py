@@ -65,15 +65,21 @@ def start_mlflow(root: Path, port: int, backend: str | None = None) -> subproces
 
 def stop_mlflow(mlflow: subprocess.Popen[bytes]) -> None:
     """SIGTERM to the server and its workers (uvicorn, job runners), then wait."""
-    if mlflow.poll() is None:
+    stop_group(mlflow)
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to a process started in its own group (``start_new_session``) and all of
+    that group, SIGKILL after 30 s; then wait for it."""
+    if process.poll() is None:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(mlflow.pid, signal.SIGTERM)
+            os.killpg(process.pid, signal.SIGTERM)
         try:
-            mlflow.wait(30)
+            process.wait(30)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(mlflow.pid, signal.SIGKILL)
-            mlflow.wait(30)
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(30)
 
 
 @contextlib.contextmanager
