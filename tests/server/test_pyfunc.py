@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -30,6 +29,7 @@ from sparse_engine.data import as_inputs
 from sparse_engine.mnist import Mnist
 
 from ..serving import FAST, ROOT, ServerProcess, digits, sparsecl
+from ..tracking import free_port
 from .test_stored_tasks import ARCHIVE
 
 BATCHES = (1, 2, 5, 64)
@@ -53,11 +53,13 @@ class Stored:
     tasks: dict[str, TaskInfo]
 
 
-def use_store(data_dir: Path) -> str:
-    """Point this process's MLflow tracking and registry at an embedded store's database."""
+def use_store(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point this process's MLflow tracking and registry at an embedded store's database,
+    for this test only: through the environment, which ``monkeypatch`` restores (a global
+    ``mlflow.set_registry_uri`` would send later tests' MlflowClient registry calls here)."""
     uri = f"sqlite:///{data_dir / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
     return uri
 
 
@@ -81,8 +83,10 @@ def test_task_reads_earlier_weights(stored: Stored) -> None:
 
 
 @pytest.mark.parametrize("task", ["A", "B"])
-def test_load_model_answers_as_predict(stored: Stored, mnist: Mnist, task: str) -> None:
-    use_store(stored.data_dir)
+def test_load_model_answers_as_predict(
+    stored: Stored, mnist: Mnist, task: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use_store(stored.data_dir, monkeypatch)
     info = stored.tasks[task]
     model = mlflow.pyfunc.load_model(f"models:/{info.model_name}/{info.model_version}")
     assert model.metadata.signature is not None
@@ -97,17 +101,13 @@ def test_load_model_answers_as_predict(stored: Stored, mnist: Mnist, task: str) 
         assert labels.tolist() == want.labels.tolist(), n
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def test_mlflow_models_serve(stored: Stored, mnist: Mnist, tmp_path: Path) -> None:
+def test_mlflow_models_serve(
+    stored: Stored, mnist: Mnist, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`mlflow models serve --env-manager local` serves task B; its REST answers are
     Predict's scores exactly (float32 values survive MLflow's JSON round trip). It runs
     uvicorn from PATH: the venv's bin/ comes first, as in an activated venv."""
-    uri = use_store(stored.data_dir)
+    uri = use_store(stored.data_dir, monkeypatch)
     info = stored.tasks["B"]
     port = free_port()
     bin_dir = Path(sys.executable).parent
@@ -167,7 +167,9 @@ def test_mlflow_models_serve(stored: Stored, mnist: Mnist, tmp_path: Path) -> No
         log.close()
 
 
-def test_old_store_gains_models(tmp_path: Path, mnist: Mnist) -> None:
+def test_old_store_gains_models(
+    tmp_path: Path, mnist: Mnist, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The store of an earlier release (tests/data/store.tar.gz: no MLflow models) gains
     them at its next start, without touching the committed state: it restarts with every
     task committed (each state still matches its sha256 tag), and each task's model
@@ -177,7 +179,7 @@ def test_old_store_gains_models(tmp_path: Path, mnist: Mnist) -> None:
     data_dir = tmp_path / "data"
     done = sparsecl("restore", tmp_path / "store", data_dir)
     assert done.returncode == 0, done.stderr
-    uri = use_store(data_dir)
+    uri = use_store(data_dir, monkeypatch)
 
     def tagged() -> list[bool]:
         store = MlflowClient(uri)
