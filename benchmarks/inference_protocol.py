@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 import tempfile
 import threading
@@ -45,9 +44,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.serving import FAST, MODEL, machine, percentile_ms  # noqa: E402
+from benchmarks.serving import learn as learn_task  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
-MODEL = "digits-01"
-FAST = dict(density=0.1, k=0.25, epochs=1, retrain_epochs=1, batch_size=64, lr=3e-3)
 PROTOCOLS = ("predict", "grpc", "http")
 LABELS = {
     "predict": "sparsecl Predict (gRPC, client.Client)",
@@ -101,10 +101,6 @@ def caller(protocol: str, grpc_address: str, http_address: str, x: np.ndarray) -
     return http_infer
 
 
-def pct_ms(values: list[float], q: float) -> float:
-    return round(1e3 * float(np.percentile(values, q)), 3)
-
-
 def sequential(make: Callable[[], Call], calls: int) -> list[float]:
     """Seconds of each of ``calls`` sequential calls (after 10 untimed ones)."""
     call = make()
@@ -152,16 +148,12 @@ def closed_loop(make: Callable[[], Call], clients: int, seconds: float) -> tuple
 
 
 def learn(address: str, examples: int) -> tuple[np.ndarray, np.ndarray]:
-    """Learns the task; returns one example and 64 (float32 in [0, 1], test digits 0/1)."""
-    from client import Client
+    """Learns the task (serving.py's); returns one example and 64 (float32 in [0, 1], test
+    digits 0/1)."""
     from sparse_engine.mnist import load_mnist
 
+    learn_task(address, examples)
     mnist = load_mnist()
-    keep = np.isin(mnist.y_train, [0, 1])
-    with Client(address, timeout=900) as client:
-        client.learn(
-            MODEL, (mnist.x_train[keep][:examples], mnist.y_train[keep][:examples]), **FAST
-        )
     test = mnist.x_test[np.isin(mnist.y_test, [0, 1])][:64].reshape(64, -1)
     x = test.astype(np.float32) / (255.0 if test.dtype == np.uint8 else 1.0)
     return np.ascontiguousarray(x[:1]), np.ascontiguousarray(x)
@@ -177,16 +169,6 @@ def check_identical(grpc_address: str, http_address: str, x: np.ndarray) -> dict
         if not np.array_equal(lab.astype(np.int64), labels.astype(np.int64)):
             raise SystemExit(f"{protocol}: labels differ from Predict's")
     return {"examples": len(x), "bit_identical": True, "labels": labels.tolist()[:8]}
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        return next(
-            line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line
-        )
-    except (OSError, StopIteration):
-        return platform.processor()
 
 
 def table(results: dict[str, Any]) -> str:
@@ -267,7 +249,7 @@ def main() -> None:
                     cells["errors"].append(errors + errors64)
                     print(
                         f"round {r + 1}/{a.rounds} {p:7s}: 1 ex. p50 "
-                        f"{pct_ms(cells['latency'][-a.calls :], 50):.3f} ms, "
+                        f"{percentile_ms(cells['latency'][-a.calls :], 50):.3f} ms, "
                         f"{calls / a.seconds:,.0f} calls/s; 64 ex. "
                         f"{64 * calls64 / a.seconds:,.0f} examples/s; errors "
                         f"{errors + errors64}",
@@ -281,12 +263,12 @@ def main() -> None:
         protocols[p] = {
             "label": LABELS[p],
             "latency_calls": len(cells["latency"]),
-            "latency_p50_ms": pct_ms(cells["latency"], 50),
-            "latency_p99_ms": pct_ms(cells["latency"], 99),
+            "latency_p50_ms": percentile_ms(cells["latency"], 50),
+            "latency_p99_ms": percentile_ms(cells["latency"], 99),
             "loop_calls_per_s": round(float(np.median(cells["loop"])), 1),
             "loop_calls_per_s_rounds": [round(v, 1) for v in cells["loop"]],
-            "batch64_p50_ms": pct_ms(cells["batch"], 50),
-            "batch64_p99_ms": pct_ms(cells["batch"], 99),
+            "batch64_p50_ms": percentile_ms(cells["batch"], 50),
+            "batch64_p99_ms": percentile_ms(cells["batch"], 99),
             "batch64_examples_per_s_1client": round(64 / float(np.median(cells["batch"])), 1),
             "batch64_examples_per_s": round(float(np.median(cells["batch_loop"])), 1),
             "batch64_examples_per_s_rounds": [round(v, 1) for v in cells["batch_loop"]],
@@ -297,7 +279,7 @@ def main() -> None:
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": "python benchmarks/inference_protocol.py" + (" --quick" if a.quick else ""),
         "machine": {
-            "cpu": cpu_model(),
+            "cpu": machine(),
             "cores": len(os.sched_getaffinity(0)),
             "python": platform.python_version(),
         },

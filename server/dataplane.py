@@ -314,14 +314,21 @@ class DataPlane:
         raise NotReadyError(f"task {name!r} is {view.state}{detail}")
 
     # ---- inference --------------------------------------------------------------------------
-    async def predict(self, task: str, x: ArrayLike, version: str | None = None) -> Prediction:
+    async def predict(self, task: str, x: ArrayLike) -> Prediction:
         """Task ``task``'s scores and labels for the batch ``x`` (float32, or uint8 scaled by
-        1/255; N × the backbone's input). With ``version`` (the Open Inference Protocol's
-        model version; "" = the latest) the task is looked up as a model (inference_model)."""
-        if version is None:
-            self._require_committed(task)
-        else:
-            self.inference_model(task, version)
+        1/255; N × the backbone's input)."""
+        self._require_committed(task)
+        return await self._predict(task, x)
+
+    async def infer(
+        self, name: str, version: str, x: ArrayLike
+    ) -> tuple[InferenceModel, Prediction]:
+        """The Open Inference Protocol's inference: the model ``name`` at ``version`` ("" =
+        the latest; see inference_model), looked up once, and its prediction for ``x``."""
+        model = self.inference_model(name, version)
+        return model, await self._predict(name, x)
+
+    async def _predict(self, task: str, x: ArrayLike) -> Prediction:
         batch = inputs.batch(x, "x")
         check_batch(len(batch), self.config)
         classes = self.model.task(task).classes

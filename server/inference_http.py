@@ -36,7 +36,7 @@ from . import inference_tensors as tensors
 from .auth import Tokens, bearer
 from .config import ServerConfig
 from .dataplane import DataPlane
-from .errors import LimitExceededError, StartingError, http_status_of, message_of, status_of
+from .errors import LimitExceededError, http_status_of, message_of, status_of
 from .service import ContinualLearnerService
 
 log = logging.getLogger("sparsecl.server")
@@ -109,10 +109,7 @@ class InferenceApi:
         return JSONResponse({"live": True})
 
     async def ready(self, request: Request) -> Response:
-        try:
-            ready = self.plane.ready
-        except StartingError:
-            ready = False
+        ready = self.learner.ready
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     async def server_metadata(self, request: Request) -> Response:
@@ -143,9 +140,7 @@ class InferenceApi:
         asked = listed(payload, "outputs")
         names = tensors.requested([str(output.get("name")) for output in asked])
         binary = binary_outputs(payload, asked)
-        plane = self.plane
-        model = plane.inference_model(name, version)
-        prediction = await plane.predict(name, x, version)
+        model, prediction = await self.plane.infer(name, version, x)
         reply: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
         if "id" in payload:
             reply["id"] = str(payload["id"])

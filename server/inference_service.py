@@ -19,7 +19,6 @@ from sparsecl.kserve import open_inference_pb2 as pb
 
 from . import inference_messages as messages
 from .dataplane import DataPlane
-from .errors import StartingError
 from .metrics import Metrics
 from .service import ContinualLearnerService, answered
 
@@ -48,10 +47,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     async def ServerReady(
         self, request: pb.ServerReadyRequest, context: Context
     ) -> pb.ServerReadyResponse:
-        try:
-            return pb.ServerReadyResponse(ready=self.plane.ready)
-        except StartingError:
-            return pb.ServerReadyResponse(ready=False)
+        return pb.ServerReadyResponse(ready=self.learner.ready)
 
     @answered
     async def ModelReady(
@@ -78,9 +74,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     ) -> pb.ModelInferResponse:
         x = messages.input_array(request)
         messages.requested_outputs(request)  # refused before any work
-        plane = self.plane
-        model = plane.inference_model(request.model_name, request.model_version)
-        prediction = await plane.predict(request.model_name, x, request.model_version)
+        model, prediction = await self.plane.infer(request.model_name, request.model_version, x)
         return messages.infer_response(request, model, prediction)
 
     @answered

@@ -115,6 +115,11 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
         self._plane = plane
 
     @property
+    def ready(self) -> bool:
+        """Whether a loaded data plane is attached and serving (False while starting)."""
+        return self._plane is not None and self._plane.ready
+
+    @property
     def plane(self) -> DataPlane:
         if self._plane is None:
             raise StartingError("the server is starting (loading its tasks): retry shortly")

@@ -183,9 +183,9 @@ def test_a_committed_task_is_an_inference_model_at_its_registered_version(served
             plane.inference_model(name, version)
         assert not plane.model_ready(name, version)
     x = served.mnist.x_test[:5]
-    by_version = asyncio.run(plane.predict("A", x, "1"))
+    _, by_version = asyncio.run(plane.infer("A", "1", x))
     assert by_version.scores.tobytes() == asyncio.run(plane.predict("A", x)).scores.tobytes()
-    assert served.refused(plane.predict("A", x, "2"))[0] == grpc.StatusCode.NOT_FOUND
+    assert served.refused(plane.infer("A", "2", x))[0] == grpc.StatusCode.NOT_FOUND
 
 
 def test_a_task_in_training_is_a_model_not_ready_and_a_failed_one_no_model(served: Plane) -> None:
