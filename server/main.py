@@ -20,6 +20,9 @@ ENVIRONMENT = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    # MLflow 3 sends usage telemetry from a thread at start (to config.mlflow-telemetry.io):
+    # a server in a cluster has no business calling out; an operator may set it to false
+    "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 
 
