@@ -329,16 +329,19 @@ class DataPlane:
         return model, await self._predict(name, x)
 
     async def _predict(self, task: str, x: ArrayLike) -> Prediction:
+        # Below 16 examples (~0.1-0.3 ms of compute) on the event loop, as handing it to a
+        # thread and back costs as much again (+36 % calls/s at one example, see
+        # benchmarks/RESULTS.md, Serving). Larger batches are checked, converted and run on a
+        # thread, so that the loop, the server's busiest thread, keeps serving meanwhile.
+        if (x.shape[0] if x.ndim else 0) < 16:
+            return self._compute(task, x)
+        return await asyncio.to_thread(self._compute, task, x)
+
+    def _compute(self, task: str, x: ArrayLike) -> Prediction:
         batch = inputs.batch(x, "x")
         check_batch(len(batch), self.config)
         classes = self.model.task(task).classes
-        if len(batch) < 16:  # ~0.1-0.3 ms of compute: run it on the event loop, as handing it
-            # to a thread and back costs as much again (+36 % calls/s at one example, see
-            # benchmarks/RESULTS.md, Serving); larger batches go to a thread, so the loop
-            # keeps serving while they compute
-            logits = self.model.logits(task, batch)
-        else:
-            logits = await asyncio.to_thread(self.model.logits, task, batch)
+        logits = self.model.logits(task, batch)
         labels = np.asarray(classes, dtype=np.int64)[logits.argmax(1).numpy()]
         return Prediction(logits.numpy(), labels, tuple(classes))
 

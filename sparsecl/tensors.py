@@ -16,7 +16,9 @@ DTYPES: dict[int, np.dtype] = {
     pb.DTYPE_INT32: np.dtype("<i4"),
     pb.DTYPE_FLOAT64: np.dtype("<f8"),
 }
-CODES: dict[str, int] = {dtype.name: code for code, dtype in DTYPES.items()}
+# by (kind, itemsize), whatever the byte order: dtype.name goes through numpy's Python code
+# (issubdtype), ~10 µs a call, a tenth of a one-example Predict's Python path
+CODES: dict[tuple[str, int], int] = {(d.kind, d.itemsize): code for code, d in DTYPES.items()}
 MAX_DIMS = 8  # an input is N × at most 7 dimensions
 MAX_DIM = 2**31 - 1  # no size beyond what a message could carry
 
@@ -27,7 +29,7 @@ class TensorError(ValueError):
 
 def encode(array: np.ndarray) -> pb.Tensor:
     """A numpy array as a Tensor message (little-endian, C order)."""
-    code = CODES.get(array.dtype.name)
+    code = CODES.get((array.dtype.kind, array.dtype.itemsize))
     if code is None:
         raise TensorError(f"cannot send arrays of dtype {array.dtype}")
     data = np.ascontiguousarray(array, dtype=DTYPES[code])
@@ -49,9 +51,10 @@ def decode(tensor: pb.Tensor, what: str = "tensor") -> np.ndarray:
         )
     dtype = DTYPES[tensor.dtype]
     want = math.prod(shape) * dtype.itemsize
-    if len(tensor.data) != want:
+    data = tensor.data  # each read of a bytes field copies it out of the message
+    if len(data) != want:
         raise TensorError(
-            f"{what}: {len(tensor.data)} bytes of data, but shape {list(shape)} of "
+            f"{what}: {len(data)} bytes of data, but shape {list(shape)} of "
             f"{pb.DType.Name(tensor.dtype)} needs {want}"
         )
-    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
