@@ -342,8 +342,9 @@ class DataPlane:
         check_batch(len(batch), self.config)
         classes = self.model.task(task).classes
         logits = self.model.logits(task, batch)
-        labels = np.asarray(classes, dtype=np.int64)[logits.argmax(1).numpy()]
-        return Prediction(logits.numpy(), labels, tuple(classes))
+        scores = logits.numpy()
+        labels = np.asarray(classes, dtype=np.int64)[scores.argmax(1)]
+        return Prediction(scores, labels, tuple(classes))
 
     async def evaluate(self, x: ArrayLike, y: ArrayLike, task: str = "") -> list[Accuracy]:
         """The accuracy of ``task`` (every committed task when "") on the examples whose
