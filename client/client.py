@@ -81,8 +81,13 @@ class Progress:
     accuracy: float
     density: float
     free_capacity: float
-    total_epochs: int
+    total_epochs: int  # at most, with auto epochs
     steps_per_epoch: int
+    # on a train/retrain phase's last epoch: why it stopped (fixed, plateau, max_epochs),
+    # its epochs and the epoch whose iterate it kept (1-based within the phase)
+    stopped: str = ""
+    phase_epochs: int = 0
+    kept_epoch: int = 0
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .backbone import Backbone, BackboneSpec
-from .config import ProgressCallback, ProgressEvent, TaskConfig
+from .config import HOLD_OUT, ProgressCallback, ProgressEvent, TaskConfig
 from .data import TaskData, as_inputs, as_task, split_order
 from .engine import InferenceEngine
 from .errors import (
@@ -30,7 +30,6 @@ from .structured import row_units
 from .task import Task, TaskNet, TaskRecord
 
 MAX_NAME = 128
-HOLD_OUT = 0.1  # fraction of the training examples held out when no validation set is given
 # ASCII only: Unicode look-alikes ('dígits', Cyrillic 'а') would pass for another task's name
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
