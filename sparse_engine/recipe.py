@@ -156,8 +156,9 @@ class Run:
         following the cosine, and the phase stops at the plateau after ``LR_CUTS`` cuts.
         Why: the cosine needs the phase's length in advance; over max_epochs it is still
         near ``lr`` where a plateau stops the phase, so the kept iterate is not annealed,
-        and cutting at plateaus ends at lr × LR_CUT**LR_CUTS whenever a plateau stops it
-        (measured in benchmarks/RESULTS.md, "Auto epochs")."""
+        and cutting at plateaus ends at lr × LR_CUT**LR_CUTS whenever a plateau stops it;
+        measured, cuts keep more accuracy (test: 96.12 vs 95.28 % on scikit-learn's digits,
+        96.01 vs 95.80 % on Permuted MNIST; benchmarks/RESULTS.md, "Auto epochs")."""
         if epochs == 0:
             return
         net, config = self.trainer, self.config
