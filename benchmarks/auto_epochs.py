@@ -36,25 +36,17 @@ from sparse_engine.config import AUTO, Epochs, Phase, TaskConfig  # noqa: E402
 from sparse_engine.data import from_numpy  # noqa: E402
 from sparse_engine.mnist import StreamTask, permuted_mnist  # noqa: E402
 from sparse_engine.model import SparseCL  # noqa: E402
-from sparse_engine.recipe import Run, StepHook  # noqa: E402
+from sparse_engine.recipe import Run  # noqa: E402
 from sparse_engine.trainer import accuracy, make_optimizer  # noqa: E402
 
 
 class CosineRun(Run):
     """The alternative measured: auto retraining under a half cosine over ``max_epochs``."""
 
-    def fit(
-        self,
-        phase: Phase,
-        epochs: Epochs,
-        after_step: StepHook | None = None,
-        after_epoch: Callable[[int], None] | None = None,
-        anneal: bool = False,
-        min_epochs: int = 0,
-    ) -> None:
-        """Run.fit, but an annealed auto phase follows the cosine over max_epochs."""
-        if not (anneal and epochs == AUTO):
-            return super().fit(phase, epochs, after_step, after_epoch, anneal, min_epochs)
+    def fit(self, phase: Phase, epochs: Epochs, *args: Any, **kwargs: Any) -> None:
+        """Run.fit, but an annealed auto phase (retraining) follows the cosine over max_epochs."""
+        if not (kwargs.get("anneal") and epochs == AUTO):
+            return super().fit(phase, epochs, *args, **kwargs)
         net, config = self.trainer, self.config
         optimizer = make_optimizer(net.trainable_parameters(), config)
         steps = config.max_epochs * self.steps_per_epoch()
@@ -62,7 +54,7 @@ class CosineRun(Run):
         best, kept, waited, done = -1.0, net.checkpoint(), 0, 0
         while done < config.max_epochs and waited < config.patience:
             done, self.epoch = done + 1, self.epoch + 1
-            self.train_epoch(phase, optimizer, schedule, after_step)
+            self.train_epoch(phase, optimizer, schedule, None)
             for layer in net.kwta:
                 layer.update_boost_strength()  # type: ignore[operator]
             acc = accuracy(net, self.val, self.val_targets)
