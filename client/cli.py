@@ -16,6 +16,16 @@ def _k(text: str) -> int | float | tuple[int | float, ...]:
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def _epochs(text: str) -> int | str:
+    """--epochs, --retrain-epochs: a count ('3') or 'auto' (until validation plateaus)."""
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a count nor 'auto'") from None
+
+
 def _floats(text: str) -> tuple[float, ...]:
     """A comma-separated list of numbers ('-1,0.1,1')."""
     try:
@@ -34,9 +44,11 @@ def hyper_flags(parser: argparse.ArgumentParser) -> None:
     for s in SETTINGS.values():
         flag = "--" + s.name.replace("_", "-")
         allowed = f"; in {s.range.text}" if s.range else ""
-        help = f"{s.help}{allowed} (default {s.default})"
+        help = f"{s.help}{allowed} (default {s.default})".replace("%", "%%")  # argparse's %
         if s.kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help)
+        elif s.auto:
+            group.add_argument(flag, type=_epochs, metavar="auto|N", help=help)
         else:
             kind = _k if s.kind is tuple else s.kind
             group.add_argument(flag, type=kind, choices=s.choices or None, help=help)
@@ -390,6 +402,12 @@ def _add_task(args: argparse.Namespace) -> int:
                         density=f"{event.density:.3f}",
                     )
                     bar.refresh()
+                    if event.stopped:
+                        bar.write(
+                            f"{event.phase} stopped ({event.stopped}) after "
+                            f"{event.phase_epochs} epoch(s), keeping epoch {event.kept_epoch}",
+                            file=sys.stderr,
+                        )
                 elif isinstance(event, TaskInfo):
                     info = event
         finally:

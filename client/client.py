@@ -81,8 +81,13 @@ class Progress:
     accuracy: float
     density: float
     free_capacity: float
-    total_epochs: int
+    total_epochs: int  # at most, with auto epochs
     steps_per_epoch: int
+    # on a train/retrain phase's last epoch: why it stopped (fixed, plateau, max_epochs),
+    # its epochs and the epoch whose iterate it kept (1-based within the phase)
+    stopped: str = ""
+    phase_epochs: int = 0
+    kept_epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -302,8 +307,9 @@ class Client:
         ``train``/``val``: (x, y) numpy arrays or torch tensors, a torch dataset, or an
         Avalanche experience. ``hyper_parameters``: the fields of
         ``sparse_engine.config.TaskConfig`` by name (``SETTINGS`` describes each), e.g.
-        ``density=0.1, k=0.1`` (or one k per hidden layer), ``epochs=2, method="rigl"``;
-        unset (or None) ones take the server's defaults, an unknown name raises TypeError.
+        ``density=0.1, k=0.1`` (or one k per hidden layer), ``epochs=2`` (or "auto",
+        the default), ``method="rigl"``; unset (or None) ones take the server's defaults,
+        an unknown name raises TypeError.
         The data and the names are checked here; the upload starts with the iteration.
         """
         x, y = arrays.examples(train)

@@ -26,7 +26,8 @@ LIMITS: dict[str, str] = {
     "max_examples": "training + validation examples of one AddTask upload",
     "max_classes": "labels of one task",
     "max_batch": "examples per Predict/Evaluate call, and a task's largest batch_size",
-    "max_epochs": "epochs one task trains (epochs + retrain_epochs × prune_rounds)",
+    "max_epochs": "epochs one task may train (epochs + retrain_epochs × prune_rounds; an auto "
+    "phase counts as its max_epochs)",
     "max_train_seconds": "seconds one task may train; past them it stops, not committed",
     "max_queue": "training jobs queued, training or uploading",
     "upload_timeout": "seconds an upload may wait for its header or its next chunk",

@@ -482,7 +482,7 @@ class DataPlane:
             analysis.task_examples(model, task, train, "training")
             params.update(
                 noise_levels=",".join(map(str, levels)),
-                epochs=str(epochs if epochs is not None else task.config.total_epochs),
+                epochs=str(epochs if epochs is not None else analysis.dense_epochs(task)),
                 train_examples=str(len(train)),
             )
 

@@ -1,7 +1,8 @@
 """The arrays the data plane accepts, whatever transport sent them: model inputs (uint8,
 scaled by 1/255, or finite float32) and integer labels; anything else is InvalidInputError.
 Stricter than the library's rules for user arrays (sparse_engine.arrays), which convert
-other floats and whole-number labels: a server does not guess what a client meant."""
+other floats and whole-number labels: a server does not guess what a client meant. The
+conversion itself is the library's (``sparse_engine.data.as_inputs``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sparse_engine.arrays import to_numpy
+from sparse_engine.arrays import check_finite, describe, to_numpy
 from sparse_engine.data import as_inputs
 from sparse_engine.errors import InvalidInputError
 
@@ -19,33 +20,30 @@ ArrayLike = np.ndarray | Tensor
 def raw_inputs(value: ArrayLike, what: str = "x") -> np.ndarray:
     """Model inputs as sent (no copy): uint8, or float32 checked finite."""
     array = to_numpy(value)
-    if array.dtype == np.float32:
-        if not bool(np.isfinite(array).all()):
-            raise InvalidInputError(f"{what} holds NaN or Inf values")
-        return array
-    if array.dtype == np.uint8:
-        return array
-    raise InvalidInputError(f"{what} must be float32 or uint8 (scaled by 1/255), got {array.dtype}")
+    if array.dtype != np.float32 and array.dtype != np.uint8:
+        raise InvalidInputError(
+            f"{what} must be float32 or uint8 (scaled by 1/255), got {describe(value)}"
+        )
+    check_finite(array, what)
+    return array
 
 
 def batch(value: ArrayLike, what: str = "x") -> Tensor:
-    """A batch of model inputs, N × features with N >= 1: float32 as they are (a writable,
-    native-endian copy), uint8 scaled by 1/255."""
+    """A batch of model inputs, N × features with N >= 1, as float32 (``as_inputs``: a
+    writable copy of a message's bytes, uint8 scaled by 1/255)."""
     array = raw_inputs(value, what)
     if array.ndim < 2 or array.shape[0] == 0:
         raise InvalidInputError(
             f"{what} of shape {list(array.shape)} holds no batch: send N × features with N >= 1"
         )
-    if array.dtype == np.uint8:
-        return as_inputs(array)
-    return torch.from_numpy(array.astype(np.float32))
+    return as_inputs(array, what)
 
 
 def labels(value: ArrayLike, what: str = "y") -> Tensor:
     """Integer labels as an int64 vector."""
     array = to_numpy(value)
     if array.dtype.kind != "i":
-        raise InvalidInputError(f"{what} must hold int64 or int32 labels, got {array.dtype}")
+        raise InvalidInputError(f"{what} must hold int64 or int32 labels, got {describe(value)}")
     if array.ndim != 1:
-        raise InvalidInputError(f"{what} must be a vector of labels, got shape {list(array.shape)}")
+        raise InvalidInputError(f"{what} must be a vector of labels, got {describe(value)}")
     return torch.from_numpy(array.astype(np.int64))

@@ -18,9 +18,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sparse_engine.config import ProgressEvent, TaskConfig
+from sparse_engine.config import HOLD_OUT, ProgressEvent, TaskConfig
 from sparse_engine.data import TaskData
-from sparse_engine.model import HOLD_OUT, SparseCL
+from sparse_engine.model import SparseCL
 from sparse_engine.standalone import dumps_weights, read_values
 
 from .errors import CancelledError, LimitExceededError, QueueFullError, TrainingTimeError

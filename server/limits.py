@@ -30,8 +30,9 @@ def check_task_config(config: TaskConfig, server: ServerConfig) -> None:
     """A task's epochs and batch size within the server's --max-epochs and --max-batch."""
     if config.total_epochs > server.max_epochs:
         raise LimitExceededError(
-            f"the task would train {config.total_epochs} epochs (epochs + retrain_epochs × "
-            f"prune_rounds), over the server's --max-epochs of {server.max_epochs}; train fewer"
+            f"the task would train up to {config.total_epochs} epochs (epochs + retrain_epochs "
+            f"× prune_rounds, max_epochs for an auto one), over the server's --max-epochs of "
+            f"{server.max_epochs}; train fewer"
         )
     if config.batch_size > server.max_batch:
         raise LimitExceededError(

@@ -62,6 +62,7 @@ def task_info(
 
 
 def progress(event: ProgressEvent, total_epochs: int, steps_per_epoch: int) -> pb.Progress:
+    """A progress event as the message; the one ending a phase says why it stopped."""
     return pb.Progress(
         phase=event.phase,
         epoch=event.epoch,
@@ -72,6 +73,9 @@ def progress(event: ProgressEvent, total_epochs: int, steps_per_epoch: int) -> p
         free_capacity=event.free_capacity,
         total_epochs=total_epochs,
         steps_per_epoch=steps_per_epoch,
+        stopped=event.stopped or "",
+        phase_epochs=int(event.extra.get("epochs", 0)) if event.stopped else 0,
+        kept_epoch=int(event.extra.get("kept_epoch", 0)) if event.stopped else 0,
     )
 
 

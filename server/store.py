@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from mlflow.entities import Metric, Param, ViewType
+from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -53,6 +53,7 @@ from .faults import crash_point
 KIND, TASK, STATE, TASK_ID = "sparsecl.kind", "sparsecl.task", "sparsecl.state", "sparsecl.task_id"
 SHA256, ERROR, VERSION = "sparsecl.sha256", "sparsecl.error", "sparsecl.model_version"
 MLFLOW_MODEL = "sparsecl.mlflow_model"  # set once the run's task/ is an MLflow model too
+STOPPED = "sparsecl.stopped"  # + ".train"/".retrain": why each phase stopped, in order
 BACKBONE_TAG, SEED_TAG = "sparsecl.backbone", "sparsecl.seed"
 # MLflow 3's UI shows an experiment by its kind: model training, not the GenAI views
 KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
@@ -143,7 +144,13 @@ def event_metrics(events: Sequence[ProgressEvent], steps_per_epoch: int) -> list
         if math.isfinite(value):
             out.append(Metric(key, float(value), now, step))
 
+    ends: dict[str, int] = {}
     for e in events:
+        if e.stopped is not None:  # a phase's last epoch (step = the phase's 1, 2, ...)
+            n = ends[e.phase] = ends.get(e.phase, 0) + 1
+            add(f"{e.phase}/epochs_run", e.extra.get("epochs", math.nan), n)
+            add(f"{e.phase}/kept_epoch", e.extra.get("kept_epoch", math.nan), n)
+            add(f"{e.phase}/kept_val_accuracy", e.extra.get("kept_accuracy", math.nan), n)
         if e.phase in ("train", "retrain") and e.step > 0:
             step = (e.epoch - 1) * steps_per_epoch + e.step
             add(f"{e.phase}/step_loss", e.loss, step)
@@ -161,6 +168,16 @@ def event_metrics(events: Sequence[ProgressEvent], steps_per_epoch: int) -> list
                 add("prune/round_kept_density", e.density, r)
                 add("prune/round_kept_units", e.extra.get("kept_units", math.nan), r)
     return out
+
+
+def stop_tags(events: Sequence[ProgressEvent]) -> list[RunTag]:
+    """Why each training phase stopped, as one tag per phase (fixed | plateau | max_epochs;
+    comma-separated for the retraining of several pruning rounds)."""
+    reasons: dict[str, list[str]] = {}
+    for e in events:
+        if e.stopped is not None:
+            reasons.setdefault(e.phase, []).append(e.stopped)
+    return [RunTag(f"{STOPPED}.{phase}", ",".join(r)) for phase, r in reasons.items()]
 
 
 class TaskStore:
@@ -342,6 +359,7 @@ class TaskStore:
         metrics += [Metric(k, float(v), now, 0) for k, v in summary.items()]
 
         def write() -> None:
+            self.client.log_batch(run_id, tags=stop_tags(events))
             for start in range(0, len(metrics), 900):
                 self.client.log_batch(run_id, metrics=metrics[start : start + 900])
             with tempfile.TemporaryDirectory() as tmp:

@@ -208,6 +208,12 @@ def _floats(values: Sequence[float], what: str, low: float, high: float) -> tupl
     return out
 
 
+def dense_epochs(task: Task) -> int:
+    """The noise analysis's default epochs for its dense network: those the task trained
+    (auto epochs stop on their own), else its config's count."""
+    return task.record.epochs_run or task.config.total_epochs
+
+
 def _count(value: int, what: str, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= high:
         raise InvalidInputError(f"{what} must be an integer in 1..{high}, got {value!r}")
@@ -452,7 +458,7 @@ def noise_robustness(
     own epochs). Each level sees the same noise draw, scaled."""
     task = model.task(name)
     levels = _floats(levels, "noise levels", 0.0, MAX_NOISE)
-    epochs = _count(task.config.total_epochs if epochs is None else epochs, "epochs", MAX_EPOCHS)
+    epochs = _count(dense_epochs(task) if epochs is None else epochs, "epochs", MAX_EPOCHS)
     data, targets = task_examples(model, task, data, "evaluation")
     train, train_targets = task_examples(model, task, train, "training")
     if len(train.classes) < 2:

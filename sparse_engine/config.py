@@ -22,6 +22,12 @@ Method = Literal["prune", "supermask", "rigl"]
 Structure = Literal["weights", "units"]
 Optimizer = Literal["sgd", "adam", "adamw"]
 Phase = Literal["train", "prune", "retrain", "commit"]
+# an epoch count, or "auto": train until the validation accuracy has not improved for
+# ``patience`` epochs, at most ``max_epochs``, and keep the best epoch's iterate
+Epochs = int | Literal["auto"]
+AUTO: Literal["auto"] = "auto"
+# why a training phase stopped: its fixed count ran out, or (auto) a plateau or max_epochs
+Stopped = Literal["fixed", "plateau", "max_epochs"]
 # the inference engine's backends (engine.py): auto = the native kernel, else torch.sparse
 Backend = Literal["auto", "native", "torch"]
 
@@ -34,6 +40,9 @@ STRUCTURES: tuple[str, ...] = get_args(Structure)
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
 DEFAULT_BACKBONE = "mlp:784-1000-1000"  # an MLP for 28×28 inputs (MNIST-sized)
+# fraction of the training examples held out for validation when none is given (a seeded,
+# deterministic split: TaskConfig.seed); auto epochs stop on this validation accuracy
+HOLD_OUT = 0.1
 
 
 class Range(NamedTuple):
@@ -63,6 +72,8 @@ RANGES: dict[str, Range] = {
     "density": Range(0.0, 1.0, "(]"),
     "epochs": Range(0, 1000),
     "retrain_epochs": Range(0, 1000),
+    "patience": Range(1, 1000),
+    "max_epochs": Range(1, 1000),
     "batch_size": Range(1, 65536),
     "lr": Range(1e-8, 1.0),
     "momentum": Range(0.0, 0.999),
@@ -83,8 +94,15 @@ RANGES: dict[str, Range] = {
 HELP: dict[str, str] = {
     "density": "fraction of each layer's weights the task keeps (with structure units: of units)",
     "k": "k-WTA winners per hidden layer: a count (20), a fraction (0.1) or one per layer",
-    "epochs": "epochs of the first phase: dense training (prune, rigl) or of the supermask",
-    "retrain_epochs": "epochs of retraining after each pruning round (rigl: with the mask fixed)",
+    "epochs": "epochs of the first phase: dense training (prune, rigl) or of the supermask; "
+    "auto = until validation accuracy plateaus (patience, max_epochs), keeping the best epoch",
+    "retrain_epochs": "epochs of retraining after each pruning round (rigl: with the mask "
+    "fixed); auto = until validation accuracy plateaus, the lr cut 10x at each plateau, "
+    "keeping the best epoch",
+    "patience": "auto epochs: epochs without a better validation accuracy that end a phase (or "
+    "cut retraining's lr); validation = the val split, else "
+    f"{HOLD_OUT:.0%} of train held out (seeded)",
+    "max_epochs": "auto epochs: the most epochs one phase may run",
     "batch_size": "examples per optimizer step",
     "lr": "learning rate",
     "optimizer": "the optimizer (it never touches weights owned by earlier tasks)",
@@ -121,9 +139,12 @@ class Setting:
     help: str
     choices: tuple[str, ...] = ()
     range: Range | None = None
+    auto: bool = False  # an int that may also be "auto" (epochs, retrain_epochs)
 
     def problem(self, value: Any) -> str | None:
         """Why ``value`` is not allowed, or None when it is (k is checked per layer)."""
+        if self.auto and value == AUTO:
+            return None
         if self.kind is str:
             allowed = value in self.choices
             want = f"one of {self.choices}"
@@ -137,6 +158,7 @@ class Setting:
         else:
             return None
         if not allowed:
+            want = f"{want} or {AUTO!r}" if self.auto else want
             return f"{self.name} must be {want}, got {value!r}"
         if self.range is not None and not self.range.holds(value):
             return f"{self.name} must lie in {self.range.text}, got {value}"
@@ -169,8 +191,11 @@ class TaskConfig:
 
     density: float = 0.1
     k: int | float | tuple[int | float, ...] = 0.1
-    epochs: int = 2
-    retrain_epochs: int = 2
+    # auto by default: MNIST-tuned fixed counts (2 + 2) undertrain other data sets
+    epochs: Epochs = AUTO
+    retrain_epochs: Epochs = AUTO
+    patience: int = 3
+    max_epochs: int = 30
     batch_size: int = 128
     lr: float = 1e-3
     optimizer: Optimizer = "adam"
@@ -197,17 +222,17 @@ class TaskConfig:
         problems = [p for s in SETTINGS.values() if (p := s.problem(getattr(self, s.name)))]
         if problems:  # the rules between fields need each field valid
             raise InvalidInputError("; ".join(problems))
-        if self.epochs + self.retrain_epochs < 1:
+        if self.bound(self.epochs) + self.bound(self.retrain_epochs) < 1:
             problems.append("epochs + retrain_epochs must be at least 1")
-        if self.retrain in RESETS and self.retrain_epochs < 1:
+        if self.retrain in RESETS and self.bound(self.retrain_epochs) < 1:
             problems.append(f"retrain {self.retrain!r} needs retrain_epochs >= 1")
-        if self.retrain == "late_rewind" and self.rewind_epoch > self.epochs:
+        if self.retrain == "late_rewind" and self.rewind_epoch > self.bound(self.epochs):
             problems.append(
-                f"rewind_epoch {self.rewind_epoch} lies beyond the {self.epochs} epoch(s) "
-                "of dense training; it must be <= epochs"
+                f"rewind_epoch {self.rewind_epoch} lies beyond the {self.bound(self.epochs)} "
+                "epoch(s) of dense training; it must be <= epochs (max_epochs when auto)"
             )
         if self.method != "prune":
-            if self.epochs < 1:
+            if self.bound(self.epochs) < 1:
                 problems.append(f"method {self.method!r} needs epochs >= 1")
             if self.retrain != "finetune":
                 problems.append(
@@ -222,15 +247,21 @@ class TaskConfig:
         if problems:
             raise InvalidInputError("; ".join(problems))
 
+    def bound(self, epochs: Epochs) -> int:
+        """The most epochs a phase of ``epochs`` runs: the count, or ``max_epochs`` for auto."""
+        return self.max_epochs if epochs == AUTO else int(epochs)
+
     @property
     def total_epochs(self) -> int:
-        """Epochs the learner runs: supermask trains only ``epochs``; rigl adds one block of
-        ``retrain_epochs``; prune retrains after each of its ``prune_rounds``."""
+        """Epochs the learner runs (at most, with auto phases): supermask trains only
+        ``epochs``; rigl adds one block of ``retrain_epochs``; prune retrains after each of
+        its ``prune_rounds``."""
+        epochs, retrain = self.bound(self.epochs), self.bound(self.retrain_epochs)
         if self.method == "supermask":
-            return self.epochs
+            return epochs
         if self.method == "rigl":
-            return self.epochs + self.retrain_epochs
-        return self.epochs + self.retrain_epochs * self.prune_rounds
+            return epochs + retrain
+        return epochs + retrain * self.prune_rounds
 
     def k_per_layer(self, layers: int) -> tuple[int | float, ...]:
         """k for each of ``layers`` hidden layers."""
@@ -249,9 +280,12 @@ def _settings() -> dict[str, Setting]:
     table = {}
     for f in dataclasses.fields(TaskConfig):
         hint = hints[f.name]
+        auto = hint == Epochs
         choices = get_args(hint) if get_origin(hint) is Literal else ()
-        kind = str if choices else hint if hint in (bool, int, float) else tuple
-        table[f.name] = Setting(f.name, kind, f.default, HELP[f.name], choices, RANGES.get(f.name))
+        kind = int if auto else str if choices else hint if hint in (bool, int, float) else tuple
+        table[f.name] = Setting(
+            f.name, kind, f.default, HELP[f.name], choices, RANGES.get(f.name), auto
+        )
     return table
 
 
@@ -270,6 +304,10 @@ class ProgressEvent:
     density: float
     free_capacity: float
     extra: dict[str, float] = field(default_factory=dict)
+    # on the event of a train/retrain phase's last epoch: why the phase stopped; its extra
+    # then holds the epochs it ran ("epochs") and the epoch whose iterate it kept
+    # ("best_epoch", 1-based within the phase) with that epoch's validation accuracy
+    stopped: Stopped | None = None
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

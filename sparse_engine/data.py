@@ -22,6 +22,12 @@ class TaskData:
     y: Tensor
 
     def __post_init__(self) -> None:
+        for what, value in (("x", self.x), ("y", self.y)):
+            if not isinstance(value, Tensor):
+                raise InvalidInputError(
+                    f"TaskData holds torch tensors, {what} is {arrays.describe(value)}: "
+                    "from_numpy or as_task converts numpy arrays"
+                )
         if self.x.ndim < 2:
             raise InvalidInputError(f"x must be N × features, got shape {tuple(self.x.shape)}")
         if self.y.ndim != 1:
@@ -33,9 +39,9 @@ class TaskData:
         if self.x.shape[0] == 0:
             raise InvalidInputError("no examples: x and y are empty")
         if self.x.dtype != torch.float32:
-            raise InvalidInputError(f"x must be float32, got {self.x.dtype}")
+            raise InvalidInputError(f"x must be float32, got {arrays.describe(self.x)}")
         if self.y.dtype != torch.int64:
-            raise InvalidInputError(f"y must be int64 labels, got {self.y.dtype}")
+            raise InvalidInputError(f"y must be int64 labels, got {arrays.describe(self.y)}")
         if not bool(torch.isfinite(self.x).all()):
             raise InvalidInputError("x holds NaN or Inf values")
 
@@ -83,11 +89,18 @@ def split_order(n: int, fraction: float, seed: int = 0) -> tuple[Tensor, Tensor]
     return order[:cut], order[cut:]
 
 
-def as_inputs(x: Any) -> Tensor:
-    """Inputs as float32: uint8 values are scaled by 1/255, floats are used as they are."""
-    array = arrays.inputs(x)
+def as_inputs(x: Any, what: str = "x") -> Tensor:
+    """Inputs as a float32 tensor, from a numpy array or torch tensor: uint8 values are
+    scaled by 1/255, floats converted to float32, NaN/Inf refused; the one conversion of the
+    library's entry points and the server's (errors name what was received)."""
+    # a float32 tensor is read as a view: no copy on the latency path
+    fast = isinstance(x, Tensor) and x.dtype == torch.float32 and x.device.type == "cpu"
+    array = x.detach().numpy() if fast and x.is_contiguous() else arrays.inputs(x, what)
+    arrays.check_finite(array, what)
     if array.dtype == np.uint8:
         return torch.from_numpy(array.astype(np.float32) / 255.0)
+    if not array.flags.writeable:  # a view of a message's bytes: torch wants its own
+        array = array.copy()
     return torch.from_numpy(array)
 
 
@@ -96,9 +109,17 @@ def as_labels(y: Any) -> Tensor:
     return torch.from_numpy(arrays.labels(y))
 
 
-def from_numpy(x: np.ndarray, y: np.ndarray) -> TaskData:
-    """A task from numpy arrays (x: N × features or N × H × W, y: N labels)."""
+def from_numpy(x: np.ndarray | Tensor, y: np.ndarray | Tensor) -> TaskData:
+    """A task from numpy arrays or torch tensors (x: N × features or N × H × W, y: N labels)."""
     return TaskData(as_inputs(x), as_labels(y))
+
+
+def as_task(data: Any) -> TaskData:
+    """A task's examples from what a user has: TaskData as it is, or (x, y) numpy arrays or
+    torch tensors, a map-style torch dataset, an Avalanche experience (``arrays.examples``)."""
+    if isinstance(data, TaskData):
+        return data
+    return from_numpy(*arrays.examples(data))
 
 
 def from_torch_dataset(

@@ -147,6 +147,14 @@ class KWinners(nn.Module):
         rows = None if self.rows is None else self.rows.clone()
         return KWinnersState(self.k, self.boost_strength, self.duty_cycle.detach().clone(), rows)
 
+    @torch.no_grad()
+    def resume(self, state: KWinnersState, iterations: int) -> None:
+        """Back to an earlier boost state (``state()`` and ``learning_iterations`` then), as
+        auto epochs do when they keep the best epoch's iterate."""
+        self.boost_strength = state.boost_strength
+        self.duty_cycle.copy_(state.duty_cycle)
+        self.learning_iterations = iterations
+
     @classmethod
     def from_state(cls, state: KWinnersState) -> KWinners:
         """Rebuild a frozen (eval-mode) k-WTA layer from a committed task's state."""

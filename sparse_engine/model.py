@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 import re
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from .backbone import Backbone, BackboneSpec
-from .config import ProgressCallback, ProgressEvent, TaskConfig
-from .data import TaskData, split_order
+from .config import HOLD_OUT, ProgressCallback, ProgressEvent, TaskConfig
+from .data import TaskData, as_inputs, as_task, split_order
 from .engine import InferenceEngine
 from .errors import (
     InvalidInputError,
@@ -30,7 +31,6 @@ from .structured import row_units
 from .task import Task, TaskNet, TaskRecord
 
 MAX_NAME = 128
-HOLD_OUT = 0.1  # fraction of the training examples held out when no validation set is given
 # ASCII only: Unicode look-alikes ('dígits', Cyrillic 'а') would pass for another task's name
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 
@@ -86,13 +86,12 @@ def check_shape(spec: BackboneSpec, shape: tuple[int, ...]) -> None:
         )
 
 
-def check_inputs(spec: BackboneSpec, x: Tensor) -> None:
-    """Inputs must be N × (backbone input), float32 and finite."""
-    check_shape(spec, tuple(x.shape))
-    if x.dtype != torch.float32:
-        raise InvalidInputError(f"inputs must be float32, got {x.dtype}")
-    if not all_finite(x):
-        raise InvalidInputError("inputs hold NaN or Inf values")
+def check_inputs(spec: BackboneSpec, x: Any) -> Tensor:
+    """Inputs as the backbone takes them: a numpy array or torch tensor converted by
+    ``as_inputs`` (uint8 scaled by 1/255, floats to float32, finite), N × (backbone input)."""
+    inputs = as_inputs(x)
+    check_shape(spec, tuple(inputs.shape))
+    return inputs
 
 
 class SparseCL:
@@ -111,14 +110,16 @@ class SparseCL:
     def learn_task(
         self,
         name: str,
-        train: TaskData,
-        val: TaskData | None = None,
+        train: TaskData | Any,
+        val: TaskData | Any | None = None,
         config: TaskConfig | None = None,
         progress: ProgressCallback | None = None,
     ) -> TaskRecord:
         """Learn and commit task ``name``; raises before changing anything when input is bad.
 
-        Without ``val``, 10 % of ``train`` is held out for validation.
+        ``train``/``val``: TaskData, or (x, y) numpy arrays or torch tensors, a torch dataset
+        or an Avalanche experience (``data.as_task``). Without ``val``, ``HOLD_OUT`` of
+        ``train`` is held out for validation (seeded by ``config.seed``).
         """
         state = self.prepare_task(name, train, val, config, progress)
         record = self.commit_task(state)
@@ -142,14 +143,16 @@ class SparseCL:
     def prepare_task(
         self,
         name: str,
-        train: TaskData,
-        val: TaskData | None = None,
+        train: TaskData | Any,
+        val: TaskData | Any | None = None,
         config: TaskConfig | None = None,
         progress: ProgressCallback | None = None,
     ) -> Task:
         """Learn task ``name`` without committing it (the model is unchanged until
         ``commit_task``), so a caller can store the result first."""
         config = config or TaskConfig()
+        train = as_task(train)
+        val = as_task(val) if val is not None else None
         self.check_new_task(name, train, val, config)
         if val is None:
             train, val = train.split(HOLD_OUT, seed=config.seed)
@@ -231,9 +234,10 @@ class SparseCL:
         """Inputs must be N × (backbone input)."""
         check_shape(self.spec, shape)
 
-    def check_inputs(self, x: Tensor) -> None:
-        """Inputs must be N × (backbone input), float32 and finite."""
-        check_inputs(self.spec, x)
+    def check_inputs(self, x: Any) -> Tensor:
+        """Inputs as the backbone takes them (see ``check_inputs``), or InvalidInputError
+        naming what was received."""
+        return check_inputs(self.spec, x)
 
     @torch.no_grad()
     def commit_task(self, state: Task) -> TaskRecord:
@@ -278,26 +282,28 @@ class SparseCL:
         then cached by the engine; its ``memory`` says the bytes it holds."""
         return self.engine.plan(self.task(name), self.backbone.weights)
 
-    def logits(self, name: str, x: Tensor) -> Tensor:
-        """Per-class scores of task ``name`` for inputs ``x`` (N × backbone input): the engine
-        (which runs without autograd; no torch.no_grad() here, ~2 % of a served Predict)."""
+    def logits(self, name: str, x: Any) -> Tensor:
+        """Per-class scores of task ``name`` for inputs ``x`` (N × backbone input, a numpy
+        array or torch tensor: uint8 scaled by 1/255, floats as float32): the engine (which
+        runs without autograd: no torch.no_grad() context here, ~2 % of a served Predict)."""
         task = self.task(name)
-        self.check_inputs(x)
-        return finite_scores(self.engine.logits(task, self.backbone.weights, x))
+        inputs = self.check_inputs(x)
+        return finite_scores(self.engine.logits(task, self.backbone.weights, inputs))
 
     @torch.no_grad()
-    def reference_logits(self, name: str, x: Tensor) -> Tensor:
+    def reference_logits(self, name: str, x: Any) -> Tensor:
         """The same scores by the dense masked forward pass, the engine's reference."""
         net = self.net(name)
-        self.check_inputs(x)
-        return finite_scores(net(x))
+        return finite_scores(net(self.check_inputs(x)))
 
-    def predict(self, name: str, x: Tensor) -> Tensor:
-        """Predicted labels, in the task's own label values."""
+    def predict(self, name: str, x: Any) -> Tensor:
+        """Predicted labels, in the task's own label values (inputs as ``logits`` takes them)."""
         classes = torch.tensor(self.task(name).classes, dtype=torch.int64)
         return classes[self.logits(name, x).argmax(1)]
 
-    def accuracy(self, name: str, data: TaskData) -> float:
+    def accuracy(self, name: str, data: TaskData | Any) -> float:
+        """Fraction of ``data`` (TaskData, or (x, y) arrays or tensors) predicted right."""
+        data = as_task(data)
         return float((self.predict(name, data.x) == data.y).float().mean())
 
     def free_capacity(self) -> list[float]:

@@ -20,12 +20,15 @@ from torch import Tensor
 
 from . import saliency, structured
 from .backbone import Backbone
-from .config import Phase, ProgressCallback, ProgressEvent, TaskConfig
+from .config import AUTO, Epochs, Phase, ProgressCallback, ProgressEvent, Stopped, TaskConfig
 from .data import TaskData
 from .task import Task, TaskRecord
-from .trainer import TaskTrainer, accuracy, make_optimizer
+from .trainer import Checkpoint, TaskTrainer, accuracy, make_optimizer
 
 STEP_EVENT_EVERY = 50
+# auto retraining: the lr is cut by LR_CUT at a plateau, LR_CUTS times, then the phase stops
+LR_CUT = 0.1
+LR_CUTS = 2
 
 History = list[dict[str, float | int | str]]
 # called after every optimizer step with (global step, inputs, targets, optimizer)
@@ -101,6 +104,7 @@ class Run:
         loss: float,
         acc: float,
         extra: dict[str, float] | None = None,
+        stopped: Stopped | None = None,
     ) -> None:
         event = ProgressEvent(
             phase,
@@ -111,6 +115,7 @@ class Run:
             self.trainer.density(),
             self.free_capacity,
             dict(extra or {}),
+            stopped,
         )
         if step == 0 or phase in ("prune", "commit"):
             self.history.append(
@@ -121,6 +126,7 @@ class Run:
                     "accuracy": acc,
                     "density": event.density,
                     **(extra or {}),
+                    **({"stopped": stopped} if stopped else {}),
                 }
             )
         if self.progress is not None:
@@ -129,10 +135,11 @@ class Run:
     def fit(
         self,
         phase: Phase,
-        epochs: int,
+        epochs: Epochs,
         after_step: StepHook | None = None,
         after_epoch: Callable[[int], None] | None = None,
         anneal: bool = False,
+        min_epochs: int = 0,
     ) -> None:
         """Train what the trainer trains (free weights in the current mask, biases and
         head; scores for a supermask) for ``epochs``; hooks run after each step/epoch.
@@ -140,46 +147,94 @@ class Run:
         ``anneal``: the learning rate falls from ``config.lr`` to 0 over the phase's steps
         along a half cosine (SGDR without restarts, Loshchilov & Hutter 2017), so the
         phase ends at a settled iterate rather than wherever the last constant-rate
-        steps left it."""
+        steps left it.
+
+        ``epochs="auto"``: epochs run until the validation accuracy has not improved for
+        ``config.patience`` epochs (never before ``min_epochs``), at most
+        ``config.max_epochs``, and the phase ends at its best epoch's iterate (of equal
+        ones, the latest). Annealed, the lr is cut by ``LR_CUT`` at each plateau instead of
+        following the cosine, and the phase stops at the plateau after ``LR_CUTS`` cuts.
+        Why: the cosine needs the phase's length in advance; over max_epochs it is still
+        near ``lr`` where a plateau stops the phase, so the kept iterate is not annealed,
+        and cutting at plateaus ends at lr × LR_CUT**LR_CUTS whenever a plateau stops it;
+        measured, cuts keep more accuracy (test: 96.12 vs 95.28 % on scikit-learn's digits,
+        96.01 vs 95.80 % on Permuted MNIST; benchmarks/RESULTS.md, "Auto epochs")."""
         if epochs == 0:
             return
-        net = self.trainer
-        optimizer = make_optimizer(net.trainable_parameters(), self.config)
+        net, config = self.trainer, self.config
+        auto = epochs == AUTO
+        limit = config.bound(epochs)
+        optimizer = make_optimizer(net.trainable_parameters(), config)
         schedule = (
             torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=epochs * self.steps_per_epoch()
+                optimizer, T_max=limit * self.steps_per_epoch()
             )
-            if anneal
+            if anneal and not auto
             else None
         )
+        kept: tuple[int, float, Checkpoint | None] = (0, -1.0, None)  # epoch, accuracy, iterate
+        waited = cuts = 0
         net.train()
-        for done in range(1, epochs + 1):
+        for done in range(1, limit + 1):
             self.epoch += 1
-            total, seen, correct = 0.0, 0, 0
-            for step, (x, y) in enumerate(
-                self.train_data.batches(self.config.batch_size, self.generator), 1
-            ):
-                logits = net(x)
-                loss = F.cross_entropy(logits, y)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                self.steps += 1
-                if schedule is not None:
-                    schedule.step()
-                total += float(loss.detach()) * len(y)
-                seen += len(y)
-                correct += int((logits.argmax(1) == y).sum())
-                if after_step is not None:
-                    after_step(self.steps, x, y, optimizer)
-                if self.progress is not None and step % STEP_EVENT_EVERY == 0:
-                    self.emit(phase, step, total / seen, correct / seen)
+            loss = self.train_epoch(phase, optimizer, schedule, after_step)
             for layer in net.kwta:
                 layer.update_boost_strength()  # type: ignore[operator]
             if after_epoch is not None:
                 after_epoch(done)
-            self.emit(phase, 0, total / seen, accuracy(net, self.val, self.val_targets))
+            acc = accuracy(net, self.val, self.val_targets)
+            waited = 0 if acc > kept[1] else waited + 1
+            if acc >= kept[1]:
+                kept = (done, acc, net.checkpoint() if auto else None)
+            stopped: Stopped | None = ("max_epochs" if auto else "fixed") if done == limit else None
+            if auto and waited >= config.patience and done >= min_epochs and stopped is None:
+                if anneal and cuts < LR_CUTS:
+                    cuts, waited = cuts + 1, 0
+                    for group in optimizer.param_groups:
+                        group["lr"] *= LR_CUT
+                else:
+                    stopped = "plateau"
+            if stopped is None:
+                self.emit(phase, 0, loss, acc)
+                continue
+            if not auto:
+                kept = (done, acc, None)  # a fixed count keeps its last iterate
+            extra = {"epochs": float(done), "kept_epoch": float(kept[0]), "kept_accuracy": kept[1]}
+            self.emit(phase, 0, loss, acc, extra, stopped)
+            break
+        if kept[2] is not None:
+            net.resume(kept[2])
         net.train()
+
+    def train_epoch(
+        self,
+        phase: Phase,
+        optimizer: torch.optim.Optimizer,
+        schedule: torch.optim.lr_scheduler.LRScheduler | None,
+        after_step: StepHook | None,
+    ) -> float:
+        """One pass over the shuffled training data; returns its mean loss."""
+        net = self.trainer
+        total, seen, correct = 0.0, 0, 0
+        for step, (x, y) in enumerate(
+            self.train_data.batches(self.config.batch_size, self.generator), 1
+        ):
+            logits = net(x)
+            loss = F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            self.steps += 1
+            if schedule is not None:
+                schedule.step()
+            total += float(loss.detach()) * len(y)
+            seen += len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            if after_step is not None:
+                after_step(self.steps, x, y, optimizer)
+            if self.progress is not None and step % STEP_EVENT_EVERY == 0:
+                self.emit(phase, step, total / seen, correct / seen)
+        return total / seen
 
     def steps_per_epoch(self) -> int:
         """Optimizer steps in one epoch over the training data."""
@@ -199,7 +254,7 @@ class Run:
 
         if config.rewind_epoch == 0:
             self.rewind_point = self.trainer.snapshot()
-        self.fit("train", config.epochs, after_epoch=keep)
+        self.fit("train", config.epochs, after_epoch=keep, min_epochs=config.rewind_epoch)
 
     def reset(self) -> None:
         """Before retraining: apply ``config.retrain`` to the task's trainable values."""

@@ -8,7 +8,8 @@ weights and regrows as many free weights where the dense gradient is largest (re
 weights start at zero), so every layer keeps its size. The fraction follows a cosine decay
 from ``rigl_drop_fraction`` to 0. Earlier tasks' weights in the mask are read, never
 dropped, never regrown (only free weights are), never written. ``retrain_epochs`` then
-train with the mask fixed.
+train with the mask fixed. With ``epochs="auto"`` the drop fraction decays over
+``max_epochs`` and the phase keeps its best epoch's mask and values.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def learn_rigl(run: Run) -> None:
             for c in net.constants
         ]
     )
-    end = config.epochs * run.steps_per_epoch()
+    # auto epochs: the drop fraction decays over max_epochs, the most the phase may run
+    end = config.bound(config.epochs) * run.steps_per_epoch()
 
     def step(at: int, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer) -> None:
         if at % config.rigl_interval or at >= end:

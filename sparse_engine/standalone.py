@@ -12,6 +12,7 @@ two blobs: the engine compiles its plan from the weights at the mask positions o
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from safetensors.torch import load as st_load
@@ -74,12 +75,13 @@ class StandaloneTask:
         return self.task.classes
 
     @torch.no_grad()
-    def logits(self, x: Tensor) -> Tensor:
-        """Per-class scores for float32 inputs ``x`` (N × backbone input)."""
-        check_inputs(self.spec, x)
-        return finite_scores(self.engine.logits(self.task, self.weights, x))
+    def logits(self, x: Any) -> Tensor:
+        """Per-class scores for inputs ``x`` (N × backbone input; numpy or torch, uint8
+        scaled by 1/255, floats as float32)."""
+        inputs = check_inputs(self.spec, x)
+        return finite_scores(self.engine.logits(self.task, self.weights, inputs))
 
-    def predict(self, x: Tensor) -> Tensor:
+    def predict(self, x: Any) -> Tensor:
         """Predicted labels, in the task's own label values."""
         classes = torch.tensor(self.classes, dtype=torch.int64)
         return classes[self.logits(x).argmax(1)]

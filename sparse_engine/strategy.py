@@ -75,8 +75,9 @@ class SparseCLStrategy(SupervisedTemplate):
         task_name: Callable[[int], str] = lambda label: f"task-{label}",
         **kwargs: Any,
     ) -> None:
-        """``val_fraction`` of each experience is held out for validation; 0 validates on
-        the training data itself (to train on exactly what baselines train on)."""
+        """``val_fraction`` of each experience is held out for validation (what auto epochs
+        stop on); 0 validates on the training data itself (to train on exactly what
+        baselines train on: auto epochs then stop when the training accuracy plateaus)."""
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
         self.learner = SparseCL(backbone, seed=seed)

@@ -29,6 +29,13 @@ class TaskRecord:
     seconds: float
     history: tuple[dict[str, float | int | str], ...] = field(default=(), repr=False)
 
+    @property
+    def epochs_run(self) -> int | None:
+        """Epochs the task trained, summed over its phases' ends in the history (auto epochs
+        stop on their own); None for a task stored before phases recorded their end."""
+        ends = [int(h["epochs"]) for h in self.history if "stopped" in h]
+        return sum(ends) if ends else None
+
 
 @dataclass(frozen=True)
 class Task:

@@ -9,6 +9,7 @@ reach an owned weight. The model commits the result afterwards.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -17,9 +18,20 @@ from . import structured
 from .backbone import Backbone, forward_layers, init_head, init_weight
 from .config import TaskConfig
 from .data import TaskData
-from .kwta import KWinners, resolve_k
+from .kwta import KWinners, KWinnersState, resolve_k
 
 EVAL_BATCH = 1024
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Everything an epoch changes in the task being learned: its trainable values
+    (``snapshot``), its masks (RigL and supermasks move them) and the k-WTA boost state with
+    each layer's count of examples seen."""
+
+    values: list[Tensor]
+    masks: list[Tensor]
+    kwta: list[tuple[KWinnersState, int]]
 
 
 class TaskTrainer(nn.Module):
@@ -112,6 +124,21 @@ class TaskTrainer(nn.Module):
         never read from ``free``, so this cannot reach them."""
         for p, v in zip(self.parameters(), values, strict=True):
             p.copy_(v)
+
+    def checkpoint(self) -> Checkpoint:
+        """A copy of the iterate (see ``Checkpoint``), to come back to with ``resume``."""
+        return Checkpoint(
+            self.snapshot(),
+            [m.clone() for m in self.masks],
+            [(layer.state(), layer.learning_iterations) for layer in self.kwta],  # type: ignore[operator,misc]
+        )
+
+    def resume(self, checkpoint: Checkpoint) -> None:
+        """Back to a ``checkpoint``'s iterate: values, masks and k-WTA boost state."""
+        self.restore(checkpoint.values)
+        self.set_masks(checkpoint.masks)
+        for layer, (state, iterations) in zip(self.kwta, checkpoint.kwta, strict=True):
+            layer.resume(state, iterations)  # type: ignore[operator]
 
     @torch.no_grad()
     def reinit(self, generator: torch.Generator) -> None:

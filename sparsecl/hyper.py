@@ -2,7 +2,8 @@
 from a dict by field name, next to the stubs so that the server and the client share one
 implementation. The fields are those of ``sparse_engine.config.TaskConfig`` (a test checks
 that the two agree); ``k`` travels as KSize values: a count stays an int, a fraction a float,
-one per hidden layer a tuple."""
+one per hidden layer a tuple; an epoch count that may be "auto" (``Setting.auto``: epochs,
+retrain_epochs) travels as ``AUTO_EPOCHS`` (-1) for auto (the proto documents it)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import numbers
 from collections.abc import Mapping
 from typing import Any
 
+from sparse_engine.config import AUTO, SETTINGS
 from sparsecl.v1 import sparsecl_pb2 as pb
 
 NAMES: tuple[str, ...] = tuple(f.name for f in pb.HyperParameters.DESCRIPTOR.fields)
+AUTO_EPOCHS = -1  # "auto" of an epoch count on the wire
+AUTO_NAMES = frozenset(s.name for s in SETTINGS.values() if s.auto)
 
 
 def message(values: Mapping[str, Any]) -> pb.HyperParameters:
@@ -32,6 +36,9 @@ def message(values: Mapping[str, Any]) -> pb.HyperParameters:
     for name, value in values.items():
         if value is None:
             continue
+        if name in AUTO_NAMES and value == AUTO:
+            setattr(hp, name, AUTO_EPOCHS)
+            continue
         if name != "k":
             setattr(hp, name, value)
             continue
@@ -44,6 +51,9 @@ def message(values: Mapping[str, Any]) -> pb.HyperParameters:
 def values(hp: pb.HyperParameters) -> dict[str, Any]:
     """The fields set in ``hp``, by name (k: one value, or a tuple of one per layer)."""
     found: dict[str, Any] = {f.name: v for f, v in hp.ListFields() if f.name != "k"}
+    for name in AUTO_NAMES & found.keys():
+        if found[name] == AUTO_EPOCHS:
+            found[name] = AUTO
     ks = tuple(k.count if k.WhichOneof("size") == "count" else k.fraction for k in hp.k)
     if ks:
         found["k"] = ks[0] if len(ks) == 1 else ks

@@ -75,7 +75,7 @@ class KSize(_message.Message):
     def __init__(self, count: _Optional[int] = ..., fraction: _Optional[float] = ...) -> None: ...
 
 class HyperParameters(_message.Message):
-    __slots__ = ("density", "k", "epochs", "retrain_epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "saliency", "prune_rounds", "retrain", "saliency_batches", "boost_strength", "boost_strength_factor", "duty_cycle_period", "seed", "rewind_epoch", "method", "supermask_train_head", "rigl_interval", "rigl_drop_fraction", "structure")
+    __slots__ = ("density", "k", "epochs", "retrain_epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "saliency", "prune_rounds", "retrain", "saliency_batches", "boost_strength", "boost_strength_factor", "duty_cycle_period", "seed", "rewind_epoch", "method", "supermask_train_head", "rigl_interval", "rigl_drop_fraction", "structure", "patience", "max_epochs")
     DENSITY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -99,6 +99,8 @@ class HyperParameters(_message.Message):
     RIGL_INTERVAL_FIELD_NUMBER: _ClassVar[int]
     RIGL_DROP_FRACTION_FIELD_NUMBER: _ClassVar[int]
     STRUCTURE_FIELD_NUMBER: _ClassVar[int]
+    PATIENCE_FIELD_NUMBER: _ClassVar[int]
+    MAX_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     density: float
     k: _containers.RepeatedCompositeFieldContainer[KSize]
     epochs: int
@@ -122,7 +124,9 @@ class HyperParameters(_message.Message):
     rigl_interval: int
     rigl_drop_fraction: float
     structure: str
-    def __init__(self, density: _Optional[float] = ..., k: _Optional[_Iterable[_Union[KSize, _Mapping]]] = ..., epochs: _Optional[int] = ..., retrain_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., optimizer: _Optional[str] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ..., saliency: _Optional[str] = ..., prune_rounds: _Optional[int] = ..., retrain: _Optional[str] = ..., saliency_batches: _Optional[int] = ..., boost_strength: _Optional[float] = ..., boost_strength_factor: _Optional[float] = ..., duty_cycle_period: _Optional[int] = ..., seed: _Optional[int] = ..., rewind_epoch: _Optional[int] = ..., method: _Optional[str] = ..., supermask_train_head: bool = ..., rigl_interval: _Optional[int] = ..., rigl_drop_fraction: _Optional[float] = ..., structure: _Optional[str] = ...) -> None: ...
+    patience: int
+    max_epochs: int
+    def __init__(self, density: _Optional[float] = ..., k: _Optional[_Iterable[_Union[KSize, _Mapping]]] = ..., epochs: _Optional[int] = ..., retrain_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., optimizer: _Optional[str] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ..., saliency: _Optional[str] = ..., prune_rounds: _Optional[int] = ..., retrain: _Optional[str] = ..., saliency_batches: _Optional[int] = ..., boost_strength: _Optional[float] = ..., boost_strength_factor: _Optional[float] = ..., duty_cycle_period: _Optional[int] = ..., seed: _Optional[int] = ..., rewind_epoch: _Optional[int] = ..., method: _Optional[str] = ..., supermask_train_head: bool = ..., rigl_interval: _Optional[int] = ..., rigl_drop_fraction: _Optional[float] = ..., structure: _Optional[str] = ..., patience: _Optional[int] = ..., max_epochs: _Optional[int] = ...) -> None: ...
 
 class AddTaskHeader(_message.Message):
     __slots__ = ("name", "hyper_parameters", "labels", "train_examples", "val_examples")
@@ -163,7 +167,7 @@ class Queued(_message.Message):
     def __init__(self, position: _Optional[int] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("phase", "epoch", "step", "loss", "accuracy", "density", "free_capacity", "total_epochs", "steps_per_epoch")
+    __slots__ = ("phase", "epoch", "step", "loss", "accuracy", "density", "free_capacity", "total_epochs", "steps_per_epoch", "stopped", "phase_epochs", "kept_epoch")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
@@ -173,6 +177,9 @@ class Progress(_message.Message):
     FREE_CAPACITY_FIELD_NUMBER: _ClassVar[int]
     TOTAL_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     STEPS_PER_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    STOPPED_FIELD_NUMBER: _ClassVar[int]
+    PHASE_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    KEPT_EPOCH_FIELD_NUMBER: _ClassVar[int]
     phase: str
     epoch: int
     step: int
@@ -182,7 +189,10 @@ class Progress(_message.Message):
     free_capacity: float
     total_epochs: int
     steps_per_epoch: int
-    def __init__(self, phase: _Optional[str] = ..., epoch: _Optional[int] = ..., step: _Optional[int] = ..., loss: _Optional[float] = ..., accuracy: _Optional[float] = ..., density: _Optional[float] = ..., free_capacity: _Optional[float] = ..., total_epochs: _Optional[int] = ..., steps_per_epoch: _Optional[int] = ...) -> None: ...
+    stopped: str
+    phase_epochs: int
+    kept_epoch: int
+    def __init__(self, phase: _Optional[str] = ..., epoch: _Optional[int] = ..., step: _Optional[int] = ..., loss: _Optional[float] = ..., accuracy: _Optional[float] = ..., density: _Optional[float] = ..., free_capacity: _Optional[float] = ..., total_epochs: _Optional[int] = ..., steps_per_epoch: _Optional[int] = ..., stopped: _Optional[str] = ..., phase_epochs: _Optional[int] = ..., kept_epoch: _Optional[int] = ...) -> None: ...
 
 class AddTaskEvent(_message.Message):
     __slots__ = ("queued", "progress", "task")

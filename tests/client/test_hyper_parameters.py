@@ -50,9 +50,35 @@ def test_the_cli_flags_take_the_tables_types_and_choices() -> None:
     assert args.method == "rigl" and args.density is None
 
 
+def test_the_epoch_flags_take_auto_or_a_count() -> None:
+    given = ["--epochs", "auto", "--retrain-epochs", "3", "--patience", "2", "--max-epochs", "9"]
+    args = build_parser("add-task").parse_args(["add-task", "t", "--train", "t.npz", *given])
+    assert (args.epochs, args.retrain_epochs, args.patience, args.max_epochs) == ("auto", 3, 2, 9)
+
+
+def test_an_epoch_flag_that_is_neither_auto_nor_a_count_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as e:
+        build_parser("add-task").parse_args(["add-task", "t", "--train", "t", "--epochs", "soon"])
+    assert e.value.code == 2
+    assert "'soon' is neither a count nor 'auto'" in capsys.readouterr().err
+
+
+def test_auto_epochs_travel_as_minus_one_and_come_back_as_auto() -> None:
+    """The proto's documented wire form of auto; unset stays unset (the server's default)."""
+    message = hyper.message({"epochs": "auto", "retrain_epochs": 0, "patience": 2})
+    assert message == pb.HyperParameters(epochs=hyper.AUTO_EPOCHS, retrain_epochs=0, patience=2)
+    assert hyper.AUTO_EPOCHS == -1
+    assert hyper.values(message) == {"epochs": "auto", "retrain_epochs": 0, "patience": 2}
+    assert TaskConfig(**hyper.values(pb.HyperParameters())).epochs == "auto"
+
+
 def test_every_setting_travels_to_the_server_and_back() -> None:
     """The client's and the server's one conversion: every field, k per layer included."""
-    values = dataclasses.asdict(TaskConfig(k=(5, 0.25), epochs=3, method="rigl", seed=7))
+    values = dataclasses.asdict(
+        TaskConfig(k=(5, 0.25), epochs=3, method="rigl", seed=7, patience=4, max_epochs=11)
+    )
     message = hyper.message(values)
     assert {f.name for f, _ in message.ListFields()} == NAMES
     assert hyper.values(message) == values

@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 import pytest
 
-from client import Client, ClientError
+from client import Client, ClientError, Progress
 from client.convert import tensor
 from sparse_engine.mnist import Mnist
 from sparsecl.v1 import sparsecl_pb2 as pb
@@ -368,3 +368,28 @@ def test_overall_density_and_free_capacity_agree_in_the_api_events_and_mlflow(
     assert float(version.tags["capacity_used"]) == pytest.approx(1 - commit.free_capacity, abs=1e-4)
     tags = store.get_registered_model("sparsecl.backbone").tags
     assert float(tags["free_capacity"]) == pytest.approx(backbone.free_capacity, abs=1e-4)
+
+
+def test_auto_epochs_travel_over_grpc_and_say_why_each_phase_stopped(served: Served) -> None:
+    """epochs/retrain_epochs "auto" reach the server (as -1 on the wire), the progress events
+    end each phase with its reason, and the run's tags and metrics keep them."""
+    from mlflow.tracking import MlflowClient
+
+    auto = {**FAST, "epochs": "auto", "retrain_epochs": "auto", "patience": 1, "max_epochs": 4}
+    events = list(served.client.add_task("auto", digits(served.mnist, [4, 7], n=300), **auto))
+    ends = {e.phase: e for e in events if isinstance(e, Progress) and e.stopped}
+    assert set(ends) == {"train", "retrain"}
+    for end in ends.values():
+        assert end.stopped in ("plateau", "max_epochs") and 1 <= end.phase_epochs <= 4
+        assert 1 <= end.kept_epoch <= end.phase_epochs and end.total_epochs == 8
+    assert ends["retrain"].stopped == "max_epochs"  # 2 lr cuts at patience 1 need 4 epochs
+    info = served.client.task("auto")
+    assert {k: info.hyper_parameters[k] for k in auto} == auto
+    run = MlflowClient(f"sqlite:///{served.server.data_dir / 'mlflow.db'}").get_run(
+        info.mlflow_run_id
+    )
+    for phase, end in ends.items():
+        assert run.data.tags[f"sparsecl.stopped.{phase}"] == end.stopped
+        assert run.data.metrics[f"{phase}/epochs_run"] == end.phase_epochs
+        assert run.data.metrics[f"{phase}/kept_epoch"] == end.kept_epoch
+    assert run.data.params["epochs"] == "auto"

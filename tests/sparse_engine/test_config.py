@@ -136,3 +136,33 @@ def test_total_epochs_is_what_the_learner_runs(mnist: Mnist, changes: dict[str, 
     SparseCL(TINY).learn_task("t", train, None, config, events.append)
     ran = max(e.epoch for e in events if e.phase in ("train", "retrain"))
     assert config.total_epochs == ran
+
+
+def test_epochs_are_auto_by_default_and_bounded_by_max_epochs() -> None:
+    config = TaskConfig()
+    assert (config.epochs, config.retrain_epochs) == ("auto", "auto")
+    assert config.total_epochs == 2 * config.max_epochs  # the most a default task trains
+    assert (
+        TaskConfig(epochs=3, retrain_epochs="auto", max_epochs=7, prune_rounds=2).total_epochs == 17
+    )
+    assert TaskConfig(epochs=2, retrain_epochs=2).total_epochs == 4
+    assert [s.name for s in SETTINGS.values() if s.auto] == ["epochs", "retrain_epochs"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"epochs": "soon"}, "epochs must be an integer or 'auto', got 'soon'"),
+        ({"patience": "auto"}, "patience must be an integer, got 'auto'"),
+        ({"max_epochs": 0}, "max_epochs must lie in [1, 1000], got 0"),
+        (
+            {"retrain": "late_rewind", "rewind_epoch": 8, "max_epochs": 5},
+            "rewind_epoch 8 lies beyond the 5 epoch(s)",
+        ),
+    ],
+    ids=["epochs-word", "patience-auto", "max-epochs-0", "late-rewind-past-max-epochs"],
+)
+def test_auto_epochs_settings_are_checked(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidInputError) as e:
+        TaskConfig(**changes)  # type: ignore[arg-type]
+    assert message in str(e.value)

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from sparse_engine.data import TaskData, from_avalanche, from_numpy, from_torch_dataset
+from sparse_engine.data import (
+    TaskData,
+    as_inputs,
+    as_task,
+    from_avalanche,
+    from_numpy,
+    from_torch_dataset,
+)
 from sparse_engine.errors import InvalidInputError
 from sparse_engine.mnist import Mnist
 
@@ -72,3 +79,34 @@ def test_split_carves_disjoint_parts() -> None:
     assert len(train) == 8
     assert len(val) == 2
     assert set(train.y.tolist()).isdisjoint(val.y.tolist())
+
+
+@pytest.mark.parametrize(
+    ("x", "y", "message"),
+    [
+        (np.zeros((3, 2), np.float32), torch.arange(3), "x is numpy.ndarray of dtype float32"),
+        (torch.zeros(3, 2), np.arange(3), "y is numpy.ndarray of dtype int64"),
+        (torch.zeros(3, 2, dtype=torch.float64), torch.arange(3), "torch.float64 and shape (3, 2)"),
+    ],
+    ids=["numpy-x", "numpy-y", "float64-tensor"],
+)
+def test_task_data_names_what_it_was_given(x: object, y: object, message: str) -> None:
+    """A numpy float32 array is not refused as 'must be float32, got float32'."""
+    with pytest.raises(InvalidInputError) as e:
+        TaskData(x, y)  # type: ignore[arg-type]
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("x", [np.arange(6, dtype=np.uint8), np.ones(6), np.ones(6, np.float32)])
+def test_as_inputs_converts_numpy_and_torch_alike(x: np.ndarray) -> None:
+    """uint8 scaled by 1/255, floats to float32; the same bits from numpy and torch."""
+    want = torch.from_numpy(x.astype(np.float32) / (255.0 if x.dtype == np.uint8 else 1.0))
+    for value in (x, torch.from_numpy(x), x[::-1].copy()[::-1]):
+        got = as_inputs(value)
+        assert got.dtype == torch.float32 and torch.equal(got, want)
+
+
+def test_as_task_takes_pairs_of_arrays_or_tensors() -> None:
+    x, y = np.eye(4, dtype=np.float32), np.array([0, 1, 0, 1])
+    a, b = as_task((x, y)), as_task((torch.from_numpy(x), torch.from_numpy(y).int()))
+    assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and as_task(a) is a

@@ -11,6 +11,7 @@ from sparse_engine import recipe
 from sparse_engine.backbone import Backbone, BackboneSpec
 from sparse_engine.config import ProgressEvent, Retrain, TaskConfig
 from sparse_engine.data import TaskData
+from sparse_engine.mnist import Mnist, digits_task
 from sparse_engine.model import SparseCL
 from sparse_engine.recipe import Run
 from sparse_engine.saliency import density_schedule, keep_count
@@ -61,11 +62,8 @@ def test_gradients_never_reach_owned_positions() -> None:
     assert bool((grad[~owned] != 0).any())
 
 
-def test_retraining_anneals_the_learning_rate_and_dense_training_does_not(
-    three_tasks: list[TaskData], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    config = dataclasses.replace(FAST, epochs=1, retrain_epochs=2)
-    run = _run(SparseCL(TINY), three_tasks[0], config)
+def learning_rates(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The learning rate of every optimizer step from now on (the real optimizers, hooked)."""
     rates: list[float] = []
     make = recipe.make_optimizer
 
@@ -77,6 +75,15 @@ def test_retraining_anneals_the_learning_rate_and_dense_training_does_not(
         return optimizer
 
     monkeypatch.setattr(recipe, "make_optimizer", recording)
+    return rates
+
+
+def test_retraining_anneals_the_learning_rate_and_dense_training_does_not(
+    three_tasks: list[TaskData], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = dataclasses.replace(FAST, epochs=1, retrain_epochs=2)
+    run = _run(SparseCL(TINY), three_tasks[0], config)
+    rates = learning_rates(monkeypatch)
     run.prune_recipe()
     per_epoch = run.steps_per_epoch()
     assert len(rates) == 3 * per_epoch
@@ -197,3 +204,75 @@ def test_history_records_every_round_of_iterative_pruning(three_tasks: list[Task
     sizes = [layer.numel for layer in model.spec.layers]
     exact = [sum(keep_count(d, n) for n in sizes) / sum(sizes) for d in schedule]
     assert [h["density"] for h in rounds] == pytest.approx(exact, abs=1e-12)
+
+
+# ---- auto epochs (issue 17) -----------------------------------------------------------------
+def stops(events: list[ProgressEvent]) -> dict[str, ProgressEvent]:
+    """The event that ended each training phase, by phase."""
+    return {e.phase: e for e in events if e.stopped is not None}
+
+
+def test_auto_epochs_stop_on_a_plateau_and_say_why(
+    three_tasks: list[TaskData], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Digits 0 vs 1 are learned in an epoch or two: both phases stop on the plateau long
+    before max_epochs; retraining first cuts its lr LR_CUTS times, so it ends annealed."""
+    config = dataclasses.replace(
+        FAST, epochs="auto", retrain_epochs="auto", patience=2, max_epochs=40
+    )
+    rates = learning_rates(monkeypatch)
+    events: list[ProgressEvent] = []
+    model = SparseCL(TINY)
+    model.learn_task("t", three_tasks[0], config=config, progress=events.append)
+    ended = stops(events)
+    assert set(ended) == {"train", "retrain"}
+    assert all(e.stopped == "plateau" for e in ended.values())
+    train_epochs, retrain_epochs = (int(ended[p].extra["epochs"]) for p in ("train", "retrain"))
+    assert config.patience < train_epochs < config.max_epochs
+    assert (recipe.LR_CUTS + 1) * config.patience < retrain_epochs < config.max_epochs
+    epochs = [e.epoch for e in events if e.step == 0 and e.phase in ("train", "retrain")]
+    assert epochs == list(range(1, train_epochs + retrain_epochs + 1))
+    per_epoch = len(rates) // (train_epochs + retrain_epochs)
+    assert len(rates) == per_epoch * (train_epochs + retrain_epochs)
+    assert rates[: train_epochs * per_epoch] == [config.lr] * (train_epochs * per_epoch)
+    retrain_rates = rates[train_epochs * per_epoch :]
+    levels = [config.lr * recipe.LR_CUT**i for i in range(recipe.LR_CUTS + 1)]
+    assert sorted(set(retrain_rates), reverse=True) == pytest.approx(levels)
+    assert retrain_rates[-1] == pytest.approx(levels[-1])  # ended at the annealed rate
+    assert all(a >= b for a, b in itertools.pairwise(retrain_rates))
+
+
+def test_auto_retraining_commits_its_best_epoch_not_its_last(mnist: Mnist) -> None:
+    """Validation examples of other digits with labels drawn at random make the validation
+    accuracy wander: the task committed is the retraining iterate of the best epoch (latest
+    of equals), whatever the last epoch scored, k-WTA boost state included (its accuracy is
+    measured again on the committed task)."""
+    train = digits_task([0, 1], 300, mnist)
+    real = digits_task([0, 1], 400, mnist).subset(slice(300, 400))
+    others = digits_task(list(range(2, 10)), 200, mnist)
+    coin = torch.randint(0, 2, (len(others),), generator=torch.Generator().manual_seed(3))
+    val = TaskData(torch.cat([real.x, others.x]), torch.cat([real.y, coin]))
+    config = dataclasses.replace(FAST, epochs=1, retrain_epochs="auto", patience=3, max_epochs=15)
+    events: list[ProgressEvent] = []
+    model = SparseCL(TINY)
+    record = model.learn_task("t", train, val, config, events.append)
+    retrain = [e.accuracy for e in events if e.phase == "retrain" and e.step == 0]
+    end = stops(events)["retrain"]
+    kept = int(end.extra["kept_epoch"])
+    best = max(retrain)
+    assert retrain[-1] < best  # the data make the last epoch worse than the best one
+    assert kept == max(i for i, a in enumerate(retrain, 1) if a == best)
+    assert end.extra["kept_accuracy"] == best == record.val_accuracy
+    committed = model.reference_logits("t", val.x).argmax(1)
+    assert int((committed == val.y).sum()) / len(val) == best
+
+
+def test_fixed_epochs_run_exactly_their_count_and_say_so(three_tasks: list[TaskData]) -> None:
+    config = dataclasses.replace(FAST, epochs=2, retrain_epochs=3)
+    events: list[ProgressEvent] = []
+    SparseCL(TINY).learn_task("t", three_tasks[0], config=config, progress=events.append)
+    ended = stops(events)
+    assert {p: (e.stopped, e.extra["epochs"], e.extra["kept_epoch"]) for p, e in ended.items()} == {
+        "train": ("fixed", 2, 2),
+        "retrain": ("fixed", 3, 3),
+    }

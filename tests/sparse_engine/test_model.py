@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -335,3 +336,87 @@ def test_the_plan_of_an_unknown_task_is_refused(three_tasks: list[TaskData]) -> 
     with pytest.raises(UnknownTaskError, match="unknown task 'nope'"):
         model.plan("nope")
     assert model.engine.builds == 1
+
+
+@pytest.fixture(scope="module")
+def learned(three_tasks: list[TaskData]) -> SparseCL:
+    model = SparseCL(TINY)
+    model.learn_task("t1", three_tasks[0], config=FAST)
+    return model
+
+
+def test_numpy_and_torch_inputs_give_bit_identical_predictions(
+    learned: SparseCL, mnist: Mnist
+) -> None:
+    """uint8 (scaled by 1/255), float32, float64 and a non-contiguous view, each as a numpy
+    array and a torch tensor: the same logits to the bit, those of the float32 tensor."""
+    images = mnist.x_test[:40].reshape(40, -1)  # uint8
+    floats = (images / 255.0).astype(np.float32)
+    want = learned.logits("t1", torch.from_numpy(floats))
+    wide = np.zeros((40, 784 * 2), np.float32)
+    wide[:, ::2] = floats
+    variants = {
+        "uint8": images,
+        "float32": floats,
+        "float64": floats.astype(np.float64),
+        "non-contiguous": wide[:, ::2],
+    }
+    assert not variants["non-contiguous"].flags.c_contiguous
+    for name, array in variants.items():
+        for x in (array, torch.from_numpy(array)):
+            got = learned.logits("t1", x)
+            assert got.dtype == torch.float32
+            assert torch.equal(got, want), f"{name} {type(x).__name__}"
+            assert torch.equal(learned.predict("t1", x), learned.predict("t1", floats))
+    labels = learned.predict("t1", floats).numpy()
+    for y in (labels, torch.from_numpy(labels), labels.astype(np.int32)):
+        assert learned.accuracy("t1", (images, y)) == 1.0
+
+
+def test_learn_task_takes_numpy_and_torch_examples_alike(three_tasks: list[TaskData]) -> None:
+    data = three_tasks[0]
+    x, y = data.x.numpy(), data.y.numpy()
+    from_numpy = SparseCL(TINY)
+    from_numpy.learn_task("t", (x, y), config=FAST)
+    from_torch = SparseCL(TINY)
+    from_torch.learn_task("t", (data.x, data.y.to(torch.int32)), config=FAST)
+    assert torch.equal(from_numpy.logits("t", x), from_torch.logits("t", data.x))
+    assert torch.equal(from_numpy.logits("t", x), learned_on(data).logits("t", x))
+
+
+def learned_on(data: TaskData) -> SparseCL:
+    model = SparseCL(TINY)
+    model.learn_task("t", data, config=FAST)
+    return model
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (np.zeros((2, 784), np.int16), "got numpy.ndarray of dtype int16 and shape (2, 784)"),
+        (torch.zeros(2, 784, dtype=torch.bool), "got torch.Tensor of dtype torch.bool and shape"),
+        (np.zeros((2, 784), np.complex64), "got numpy.ndarray of dtype complex64 and shape"),
+        (np.zeros((2, 784), object), "got numpy.ndarray of dtype object and shape (2, 784)"),
+        (torch.zeros(2, 784, dtype=torch.bfloat16), "torch.Tensor of dtype torch.bfloat16"),
+        ([[0.0] * 784] * 2, "must be a numpy array or a torch tensor, got list"),
+        (np.zeros((2, 783), np.float32), "inputs of shape (2, 783) do not fit"),
+        (np.full((2, 784), np.nan), "NaN or Inf values (1568 of 1568 in a float32 array"),
+        (torch.full((2, 784), float("inf")), "NaN or Inf values (1568 of 1568 in a float32"),
+    ],
+    ids=[
+        "int16",
+        "torch-bool",
+        "complex",
+        "object",
+        "bfloat16",
+        "list",
+        "shape",
+        "numpy-nan",
+        "torch-inf",
+    ],
+)
+def test_refused_inputs_are_named_as_received(learned: SparseCL, x: Any, message: str) -> None:
+    """Never 'must be float32, got float32': the message names the type, dtype and shape."""
+    with pytest.raises(InvalidInputError) as e:
+        learned.predict("t1", x)
+    assert message in str(e.value)
