@@ -15,13 +15,16 @@ $(STAMP): pyproject.toml setup.py sparse_engine/native/forward.cpp
 
 install: $(STAMP)
 
-# The service end to end: server on the embedded MLflow store, driven over gRPC.
+# The service end to end: server on the embedded MLflow store, driven over gRPC. Each
+# training phase stops at a plateau (auto epochs) or after 3 epochs, so the demo takes
+# minutes; without --max-epochs a phase may run up to 30 (the library's default).
+DEMO_FLAGS ?= --max-epochs 3
 demo: $(STAMP)
-	$(VENV)/bin/python -m client.demo
+	$(VENV)/bin/python -m client.demo $(DEMO_FLAGS)
 
 # The same Split-MNIST run in-process, without the server.
 demo-local: $(STAMP)
-	$(VENV)/bin/sparsecl demo
+	$(VENV)/bin/sparsecl demo $(DEMO_FLAGS)
 
 # Regenerate the gRPC stubs in sparsecl/ from protos/ (a test fails when they are stale).
 protos: $(STAMP)
