@@ -17,21 +17,27 @@ from sparse_engine.errors import InvalidInputError
 ArrayLike = np.ndarray | Tensor
 
 
-def raw_inputs(value: ArrayLike, what: str = "x") -> np.ndarray:
-    """Model inputs as sent (no copy): uint8, or float32 checked finite."""
+def sent(value: ArrayLike, what: str = "x") -> np.ndarray:
+    """Model inputs as sent (no copy, not yet checked finite): uint8 or float32."""
     array = to_numpy(value)
     if array.dtype != np.float32 and array.dtype != np.uint8:
         raise InvalidInputError(
             f"{what} must be float32 or uint8 (scaled by 1/255), got {describe(value)}"
         )
+    return array
+
+
+def raw_inputs(value: ArrayLike, what: str = "x") -> np.ndarray:
+    """Model inputs as sent (no copy): uint8, or float32 checked finite."""
+    array = sent(value, what)
     check_finite(array, what)
     return array
 
 
 def batch(value: ArrayLike, what: str = "x") -> Tensor:
     """A batch of model inputs, N × features with N >= 1, as float32 (``as_inputs``: a
-    writable copy of a message's bytes, uint8 scaled by 1/255)."""
-    array = raw_inputs(value, what)
+    writable copy of a message's bytes, uint8 scaled by 1/255, checked finite once)."""
+    array = sent(value, what)
     if array.ndim < 2 or array.shape[0] == 0:
         raise InvalidInputError(
             f"{what} of shape {list(array.shape)} holds no batch: send N × features with N >= 1"

@@ -166,7 +166,9 @@ class Backbone(nn.Module):
 
     @property
     def weights(self) -> list[Tensor]:
-        return [getattr(self, f"weight{i}") for i in range(len(self.spec.layers))]
+        # from _buffers, not getattr: Module.__getattr__'s fallback was ~2 % of a served
+        # one-example Predict; _buffers stays right when .to() replaces the tensors
+        return [self._buffers[f"weight{i}"] for i in range(len(self.spec.layers))]  # type: ignore[misc]
 
     @torch.no_grad()
     def reinit_free(self, free: Sequence[Tensor], generator: torch.Generator) -> None:

@@ -93,9 +93,17 @@ def as_inputs(x: Any, what: str = "x") -> Tensor:
     """Inputs as a float32 tensor, from a numpy array or torch tensor: uint8 values are
     scaled by 1/255, floats converted to float32, NaN/Inf refused; the one conversion of the
     library's entry points and the server's (errors name what was received)."""
-    # a float32 tensor is read as a view: no copy on the latency path
-    fast = isinstance(x, Tensor) and x.dtype == torch.float32 and x.device.type == "cpu"
-    array = x.detach().numpy() if fast and x.is_contiguous() else arrays.inputs(x, what)
+    if (
+        isinstance(x, Tensor)
+        and x.dtype == torch.float32
+        and x.is_cpu
+        and not x.requires_grad
+        and x.is_contiguous()
+    ):  # the latency path (the server's Predict, checked again by SparseCL.logits): no copy,
+        # and no torch op (each costs microseconds; x.device.type alone builds a string)
+        arrays.check_finite(x.numpy(), what)
+        return x
+    array = arrays.inputs(x, what)
     arrays.check_finite(array, what)
     if array.dtype == np.uint8:
         return torch.from_numpy(array.astype(np.float32) / 255.0)

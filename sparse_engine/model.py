@@ -60,7 +60,7 @@ def all_finite(t: Tensor) -> bool:
     """Whether no value of ``t`` is NaN or Inf. On the CPU numpy's one-thread pass: torch
     splits a 64 × 784 batch over its intra-op threads, which under concurrent Predict calls
     cost the server as much CPU as the engine's forward itself (py-spy, 2026-11-30)."""
-    if t.device.type == "cpu" and not t.requires_grad:
+    if t.is_cpu and not t.requires_grad:
         return bool(np.isfinite(t.numpy()).all())
     return bool(torch.isfinite(t).all())
 
