@@ -338,10 +338,10 @@ class DataPlane:
         return await asyncio.to_thread(self._compute, task, x)
 
     def _compute(self, task: str, x: ArrayLike) -> Prediction:
-        batch = inputs.batch(x, "x")
+        batch = inputs.batch_array(x, "x")
         check_batch(len(batch), self.config)
         classes = self.model.task(task).classes
-        logits = self.model.logits(task, batch)
+        logits = self.model.logits(task, batch)  # converts and checks the values, once
         scores = logits.numpy()
         labels = np.asarray(classes, dtype=np.int64)[scores.argmax(1)]
         return Prediction(scores, labels, tuple(classes))

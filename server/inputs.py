@@ -34,15 +34,21 @@ def raw_inputs(value: ArrayLike, what: str = "x") -> np.ndarray:
     return array
 
 
-def batch(value: ArrayLike, what: str = "x") -> Tensor:
-    """A batch of model inputs, N × features with N >= 1, as float32 (``as_inputs``: a
-    writable copy of a message's bytes, uint8 scaled by 1/255, checked finite once)."""
+def batch_array(value: ArrayLike, what: str = "x") -> np.ndarray:
+    """A batch of model inputs as sent (no copy; converted and checked finite by whoever
+    takes it, ``as_inputs``): uint8 or float32, N × features with N >= 1."""
     array = sent(value, what)
     if array.ndim < 2 or array.shape[0] == 0:
         raise InvalidInputError(
             f"{what} of shape {list(array.shape)} holds no batch: send N × features with N >= 1"
         )
-    return as_inputs(array, what)
+    return array
+
+
+def batch(value: ArrayLike, what: str = "x") -> Tensor:
+    """A batch of model inputs as float32 (``as_inputs``: a writable copy of a message's
+    bytes, uint8 scaled by 1/255, checked finite)."""
+    return as_inputs(batch_array(value, what), what)
 
 
 def labels(value: ArrayLike, what: str = "y") -> Tensor:
