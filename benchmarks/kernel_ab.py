@@ -20,6 +20,7 @@ import torch
 
 from sparse_engine import native
 from sparse_engine.backbone import Backbone, BackboneSpec
+from sparse_engine.mnist import load_mnist
 from sparse_engine.plan import compile_task
 from sparse_engine.synthetic import synthetic_task
 
@@ -32,18 +33,29 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=2048)
     parser.add_argument("--pairs", nargs="*", type=float, default=[0.05, 0.05, 0.1, 0.1, 0.2, 0.2])
     parser.add_argument("--batches", nargs="*", type=int, default=[1, 16, 256])
+    parser.add_argument("--depth", type=int, default=3, help="hidden layers of --width units")
+    parser.add_argument(
+        "--inputs", choices=("randn", "mnist"), default="randn", help="MNIST: test images"
+    )
     args = parser.parse_args()
     libs = [ctypes.CDLL(path) for path in args.builds]
     for lib in libs:
         for name in ("sparsecl_forward", "sparsecl_forward_rows"):
             getattr(lib, name).argtypes = [ctypes.c_void_p, ctypes.c_void_p] + [ctypes.c_int64] * 4
-    spec = BackboneSpec.parse(f"mlp:784-{args.width}-{args.width}-{args.width}")
+    spec = BackboneSpec.parse("mlp:784" + f"-{args.width}" * args.depth)
+    images = None
+    if args.inputs == "mnist":  # as the library converts uint8 images: scaled by 1/255
+        images = load_mnist().x_test.reshape(-1, 784).astype(np.float32) / np.float32(255)
     backbone = Backbone(spec, seed=0)
     for d_w, d_a in zip(args.pairs[::2], args.pairs[1::2], strict=True):
         plan = compile_task(spec, backbone.weights, synthetic_task(backbone, "ab", d_w, d_a, 1))
         header = native.header(plan)[1]
         for n in args.batches:
-            x = torch.randn(n, 784, generator=torch.Generator().manual_seed(0)).numpy()
+            x = (
+                torch.randn(n, 784, generator=torch.Generator().manual_seed(0)).numpy()
+                if images is None
+                else np.ascontiguousarray(images[:n])
+            )
             outs = [np.empty((n, plan.head_bias.shape[0]), np.float32) for _ in libs]
             name = "sparsecl_forward_rows" if n < 3 else "sparsecl_forward"
             calls = 100 if n < 256 else 10

@@ -283,14 +283,19 @@ def test_without_the_kernel_the_engine_warns_once_and_runs_torch(
 def test_kth_largest_is_exact_with_ties(n: int) -> None:
     """The kernel's k-WTA on values given as pre-activations (identity weights, zero
     biases, no boosting, identity head): exactly the k largest, ties to the lowest units,
-    one sample at a time and in vector lanes."""
+    one sample at a time and in vector lanes; also where most values share the upper half
+    of their order key (the selection's second stage) and among signed zeros."""
     g = torch.Generator().manual_seed(n)
     spec = BackboneSpec.parse(f"mlp:{n}-{n}")
     weights = [torch.eye(n)]
-    for ties in (False, True):
+    for ties in ("none", "rounded", "close", "signed zeros"):
         values = torch.randn(5, n, generator=g)
-        if ties:
+        if ties == "rounded":
             values = (3 * values).round()
+        elif ties == "close":  # most values share their upper 16 bits, some are equal
+            values = 1 + torch.randint(0, max(2, n // 3), (5, n), generator=g) * 2.0**-23
+        elif ties == "signed zeros":  # -0 and +0 are equal: ties among them
+            values = torch.where(values.abs() < 0.5, torch.copysign(torch.zeros(()), values), values)
         for k in sorted({1, max(1, n // 10), max(1, n // 4), n}):
             task = synthetic_task(Backbone(spec, seed=0), f"kth-{k}", 1.0, k, boost_strength=0.0)
             task = dataclasses.replace(
@@ -313,6 +318,24 @@ def test_kth_largest_is_exact_with_ties(n: int) -> None:
                     keep = torch.tensor(sorted(winners + ties_won.tolist()), dtype=torch.long)
                     want[keep] = v[keep]
                     assert torch.equal(row, want), (n, k, ties, batch)
+
+
+@pytest.mark.parametrize("units", [40_000, 600_000])
+def test_k_wta_over_more_units_than_a_16_bit_count_block_matches_the_reference(
+    units: int,
+) -> None:
+    """The selection counts in 16-bit blocks of 32768 units (vector lanes) or of 32768
+    vectors of units (one sample at a time); past those sizes it still picks the
+    reference's winners (one winner swapped moves a logit by ~1e-3, float noise ~1e-6)."""
+    spec = BackboneSpec.parse(f"mlp:8-{units}")
+    bb = Backbone(spec, seed=0)
+    task = synthetic_task(bb, "wide-kwta", 1.0, 0.9, classes=3, boost_strength=0.0, seed=13)
+    engine = InferenceEngine(spec, EngineSettings(backend="native"))
+    reference = TaskNet(spec, bb.weights, task)
+    x = torch.randn(17, 8, generator=torch.Generator().manual_seed(units))
+    for batch in (1, 17):  # one sample at a time; vector lanes
+        got, want = engine.logits(task, bb.weights, x[:batch]), reference(x[:batch])
+        assert torch.allclose(got, want, rtol=0, atol=1e-4), batch
 
 
 def test_plan_memory_is_within_one_and_a_half_csr_of_the_nonzeros() -> None:
