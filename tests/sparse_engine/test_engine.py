@@ -295,7 +295,9 @@ def test_kth_largest_is_exact_with_ties(n: int) -> None:
         elif ties == "close":  # most values share their upper 16 bits, some are equal
             values = 1 + torch.randint(0, max(2, n // 3), (5, n), generator=g) * 2.0**-23
         elif ties == "signed zeros":  # -0 and +0 are equal: ties among them
-            values = torch.where(values.abs() < 0.5, torch.copysign(torch.zeros(()), values), values)
+            values = torch.where(
+                values.abs() < 0.5, torch.copysign(torch.zeros(()), values), values
+            )
         for k in sorted({1, max(1, n // 10), max(1, n // 4), n}):
             task = synthetic_task(Backbone(spec, seed=0), f"kth-{k}", 1.0, k, boost_strength=0.0)
             task = dataclasses.replace(
