@@ -287,6 +287,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     tasks = client_command("tasks", "list the tasks")
     tasks.add_argument("--json", action="store_true", help="machine-readable output")
 
+    delete = client_command(
+        "delete", "delete a committed task (no longer served; its MLflow run is kept)"
+    )
+    delete.add_argument("name")
+
     evaluate = client_command("evaluate", "accuracy of one task, or of all, on labelled data")
     evaluate.add_argument("name", nargs="?", default=None)
     evaluate.add_argument("--data", type=Path, required=True, help=".npz with x and y")
@@ -446,6 +451,19 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _delete(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        result = client.delete_task(args.name)
+    info = result.task
+    print(
+        f"task {info.name!r} deleted: id {info.id}, {sum(result.freed_weights)} weights freed, "
+        f"{sum(result.retired_weights)} kept frozen for the tasks reading them, MLflow run "
+        f"{info.mlflow_run_id} kept (model {info.model_name} v{info.model_version}, tagged "
+        "deleted)"
+    )
+    return 0
+
+
 def _tasks(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -590,6 +608,7 @@ COMMANDS = {
     "add-task": _add_task,
     "predict": _predict,
     "tasks": _tasks,
+    "delete": _delete,
     "evaluate": _evaluate,
     "analyze": _analyze,
     "demo": _demo,

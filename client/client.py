@@ -92,8 +92,9 @@ class Progress:
 
 @dataclass(frozen=True)
 class TaskInfo:
-    """A task as the server reports it (state committed, queued, training, failed, or
-    damaged: quarantined because its stored artifact or tags are broken, reason in error)."""
+    """A task as the server reports it (state committed, queued, training, failed, damaged:
+    quarantined because its stored artifact or tags are broken, reason in error, or deleted:
+    no longer served, its MLflow run and registered version kept)."""
 
     name: str
     state: str
@@ -123,6 +124,16 @@ class TaskInfo:
             created=created if m.created_unix_ms else None,
             hyper_parameters=hyper.values(m.hyper_parameters),
         )
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """A deleted task (state deleted) and what its delete did to the backbone, per layer."""
+
+    task: TaskInfo
+    freed_weights: tuple[int, ...]  # back in the free pool
+    retired_weights: tuple[int, ...]  # its own, read by remaining tasks: kept frozen
+    free_capacity: tuple[float, ...]  # after the delete
 
 
 @dataclass(frozen=True)
@@ -452,6 +463,12 @@ class Client:
 
     def task(self, name: str) -> TaskInfo:
         return TaskInfo.from_proto(self._call(self._stub.GetTask, pb.GetTaskRequest(name=name)))
+
+    def delete_task(self, name: str) -> Deletion:
+        """Delete the committed task ``name``: no longer served, its weights that no
+        remaining task reads freed; the name may then be used again."""
+        m = self._call(self._stub.DeleteTask, pb.DeleteTaskRequest(name=name))
+        return _record(Deletion, m, task=TaskInfo.from_proto(m.task))
 
     def backbone(self) -> BackboneInfo:
         m = self._call(self._stub.GetBackbone, pb.GetBackboneRequest())

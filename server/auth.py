@@ -4,7 +4,7 @@ Token file: one token per line, ``SCOPES TOKEN``, where SCOPES is ``read``, ``wr
 ``read,write``; blank lines and lines starting with ``#`` are ignored. Only SHA-256
 digests of the tokens are kept in memory, compared with ``hmac.compare_digest``; a token
 is never logged. Health checks and reflection stay open; every ContinualLearner method
-needs a token: AddTask and Analyze the ``write`` scope, every other method ``read``; so
+needs a token: AddTask, DeleteTask and Analyze the ``write`` scope, every other method ``read``; so
 does every method of the Open Inference Protocol's service (``read``) but its probes
 ServerLive and ServerReady.
 Analyze needs ``write`` because it writes MLflow runs and trains a dense comparison
@@ -40,6 +40,7 @@ METHOD_SCOPES: dict[str, str] = {
     "Evaluate": "read",
     "AddTask": "write",
     "Analyze": "write",
+    "DeleteTask": "write",
 }
 # The Open Inference Protocol's service: every method reads (inference, metadata), and
 # ServerLive and ServerReady stay open for probes, as health checking does.

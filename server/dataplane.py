@@ -15,7 +15,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from sparse_engine.data import TaskData
 from sparse_engine.engine import EngineInfo
 from sparse_engine.errors import InvalidInputError, TaskExistsError, UnknownTaskError, brief
 from sparse_engine.model import SparseCL, check_name
-from sparse_engine.task import TaskRecord
+from sparse_engine.task import TaskDeletion, TaskRecord
 
 from . import inputs, plots
 from .config import ServerConfig
@@ -59,7 +59,8 @@ PARAMETERS = {
 
 @dataclass(frozen=True)
 class TaskView:
-    """One task as the server knows it: committed, queued, training, failed or damaged."""
+    """One task as the server knows it: committed, queued, training, failed, damaged or
+    deleted."""
 
     name: str
     state: str
@@ -72,6 +73,14 @@ class TaskView:
     created_ms: int = 0
     error: str = ""  # why the task failed or is damaged
     plan_bytes: int = 0  # a committed task's inference plan
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """A task just deleted: as it is listed now, and what its delete did to the backbone."""
+
+    task: TaskView
+    deletion: TaskDeletion
 
 
 @dataclass(frozen=True)
@@ -159,6 +168,8 @@ class DataPlane:
         self.stored: dict[str, CommittedTask] = {t.state.name: t for t in rebuilt.committed}
         self.failed = {f.name: f for f in rebuilt.failed}
         self.damaged = {d.name: d for d in rebuilt.damaged}  # listed, never served
+        # the latest deleted task of each name, listed while no other task holds the name
+        self.deleted = {t.state.name: t for t in rebuilt.deleted}
         self.trainer = Trainer(
             model, store, self.lock, config.max_queue, self._committed, config.max_train_seconds
         )
@@ -191,6 +202,7 @@ class DataPlane:
         """Called by the trainer under the lock right after a task went live."""
         self.stored[task.state.name] = task
         self.failed.pop(task.state.name, None)
+        self.deleted.pop(task.state.name, None)
         try:
             self.describe_backbone()
         except StoreUnavailableError:
@@ -207,6 +219,8 @@ class DataPlane:
             views += [job_view(j) for j in jobs]
             seen = {j.name for j in jobs}
             views += [stored_view(f) for f in self.failed.values() if f.name not in seen]
+            seen |= set(self.failed) | set(self.model.tasks) | set(self.damaged)
+            views += [deleted_view(t) for t in self.deleted.values() if t.state.name not in seen]
         return views
 
     def knows(self, name: str) -> bool:
@@ -217,6 +231,7 @@ class DataPlane:
                 or name in self.trainer.jobs
                 or name in self.damaged
                 or name in self.failed
+                or name in self.deleted
             )
 
     def task(self, name: str) -> TaskView:
@@ -232,6 +247,8 @@ class DataPlane:
                 return stored_view(self.damaged[name])
             if name in self.failed:
                 return stored_view(self.failed[name])
+            if name in self.deleted:
+                return deleted_view(self.deleted[name])
             self.model.task(name)  # raises UnknownTaskError naming the known tasks
             raise AssertionError("unreachable")
 
@@ -273,7 +290,7 @@ class DataPlane:
     def models(self) -> list[TaskView]:
         """The tasks that are models of the Open Inference Protocol: all but failed ones
         (committed ones are ready; queued, training and damaged ones are not)."""
-        return [view for view in self.tasks() if view.state != "failed"]
+        return [view for view in self.tasks() if view.state not in ("failed", "deleted")]
 
     def inference_model(self, name: str, version: str = "") -> InferenceModel:
         """The committed task ``name`` as a model, at ``version`` ("" = the latest, the one
@@ -283,6 +300,8 @@ class DataPlane:
         view = self.task(name)
         if view.state == "failed":
             raise UnknownTaskError(f"unknown model {name!r}: its task failed ({view.error})")
+        if view.state == "deleted":
+            raise UnknownTaskError(f"unknown model {name!r}: its task was deleted")
         if view.record is None:
             detail = f": {view.error}" if view.error else "; infer once it is committed"
             raise NotReadyError(f"model {name!r} is not ready: its task is {view.state}{detail}")
@@ -310,6 +329,8 @@ class DataPlane:
         view = self.task(name)
         if view.state == "committed":  # it was committed since the line above
             return
+        if view.state == "deleted":
+            raise UnknownTaskError(f"task {name!r} was deleted (no longer served)")
         detail = f": {view.error}" if view.error else "; predict once it is committed"
         raise NotReadyError(f"task {name!r} is {view.state}{detail}")
 
@@ -493,6 +514,72 @@ class DataPlane:
 
         return call, params
 
+    # ---- deleting ---------------------------------------------------------------------------
+    async def delete(self, name: str) -> Deletion:
+        """Delete the committed task ``name`` (DeleteTask): stored first (store.delete, the
+        delete point), then no longer served; its weights that no remaining task reads go
+        back to the free pool. UnknownTaskError for a name not committed (or deleted),
+        NotReadyError while it is queued or training, while any task trains (a delete
+        changes the free weights it learns from) or while the store holds damaged tasks."""
+        self._require_writer("DeleteTask")
+        check_name(name)
+        deletion = await asyncio.to_thread(self._delete, name)
+        try:
+            self.describe_backbone()
+        except StoreUnavailableError:
+            log.warning("could not update the backbone's registered model")
+        return deletion
+
+    def _delete(self, name: str) -> Deletion:
+        with self.lock:  # held throughout: no job starts training meanwhile (jobs.py)
+            job = self.trainer.jobs.get(name)
+            if name not in self.model.tasks:
+                if job is not None and job.state in ("queued", "training"):
+                    raise NotReadyError(
+                        f"task {name!r} is {job.state}: it can be deleted once committed "
+                        "(cancel its AddTask to drop it now)"
+                    )
+                if name in self.deleted:
+                    raise UnknownTaskError(f"task {name!r} is already deleted")
+                if name in self.damaged:
+                    raise NotReadyError(
+                        f"task {name!r} is damaged: repair it first (see `sparsecl store check`)"
+                    )
+                self.task(name)  # UnknownTaskError, or a failed task:
+                raise UnknownTaskError(f"task {name!r} is not committed: nothing to delete")
+            if self.damaged:  # freeing weights a damaged task reads would lose it for good
+                raise NotReadyError(
+                    f"the store holds damaged task(s) {', '.join(sorted(self.damaged))}: no "
+                    "task can be deleted until they are repaired (see `sparsecl store check`)"
+                )
+            training = [j.name for j in self.trainer.active() if j.state == "training"]
+            if training:
+                raise NotReadyError(
+                    f"task {training[0]!r} is training: delete {name!r} once it is committed "
+                    "or failed (a delete changes the free weights a task learns from)"
+                )
+            stored = self.stored[name]
+            position = self.model.last_id
+            self.store.delete(stored, position)  # the delete point; raises: nothing changed
+            deletion = self.forget(replace(stored, deleted_after=position))
+            log.info(
+                "deleted task %r (id %d): %d weights freed, %d kept for the tasks reading them",
+                name,
+                deletion.id,
+                sum(deletion.freed),
+                sum(deletion.retired),
+            )
+            return Deletion(deleted_view(self.deleted[name]), deletion)
+
+    def forget(self, task: CommittedTask) -> TaskDeletion:
+        """Stop serving a task the store holds as deleted (its delete, or a replica following
+        the trainer's): the model frees its unread weights, the task is listed deleted."""
+        with self.lock:
+            deletion = self.model.delete_task(task.state.name)
+            self.stored.pop(task.state.name, None)
+            self.deleted[task.state.name] = task
+        return deletion
+
     # ---- learning ---------------------------------------------------------------------------
     async def learn(
         self, upload: AsyncIterator[Header | Chunk]
@@ -634,6 +721,20 @@ def stored_view(task: FailedTask | DamagedTask) -> TaskView:
         run_id=task.run_id,
         created_ms=task.created_ms,
         error=task.error,
+    )
+
+
+def deleted_view(task: CommittedTask) -> TaskView:
+    """A deleted task: its id, run and registered version are kept for its history."""
+    return TaskView(
+        task.state.name,
+        "deleted",
+        task.state.record.id,
+        config=task.state.config,
+        run_id=task.run_id,
+        model_name=task.model_name,
+        model_version=task.model_version,
+        created_ms=task.created_ms,
     )
 
 

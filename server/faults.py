@@ -5,7 +5,10 @@ event of that phase); in the commit (server/store.py): ``artifacts-uploaded`` (t
 files are in MLflow, their sha256 tag is not), ``artifacts-written`` (the sha256 tag is
 written, the commit tag is not), ``committed`` (the commit tag is written, the registry
 entry and memory are not), ``registered`` (the task's registered model exists, its version
-does not) and ``model-version`` (the version exists, the run's tag naming it does not).
+does not) and ``model-version`` (the version exists, the run's tag naming it does not);
+in a delete (DeleteTask, TASK the task deleted): ``delete-marked`` (its place in the replay
+is tagged, the delete point is not), ``deleted`` (right after the delete point) and
+``unregistered`` (its registry version is tagged deleted, the run's tag saying so is not).
 Unset, it does nothing.
 """
 

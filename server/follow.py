@@ -8,6 +8,11 @@ another, so a task appears at most ``poll_seconds`` plus one artifact download a
 AddTask returned. A task the replica cannot read (its artifact missing or corrupt) holds
 back the ids after it, which a replay could not place; the replica logs why and keeps
 serving what it has, and so does it while the store is unreachable.
+
+A task the trainer deleted (its run tagged ``sparsecl.state=deleted`` after id P) is
+deleted here at the same place in the replay, right after id P, as a start does
+(storecheck.py): so the replica frees the same weights and keeps serving bit for bit. The
+trainer deletes nothing while a task trains, so a delete is stored before any later id.
 """
 
 from __future__ import annotations
@@ -49,19 +54,39 @@ class Follower:
             names = ", ".join(sorted(plane.damaged))
             return Followed((), f"damaged task(s) {names}: restart the replica once repaired")
         with plane.lock:
-            next_id = len(plane.model.tasks) + 1
+            last, retired = plane.model.last_id, set(plane.model.retired)
+        deletes: dict[int, list[int]] = {}  # task ids to delete, by the id after which
+        for task_id, r in runs.items():
+            position = store.deleted_after(r)
+            if position and task_id not in retired:
+                deletes.setdefault(position, []).append(task_id)
+        if any(position < last for position in deletes):
+            return Followed((), "a task was deleted before ids this replica served: restart it")
         added: list[str] = []
-        for task_id in sorted(i for i in runs if i >= next_id):
-            if task_id != next_id:
-                return Followed(tuple(added), f"task id {next_id} is not committed yet")
-            task = store.read(runs[task_id], task_id)
+        while True:
+            for task_id in deletes.pop(last, []):
+                self._delete(task_id, store.deleted_after(runs[task_id]))
+            if last + 1 not in runs:
+                break
+            task = store.read(runs[last + 1], last + 1)
             if isinstance(task, DamagedTask):
                 return Followed(tuple(added), task.error)
             self._replay(task)
-            added.append(task.state.name)
-            next_id += 1
+            if not task.deleted_after:
+                added.append(task.state.name)
+            last += 1
+        if any(i > last for i in runs):
+            return Followed(tuple(added), f"task id {last + 1} is not committed yet")
         self._refresh_versions(runs)
         return Followed(tuple(added))
+
+    def _delete(self, task_id: int, position: int) -> None:
+        """Delete a replayed task the trainer deleted after id ``position``."""
+        plane = self.plane
+        with plane.lock:
+            stored = next(t for t in plane.stored.values() if t.state.record.id == task_id)
+            plane.forget(replace(stored, deleted_after=position))
+        log.info("task %r deleted by the trainer is no longer served", stored.state.name)
 
     def _replay(self, task: CommittedTask) -> None:
         """Commit a stored task into the served model and compile its plan."""

@@ -229,7 +229,7 @@ class Trainer:
             job.listener(event)
 
         try:
-            task_id = len(self.model.tasks) + 1
+            task_id = self.model.next_id
             examples = {"train_examples": job.train_examples, "val_examples": job.val_examples}
             job.run_id, created = self.store.start(
                 job.name, task_id, job.config, str(self.model.spec), examples

@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from .dataplane import DataPlane
 
-STATES = ("queued", "training", "committed", "failed", "damaged")
+STATES = ("queued", "training", "committed", "failed", "damaged", "deleted")
 # latency buckets (seconds): a one-sample Predict takes well under a millisecond
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60)
 

@@ -189,6 +189,18 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
         return messages.analyze_response(report.table, report.run_id)
 
     @answered
+    async def DeleteTask(
+        self, request: pb.DeleteTaskRequest, context: Context
+    ) -> pb.DeleteTaskResponse:
+        result = await self.plane.delete(request.name)
+        return pb.DeleteTaskResponse(
+            task=task_info(result.task),
+            freed_weights=list(result.deletion.freed),
+            retired_weights=list(result.deletion.retired),
+            free_capacity=list(result.deletion.free_capacity),
+        )
+
+    @answered
     async def AddTask(
         self, request_iterator: AsyncIterator[pb.AddTaskRequest], context: Context
     ) -> AsyncIterator[pb.AddTaskEvent]:
@@ -222,6 +234,8 @@ def task_info(view: TaskView) -> pb.TaskInfo:
         state=f"TASK_STATE_{view.state.upper()}",
         id=view.id,
         mlflow_run_id=view.run_id,
+        model_name=view.model_name,
+        model_version=view.model_version,
         created_unix_ms=view.created_ms,
         error=view.error,
         hyper_parameters=messages.hyper_parameters(view.config) if view.config else None,

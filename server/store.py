@@ -9,11 +9,18 @@ Commit protocol (so SIGKILL at any moment leaves no half-committed task):
    then one write sets ``sparsecl.state=committed`` — the commit point; then the registry
    entry and the run's FINISHED status follow (both repaired on the next start if the
    server dies between).
-3. ``load`` (on start): committed runs are read back and checked, any other run of a task
-   is marked failed; ``server.storecheck.rebuild`` replays them in task-id order. A
-   committed run that cannot be served as stored (artifact missing or corrupt, tags that
-   contradict the store) is *damaged*: quarantined, listed, never served, never marked
-   failed — the other tasks keep serving.
+3. ``delete`` (DeleteTask): the run first gets ``sparsecl.deleted_after=P`` (P: the last
+   task id committed then; alone it changes nothing), then one write sets
+   ``sparsecl.state=deleted`` — the delete point; then the registry's version is tagged
+   deleted and loses its aliases (repaired on the next start if the server dies between).
+   The run, its artifacts and its registered version are kept, so its history stays
+   browsable; its id is never reused.
+4. ``load`` (on start): committed (and deleted) runs are read back and checked, any other
+   run of a task is marked failed; ``server.storecheck.rebuild`` replays them in task-id
+   order, each delete right after the commit of its id P (so the free set every later task
+   was learned against is rebuilt exactly). A committed run that cannot be served as
+   stored (artifact missing or corrupt, tags that contradict the store) is *damaged*:
+   quarantined, listed, never served, never marked failed — the other tasks keep serving.
 
 The backbone's spec and seed are experiment tags, written once when the store is created.
 An embedded store adopts a moved or copied data dir when it is opened (server/datadir.py).
@@ -58,7 +65,9 @@ BACKBONE_TAG, SEED_TAG = "sparsecl.backbone", "sparsecl.seed"
 # MLflow 3's UI shows an experiment by its kind: model training, not the GenAI views
 KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 ANALYSIS_TAG, PARENT_TAG = "sparsecl.analysis", "mlflow.parentRunId"
-TRAINING, COMMITTED, FAILED = "training", "committed", "failed"
+TRAINING, COMMITTED, FAILED, DELETED = "training", "committed", "failed", "deleted"
+DELETED_AFTER = "sparsecl.deleted_after"  # a deleted task's place in the replay: after id P
+UNREGISTERED = "sparsecl.unregistered"  # set once a deleted task's registry entry says so
 STATE_ARTIFACT = "task/state.safetensors"
 INTERRUPTED = "interrupted: the server stopped while this task was training"
 RESTORE = ": put the file back from a backup, or restore the data dir (sparsecl restore)"
@@ -88,6 +97,7 @@ class CommittedTask:
     model_version: str
     created_ms: int
     mlflow_model: bool = True  # its task/ is an MLflow model (server/pyfunc.py)
+    deleted_after: int = 0  # deleted, replayed right after the commit of this id; 0 = served
 
 
 @dataclass(frozen=True)
@@ -439,6 +449,7 @@ class TaskStore:
             "accuracy": f"{record.val_accuracy:.4f}",
             "capacity_used": f"{1 - self.spec.overall(record.free_capacity):.4f}",
             "weights_owned": str(record.weights_owned),
+            "state": COMMITTED,
         }
         try:
             try:
@@ -470,6 +481,41 @@ class TaskStore:
     def _finish(self, run_id: str) -> None:
         with contextlib.suppress(Exception):  # repaired on the next start
             self.client.set_terminated(run_id, "FINISHED")
+
+    def delete(self, task: CommittedTask, position: int) -> None:
+        """Mark a committed task deleted (see the module docstring): ``position`` is the last
+        task id committed now, after which a replay deletes it. StoreUnavailableError (or
+        WriterConflictError) before the delete point changes nothing."""
+        run_id, name = task.run_id, task.state.name
+
+        def write() -> None:
+            self.client.set_tag(run_id, DELETED_AFTER, str(position))
+            crash_point("delete-marked", name)
+            if self.fence is not None:
+                self.fence()
+            self.client.set_tag(run_id, STATE, DELETED)  # the delete point
+            crash_point("deleted", name)
+
+        self._call("delete the task", write)
+        self._unregister(run_id, task.model_name, task.model_version)
+
+    def _unregister(self, run_id: str, model_name: str, version: str) -> None:
+        """Tag a deleted task's registered version (and its model, unless a later version
+        serves the name again) deleted and remove its aliases; best effort, the next start
+        repairs it."""
+        try:
+            if version:
+                mv = self.client.get_model_version(model_name, version)
+                for alias in mv.aliases:
+                    self.client.delete_registered_model_alias(model_name, alias)
+                self.client.set_model_version_tag(model_name, version, "state", DELETED)
+                versions = self.client.search_model_versions(f"name='{model_name}'")
+                if max(int(v.version) for v in versions) == int(version):
+                    self.client.set_registered_model_tag(model_name, "state", DELETED)
+            crash_point("unregistered", model_name.removeprefix(f"{self.experiment}."))
+            self.client.set_tag(run_id, UNREGISTERED, "1")
+        except Exception:  # the delete already happened; the next start repairs the registry
+            pass
 
     def fail(self, run_id: str, error: str) -> None:
         """Mark a task's run failed (best effort: ``load`` does it on the next start anyway)."""
@@ -566,7 +612,7 @@ class TaskStore:
             failed: list[FailedTask] = []
             for r in self._runs():
                 tags = r.data.tags
-                if tags.get(STATE) != COMMITTED and VERSION not in tags:
+                if tags.get(STATE) not in (COMMITTED, DELETED) and VERSION not in tags:
                     error = tags.get(ERROR, INTERRUPTED)
                     if repair and (tags.get(STATE) != FAILED or r.info.status == "RUNNING"):
                         self.fail(r.info.run_id, error)
@@ -601,7 +647,8 @@ class TaskStore:
                         committed.append(task)
                     else:
                         damaged.append(task)
-            taken = {t.state.name for t in committed} | {d.name for d in damaged}
+            taken = {t.state.name for t in committed if not t.deleted_after}
+            taken |= {d.name for d in damaged}
             latest: dict[str, FailedTask] = {}
             for f in sorted(failed, key=lambda f: f.created_ms):
                 if f.name not in taken:
@@ -611,14 +658,15 @@ class TaskStore:
         return self._call("load the tasks", run)
 
     def committed_runs(self) -> dict[int, Any]:
-        """The runs of committed tasks by task id, from one search (no artifact is read): what
-        an inference replica polls. An id two runs claim is left out (it is damaged)."""
+        """The runs of committed (and since deleted) tasks by task id, from one search (no
+        artifact is read): what an inference replica polls. An id two runs claim is left
+        out (it is damaged)."""
 
         def run() -> dict[int, Any]:
             claims: dict[int, list[Any]] = {}
-            for r in self._runs(f"tags.`{STATE}` = '{COMMITTED}'"):
+            for r in self._runs():
                 task_id = r.data.tags.get(TASK_ID, "")
-                if task_id.isdigit():
+                if r.data.tags.get(STATE) in (COMMITTED, DELETED) and task_id.isdigit():
                     claims.setdefault(int(task_id), []).append(r)
             return {i: runs[0] for i, runs in claims.items() if len(runs) == 1}
 
@@ -628,6 +676,13 @@ class TaskStore:
         """A committed run's task (from ``committed_runs``), checked as a start checks it;
         repairs nothing (a replica never writes)."""
         return self._call("read a task", lambda: self._read(r, task_id, repair=False))
+
+    @staticmethod
+    def deleted_after(r: Any) -> int:
+        """A deleted task run's place in the replay (after this id); 0 for a served one."""
+        tags = r.data.tags
+        position = tags.get(DELETED_AFTER, "")
+        return int(position) if tags.get(STATE) == DELETED and position.isdigit() else 0
 
     @staticmethod
     def version_of(r: Any) -> str:
@@ -701,7 +756,11 @@ class TaskStore:
                 f"its artifact {path} holds task {state.name!r} id {state.record.id}, its "
                 f"tags say task {tags.get(TASK)!r} id {task_id}",
             )
-        if tags.get(STATE) != COMMITTED:
+        deleted_after = self.deleted_after(r)
+        if tags.get(STATE) == DELETED and deleted_after < task_id:
+            why = f"its tag {DELETED_AFTER}={tags.get(DELETED_AFTER)!r} is not an id ≥ {task_id}"
+            return dataclasses.replace(_damaged(r, task_id, why), state=state)
+        if tags.get(STATE) not in (COMMITTED, DELETED):
             reason = (
                 f"its tag {STATE}={tags.get(STATE)!r} contradicts its tag {VERSION} (written "
                 f"only after the commit point): set {STATE}=committed again to serve it"
@@ -709,7 +768,10 @@ class TaskStore:
             return dataclasses.replace(_damaged(r, task_id, reason), state=state)
         version = tags.get(VERSION, "")
         if repair:
-            version = version or self._register(run_id, state)
+            if not deleted_after:
+                version = version or self._register(run_id, state)
+            elif UNREGISTERED not in tags:
+                self._unregister(run_id, self.model_name(state.name), version)
             if r.info.status != "FINISHED":
                 self._finish(run_id)
         return CommittedTask(
@@ -719,6 +781,7 @@ class TaskStore:
             version,
             int(r.info.start_time),
             MLFLOW_MODEL in tags,
+            deleted_after,
         )
 
 

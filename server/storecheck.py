@@ -15,11 +15,15 @@ whose state is intact (only its tags contradict the store) is replayed, so tasks
 it stay served, but it is not served itself. Placeholders and damaged tasks are removed
 from ``model.tasks`` once the replay is done; while anything is damaged the service
 refuses new tasks (they could claim a damaged task's weights and make it unrecoverable).
+
+Deleted tasks are replayed like the others, and each is deleted (``SparseCL.delete_task``)
+right after the commit of the id its run names (``sparsecl.deleted_after``), where the
+trainer deleted it: the free set and free pool every later task met are rebuilt exactly.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -46,11 +50,13 @@ HEALTHY, DAMAGED, UNUSABLE = 0, 1, 2  # exit statuses of `sparsecl store check`
 
 @dataclass(frozen=True)
 class Rebuilt:
-    """The store as served: committed tasks (replayed), damaged ones (quarantined), failed."""
+    """The store as served: committed tasks (replayed), damaged ones (quarantined), failed,
+    and deleted ones (replayed, then deleted: no longer served)."""
 
     committed: list[CommittedTask]
     damaged: list[DamagedTask]
     failed: list[FailedTask]
+    deleted: list[CommittedTask] = field(default_factory=list)
 
 
 def rebuild(store: TaskStore, model: SparseCL, repair: bool = True) -> Rebuilt:
@@ -64,9 +70,15 @@ def rebuild(store: TaskStore, model: SparseCL, repair: bool = True) -> Rebuilt:
     no_id = by_id.pop(0, [])  # no usable id tag: nothing to replay
     quarantined = [d for d in no_id if isinstance(d, DamagedTask)]
     served: list[CommittedTask] = []
+    deleted: list[CommittedTask] = []
+    deletes: dict[int, list[CommittedTask]] = {}  # by the id after which each was deleted
+    for entry in contents.committed:
+        if entry.deleted_after:
+            deletes.setdefault(entry.deleted_after, []).append(entry)
+    last = max(by_id, default=0)
     unread: list[DamagedTask] = []  # damaged tasks whose weights could not be replayed
     hidden: list[str] = []  # names in model.tasks to drop once the replay is done
-    for task_id in range(1, max(by_id, default=0) + 1):
+    for task_id in range(1, last + 1):
         claims = by_id.get(task_id, [])  # load fills every id; several = a conflict
         state = claims[0].state if len(claims) == 1 else None
         if state is not None:
@@ -83,14 +95,21 @@ def rebuild(store: TaskStore, model: SparseCL, repair: bool = True) -> Rebuilt:
             unread += lost
             quarantined += lost
         elif isinstance(claims[0], CommittedTask):
-            served.append(claims[0])
+            if not claims[0].deleted_after:
+                served.append(claims[0])
         else:
             hidden.append(state.name)
             quarantined.append(claims[0])
+        positions = [task_id] if task_id < last else [p for p in deletes if p >= task_id]
+        for gone in [t for p in sorted(positions) for t in deletes.get(p, [])]:
+            replayed = model.tasks.get(gone.state.name)
+            if replayed is not None and replayed.record.id == gone.state.record.id:
+                model.delete_task(gone.state.name)
+                deleted.append(gone)
     for name in hidden:
         del model.tasks[name]
     quarantined.sort(key=lambda d: d.task_id)
-    return Rebuilt(served, quarantined, contents.failed)
+    return Rebuilt(served, quarantined, contents.failed, deleted)
 
 
 def add_mlflow_models(store: TaskStore, model: SparseCL, tasks: list[CommittedTask]) -> int:
@@ -184,11 +203,15 @@ def check(tracking_uri: str, artifact_root: Path | None, experiment: str) -> tup
         (t.state.record.id, f"{t.state.name}: committed, run {t.run_id}") for t in rebuilt.committed
     ]
     rows += [(d.task_id, f"{d.name}: DAMAGED, {d.error}") for d in rebuilt.damaged]
+    rows += [
+        (t.state.record.id, f"{t.state.name}: deleted (after id {t.deleted_after}), run {t.run_id}")
+        for t in rebuilt.deleted
+    ]
     lines += [f"{i or '-':>4}  {text}" for i, text in sorted(rows, key=lambda r: r[0])]
     lines += [f"{'-':>4}  {f.name}: failed, run {f.run_id}: {f.error}" for f in rebuilt.failed]
     counts = (
         f"{len(rebuilt.committed)} committed, {len(rebuilt.damaged)} damaged, "
-        f"{len(rebuilt.failed)} failed"
+        f"{len(rebuilt.failed)} failed, {len(rebuilt.deleted)} deleted"
     )
     if rebuilt.damaged:
         lines.append(

@@ -28,7 +28,7 @@ from .plan import Plan
 from .saliency import keep_count
 from .soundness import check_sound
 from .structured import row_units
-from .task import Task, TaskNet, TaskRecord
+from .task import Task, TaskDeletion, TaskNet, TaskRecord
 
 MAX_NAME = 128
 # ASCII only: Unicode look-alikes ('dígits', Cyrillic 'а') would pass for another task's name
@@ -103,6 +103,8 @@ class SparseCL:
         self.backbone = Backbone(self.spec, seed)
         self.owners = OwnerMap(self.spec)
         self.tasks: dict[str, Task] = {}
+        self.last_id = 0  # the last task id committed; ids are never reused, even if deleted
+        self.retired: set[int] = set()  # ids of deleted tasks
         self._nets: dict[str, TaskNet] = {}
         self.engine = InferenceEngine(self.spec)
 
@@ -162,7 +164,7 @@ class SparseCL:
             train,
             val,
             name,
-            len(self.tasks) + 1,
+            self.next_id,
             config,
             free_capacity=self.spec.overall(self.free_capacity()),
             progress=progress,
@@ -187,8 +189,8 @@ class SparseCL:
         check_name(name)
         if name in self.tasks:
             raise TaskExistsError(f"task {name!r} already exists; choose another name")
-        if len(self.tasks) >= MAX_TASKS:
-            raise NoFreeCapacityError(f"the backbone already holds {MAX_TASKS} tasks")
+        if self.last_id >= MAX_TASKS:
+            raise NoFreeCapacityError(f"the backbone already held {MAX_TASKS} tasks")
         classes = tuple(int(c) for c in torch.unique(train_y).tolist())
         if len(classes) < 2:
             raise InvalidInputError(f"a task needs at least 2 classes, the labels hold {classes}")
@@ -247,8 +249,8 @@ class SparseCL:
         task_id, name = state.record.id, state.record.name
         if name in self.tasks:
             raise TaskExistsError(f"task {name!r} already exists; choose another name")
-        if task_id != len(self.tasks) + 1:
-            raise ValueError(f"task {name!r} has id {task_id}, expected {len(self.tasks) + 1}")
+        if task_id != self.next_id:
+            raise ValueError(f"task {name!r} has id {task_id}, expected {self.next_id}")
         claimed = [m & f for m, f in zip(state.masks, self.owners.free(), strict=True)]
         for i, (c, v) in enumerate(zip(claimed, state.own_values, strict=True)):
             if int(c.sum()) != v.numel():
@@ -259,9 +261,51 @@ class SparseCL:
         self.owners.claim(task_id, state.masks)
         for w, c, v in zip(self.backbone.weights, claimed, state.own_values, strict=True):
             w[c] = v
-        self.backbone.reinit_free(self.owners.free(), free_pool_generator(self.seed, task_id))
+        self.last_id = task_id
+        self._reinit_free_pool()
         self.tasks[name] = state
         return state.record
+
+    @property
+    def next_id(self) -> int:
+        """The id the next committed task gets (deleted tasks keep theirs)."""
+        return self.last_id + 1
+
+    def _reinit_free_pool(self) -> None:
+        """Every free weight re-initialised as after the last commit (the one implementation
+        for commits and deletes): a function of the seed, the last id and the free set, so
+        a replay in the same order rebuilds it bit for bit, whatever order deletes came in."""
+        self.backbone.reinit_free(self.owners.free(), free_pool_generator(self.seed, self.last_id))
+
+    @torch.no_grad()
+    def delete_task(self, name: str) -> TaskDeletion:
+        """Stop serving task ``name``: the weights it owns that no remaining task reads go
+        back to the free pool (re-initialised); those a remaining task reads stay frozen
+        under its id (retired) until their last reader is deleted. Every remaining task
+        answers bit for bit as before. UnknownTaskError for a name not served."""
+        task = self.task(name)
+        task_id = task.record.id
+        del self.tasks[name]
+        self._nets.pop(name, None)
+        self.engine.drop(name)
+        self.retired.add(task_id)
+        freed = self.owners.release(self.retired, self.reading())
+        self._reinit_free_pool()
+        return TaskDeletion(
+            task_id,
+            name,
+            tuple(int(f.sum()) for f in freed),
+            tuple(int(m.sum()) for m in self.owners.owned_by(task_id)),
+            tuple(self.free_capacity()),
+        )
+
+    def reading(self) -> list[Tensor]:
+        """Per layer, the weights some served task's mask covers (reads or owns)."""
+        reading = [torch.zeros(layer.weight_shape, dtype=torch.bool) for layer in self.spec.layers]
+        for task in self.tasks.values():
+            for r, m in zip(reading, task.masks, strict=True):
+                r |= m
+        return reading
 
     # ---- inference ------------------------------------------------------------------------
     def task(self, name: str) -> Task:

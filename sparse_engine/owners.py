@@ -1,8 +1,12 @@
-"""The owner map: one small integer per backbone weight, 0 = free, t = owned by task t."""
+"""The owner map: one small integer per backbone weight, 0 = free, t = owned by task t.
+
+A deleted task's id stays on the weights it owns that a remaining task reads (*retired*:
+frozen, owned by no served task); ids are never reused, so no later task writes them. They
+go back to the free pool (0) once no remaining task reads them (``release``)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -14,7 +18,7 @@ MAX_TASKS = torch.iinfo(OWNER_DTYPE).max
 
 
 class OwnerMap:
-    """Which task owns each backbone weight; only ``claim`` ever changes it."""
+    """Which task owns each backbone weight; only ``claim`` and ``release`` change it."""
 
     def __init__(self, spec: BackboneSpec) -> None:
         self.maps: list[Tensor] = [
@@ -47,6 +51,15 @@ class OwnerMap:
         for m, c in zip(self.maps, claimed, strict=True):
             m[c] = task_id
         return claimed
+
+    def release(self, retired: Iterable[int], reading: Sequence[Tensor]) -> list[Tensor]:
+        """Free the weights owned by a ``retired`` (deleted) task id that no mask in
+        ``reading`` (per layer, the remaining tasks' masks OR-ed) covers; returns them."""
+        ids = torch.tensor(sorted(set(retired)), dtype=OWNER_DTYPE)
+        freed = [torch.isin(m, ids) & ~r for m, r in zip(self.maps, reading, strict=True)]
+        for m, f in zip(self.maps, freed, strict=True):
+            m[f] = 0
+        return freed
 
     def load(self, maps: Sequence[Tensor]) -> None:
         """Replace the maps (rebuilding from storage); shapes must match."""

@@ -38,6 +38,17 @@ class TaskRecord:
 
 
 @dataclass(frozen=True)
+class TaskDeletion:
+    """What deleting a task did to the backbone, per layer."""
+
+    id: int
+    name: str
+    freed: tuple[int, ...]  # weights back in the free pool (of this or earlier deleted tasks)
+    retired: tuple[int, ...]  # weights it owns that remaining tasks read: frozen, kept
+    free_capacity: tuple[float, ...]  # after the delete
+
+
+@dataclass(frozen=True)
 class Task:
     """A learned task: everything that it adds to the backbone. ``own_values`` are the
     values of the free weights its mask claimed at commit (row-major), which the backbone

@@ -29,6 +29,7 @@ class TaskState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TASK_STATE_COMMITTED: _ClassVar[TaskState]
     TASK_STATE_FAILED: _ClassVar[TaskState]
     TASK_STATE_DAMAGED: _ClassVar[TaskState]
+    TASK_STATE_DELETED: _ClassVar[TaskState]
 
 class Analysis(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -51,6 +52,7 @@ TASK_STATE_TRAINING: TaskState
 TASK_STATE_COMMITTED: TaskState
 TASK_STATE_FAILED: TaskState
 TASK_STATE_DAMAGED: TaskState
+TASK_STATE_DELETED: TaskState
 ANALYSIS_UNSPECIFIED: Analysis
 ANALYSIS_WEIGHT_AGNOSTIC: Analysis
 ANALYSIS_LAYER_ROBUSTNESS: Analysis
@@ -275,6 +277,24 @@ class GetTaskRequest(_message.Message):
     NAME_FIELD_NUMBER: _ClassVar[int]
     name: str
     def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteTaskRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class DeleteTaskResponse(_message.Message):
+    __slots__ = ("task", "freed_weights", "retired_weights", "free_capacity")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    FREED_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    FREE_CAPACITY_FIELD_NUMBER: _ClassVar[int]
+    task: TaskInfo
+    freed_weights: _containers.RepeatedScalarFieldContainer[int]
+    retired_weights: _containers.RepeatedScalarFieldContainer[int]
+    free_capacity: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, task: _Optional[_Union[TaskInfo, _Mapping]] = ..., freed_weights: _Optional[_Iterable[int]] = ..., retired_weights: _Optional[_Iterable[int]] = ..., free_capacity: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class GetBackboneRequest(_message.Message):
     __slots__ = ()

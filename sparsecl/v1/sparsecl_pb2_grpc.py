@@ -74,6 +74,11 @@ class ContinualLearnerStub(object):
                 request_serializer=sparsecl_dot_v1_dot_sparsecl__pb2.AnalyzeRequest.SerializeToString,
                 response_deserializer=sparsecl_dot_v1_dot_sparsecl__pb2.AnalyzeResponse.FromString,
                 _registered_method=True)
+        self.DeleteTask = channel.unary_unary(
+                '/sparsecl.v1.ContinualLearner/DeleteTask',
+                request_serializer=sparsecl_dot_v1_dot_sparsecl__pb2.DeleteTaskRequest.SerializeToString,
+                response_deserializer=sparsecl_dot_v1_dot_sparsecl__pb2.DeleteTaskResponse.FromString,
+                _registered_method=True)
 
 
 class ContinualLearnerServicer(object):
@@ -136,6 +141,17 @@ class ContinualLearnerServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteTask(self, request, context):
+        """Retire a committed task: it is no longer served (NOT_FOUND for Predict), its MLflow run
+        and registered version are kept, tagged deleted; its weights that no remaining task
+        reads return to the free pool, the others stay frozen. Every other task answers bit for
+        bit as before. The name may then be used again (a new id). FAILED_PRECONDITION while a
+        task trains, on an inference replica, or while the store holds damaged tasks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ContinualLearnerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -173,6 +189,11 @@ def add_ContinualLearnerServicer_to_server(servicer, server):
                     servicer.Analyze,
                     request_deserializer=sparsecl_dot_v1_dot_sparsecl__pb2.AnalyzeRequest.FromString,
                     response_serializer=sparsecl_dot_v1_dot_sparsecl__pb2.AnalyzeResponse.SerializeToString,
+            ),
+            'DeleteTask': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteTask,
+                    request_deserializer=sparsecl_dot_v1_dot_sparsecl__pb2.DeleteTaskRequest.FromString,
+                    response_serializer=sparsecl_dot_v1_dot_sparsecl__pb2.DeleteTaskResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -369,6 +390,33 @@ class ContinualLearner(object):
             '/sparsecl.v1.ContinualLearner/Analyze',
             sparsecl_dot_v1_dot_sparsecl__pb2.AnalyzeRequest.SerializeToString,
             sparsecl_dot_v1_dot_sparsecl__pb2.AnalyzeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteTask(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sparsecl.v1.ContinualLearner/DeleteTask',
+            sparsecl_dot_v1_dot_sparsecl__pb2.DeleteTaskRequest.SerializeToString,
+            sparsecl_dot_v1_dot_sparsecl__pb2.DeleteTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,

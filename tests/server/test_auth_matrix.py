@@ -30,6 +30,7 @@ METHODS: dict[str, MethodDescriptor] = {m.name: m for m in SERVICE.methods}
 SCOPE = {
     "AddTask": "write",
     "Analyze": "write",
+    "DeleteTask": "write",
     "Predict": "read",
     "ListTasks": "read",
     "GetTask": "read",
