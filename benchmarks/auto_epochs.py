@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import sparse_engine.learner as learner  # noqa: E402
+from benchmarks.continual import chosen_device, device_option  # noqa: E402
 from sparse_engine.config import AUTO, Epochs, Phase, TaskConfig  # noqa: E402
 from sparse_engine.data import from_numpy  # noqa: E402
 from sparse_engine.mnist import StreamTask, permuted_mnist  # noqa: E402
@@ -88,13 +89,13 @@ STREAMS: dict[str, tuple[Callable[[], list[StreamTask]], str, float]] = {
 }
 
 
-def run(variant: str, stream: str) -> dict[str, Any]:
-    """Learn the stream with one variant; its row."""
+def run(variant: str, stream: str, device: str = "auto") -> dict[str, Any]:
+    """Learn the stream with one variant, training on ``device``; its row."""
     make, backbone, k = STREAMS[stream]
     learner.Run = CosineRun if variant == "cosine" else Run  # type: ignore[misc]
     fixed = {"epochs": 2, "retrain_epochs": 2} if variant == "fixed" else {}
     config = TaskConfig(k=k, **fixed)  # type: ignore[arg-type]
-    model = SparseCL(backbone)
+    model = SparseCL(backbone, device=device)
     rows = []
     for task in make():
         start = time.perf_counter()
@@ -110,6 +111,7 @@ def run(variant: str, stream: str) -> dict[str, Any]:
         "variant": variant,
         "stream": stream,
         "backbone": backbone,
+        "device": model.device.type,
         "mean_test": mean,
         "rows": rows,
     }
@@ -119,9 +121,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stream", choices=sorted(STREAMS), default="digits")
     parser.add_argument("--variants", default="fixed,auto,cosine")
+    device_option(parser)
     args = parser.parse_args()
+    chosen_device(parser, args.device)  # fail early without the GPU asked for
     for variant in args.variants.split(","):
-        print(json.dumps(run(variant, args.stream)), flush=True)
+        print(json.dumps(run(variant, args.stream, args.device)), flush=True)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
 from sparse_engine.backbone import BackboneSpec  # noqa: E402
-from sparse_engine.config import TaskConfig  # noqa: E402
+from sparse_engine.config import DEVICES, TaskConfig  # noqa: E402
+from sparse_engine.device import resolve_device  # noqa: E402
 from sparse_engine.metrics import AccuracyMatrix  # noqa: E402
 from sparse_engine.mnist import StreamTask, load_mnist, permuted_mnist, split_mnist  # noqa: E402
 
@@ -66,6 +67,7 @@ class Settings:
     lwf_temperature: float = 2.0
     replay_memory: int = 1000
     packnet_prune: float = 0.5
+    device: str = "auto"  # where every method trains (sparse_engine.config.DEVICES)
 
     @property
     def total_epochs(self) -> int:
@@ -221,6 +223,7 @@ def make_strategy(
     from sparse_engine.strategy import SparseCLStrategy
 
     common: dict[str, Any] = {
+        "device": resolve_device(s.device),  # the baselines and the dense references
         "train_mb_size": s.batch_size,
         "train_epochs": s.total_epochs,
         "eval_mb_size": 1024,
@@ -245,6 +248,7 @@ def make_strategy(
             eval_mb_size=1024,
             evaluator=evaluator(),
             seed=s.seed,
+            train_device=s.device,  # trains there; the CPU engine evaluates
         )
         return strategy, strategy.model
     model = independent_nets(spec) if method == "independent" else multi_head_net(spec)
@@ -447,6 +451,25 @@ def log_to_mlflow(rows: list[dict[str, Any]], files: list[Path], s: Settings, ur
         return str(run.info.run_id)
 
 
+def device_option(parser: argparse.ArgumentParser, what: str = "where tasks train") -> None:
+    """The training benchmarks' ``--device`` (the choices of sparse_engine.config.DEVICES)."""
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=DEVICES,
+        help=f"{what}: auto = a CUDA GPU when there is one, else the CPU; cuda = the GPU "
+        "(refused without one); inference stays on the CPU engine (default auto)",
+    )
+
+
+def chosen_device(parser: argparse.ArgumentParser, name: str) -> torch.device:
+    """``--device`` resolved, or the parser's error saying why not (no GPU for cuda)."""
+    try:
+        return resolve_device(name)
+    except ValueError as e:
+        parser.error(f"--device {name}: {e}")
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -497,6 +520,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--saliency", default="taylor", choices=("magnitude", "obd", "taylor"))
     parser.add_argument("--seed", type=int, default=0)
+    device_option(parser, "where every method trains")
     parser.add_argument(
         "--json",
         type=Path,
@@ -515,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
         help="MLflow tracking URI for the run (default: sqlite under ./sparsecl-data)",
     )
     args = parser.parse_args(argv)
+    device = chosen_device(parser, args.device)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the children's cleanup
     settings = Settings(
         args.backbone,
@@ -527,12 +552,13 @@ def main(argv: list[str] | None = None) -> int:
         args.saliency,
         args.seed,
         args.quick,
+        device=args.device,
     )
     out = args.json or RESULTS / ("continual-quick.json" if args.quick else "continual.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = json.loads(out.read_text()) if args.append and out.exists() else []
     done = {(r["stream"], r["method"]) for r in rows}
-    print(f"machine: {machine()}", flush=True)
+    print(f"machine: {machine()}; training on {device}", flush=True)
     started = time.perf_counter()
     for stream in args.streams.split(","):
         for method in args.methods.split(","):

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.continual import machine  # noqa: E402
+from benchmarks.continual import chosen_device, device_option, machine  # noqa: E402
 from sparse_engine.backbone import BackboneSpec  # noqa: E402
 from sparse_engine.config import TaskConfig  # noqa: E402
 from sparse_engine.metrics import AccuracyMatrix  # noqa: E402
@@ -76,6 +76,7 @@ class Row:
     backbone: str
     train_limit: int | None
     machine: str
+    device: str = "cpu"  # where the tasks trained (rows from before --device: the CPU)
 
 
 def run_seed(
@@ -85,11 +86,13 @@ def run_seed(
     backbone: str = BACKBONE,
     train_limit: int | None = None,
     test: bool = True,
+    device: str = "auto",
 ) -> Row:
-    """Learn ``tasks`` permuted-MNIST tasks with ``config`` (its seed set to ``seed``)."""
+    """Learn ``tasks`` permuted-MNIST tasks with ``config`` (its seed set to ``seed``),
+    trained on ``device``."""
     config = TaskConfig(**{**asdict(config), "seed": seed})
     stream = permuted_mnist(load_mnist(), tasks=tasks, train_limit=train_limit, seed=seed)
-    model = SparseCL(backbone, seed=seed)
+    model = SparseCL(backbone, seed=seed, device=device)
     matrix = AccuracyMatrix(tasks)
     seconds: list[float] = []
     for i, task in enumerate(stream):
@@ -128,6 +131,7 @@ def run_seed(
         backbone=backbone,
         train_limit=train_limit,
         machine=machine(),
+        device=model.device.type,
     )
 
 
@@ -186,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prune-rounds", type=int, default=2)
     parser.add_argument("--boost-strength", type=float, default=1.0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    device_option(parser)
     parser.add_argument(
         "--no-test", action="store_true", help="validation only: for choosing settings"
     )
@@ -217,8 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         boost_strength=args.boost_strength,
     )
     BackboneSpec.parse(args.backbone)  # fail early on a bad spec
-    print(f"machine: {machine()}\nconfig: {config}", flush=True)
-    rows = [run_seed(s, tasks, config, args.backbone, limit, test=not args.no_test) for s in seeds]
+    device = chosen_device(parser, args.device)  # fail early without the GPU asked for
+    print(f"machine: {machine()}; training on {device}\nconfig: {config}", flush=True)
+    rows = [
+        run_seed(s, tasks, config, args.backbone, limit, not args.no_test, args.device)
+        for s in seeds
+    ]
     print("\n" + summary(rows))
     out = args.json
     if out is None and not args.no_test:

@@ -63,7 +63,7 @@ def hyper_values(args: argparse.Namespace) -> dict[str, Any]:
 
 def serve_options(serve: argparse.ArgumentParser) -> None:
     from server.config import DEFAULT_DATA_DIR, DEFAULT_PORT, LIMITS, ROLES, ServerConfig
-    from sparse_engine.config import BACKENDS, DEFAULT_BACKBONE
+    from sparse_engine.config import BACKENDS, DEFAULT_BACKBONE, DEVICES
 
     serve.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help=f"0 = any free port (default {DEFAULT_PORT})"
@@ -83,6 +83,14 @@ def serve_options(serve: argparse.ArgumentParser) -> None:
         default=None,
         help=f"backbone of a new store (default {DEFAULT_BACKBONE}, an MLP for "
         "28×28 inputs); an existing store keeps its own",
+    )
+    serve.add_argument(
+        "--device",
+        default=ServerConfig.device,
+        choices=DEVICES,
+        help="where tasks train: auto = a CUDA GPU when there is one, else the CPU; cuda "
+        "without a GPU stops the server at start. Committed tasks are served by the CPU "
+        f"engine whatever the device (default {ServerConfig.device})",
     )
     scaling = serve.add_argument_group("scaling out (see README, Scaling out)")
     scaling.add_argument(

@@ -3,8 +3,8 @@ at once; with --http-port the Open Inference Protocol over HTTP too), the store 
 lease), the data plane with every committed task, the gRPC services on it (SERVING);
 served until a signal.
 
-What needs no store is checked first (the token file, the TLS files, the port), so a typo
-or a port in use fails before the store is touched.
+What needs no store is checked first (the device, the token file, the TLS files, the
+port), so a typo, a missing GPU or a port in use fails before the store is touched.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sparse_engine.config import DEFAULT_BACKBONE
+from sparse_engine.device import resolve_device
 from sparse_engine.engine import EngineInfo, EngineSettings
 from sparse_engine.model import SparseCL
 from sparsecl.kserve import grpc_predict_v2_pb2_grpc as kserve_grpc
@@ -50,6 +51,7 @@ HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 async def serve(config: ServerConfig) -> None:
     """Serve gRPC at once (health NOT_SERVING, calls UNAVAILABLE), open and load the store,
     then serve it (SERVING) until SIGTERM/SIGINT; shuts down gracefully."""
+    resolve_device(config.device)  # --device cuda without a GPU: a start error, not a crash
     interceptors = interceptors_of(config)
     credentials = server_credentials(config)
     make_private_dir(config.data_dir)
@@ -146,7 +148,7 @@ async def wait_for_store(store: TaskStore, config: ServerConfig) -> tuple[str, i
 async def load(config: ServerConfig, store: TaskStore, spec: str, seed: int) -> DataPlane:
     """The data plane: the backbone with the store's committed tasks replayed (damaged ones
     quarantined) and their inference plans compiled, so a first Predict does not pay."""
-    model = SparseCL(spec, seed)
+    model = SparseCL(spec, seed, device=config.device)
     model.engine.configure(
         EngineSettings(
             threads=config.engine_threads,
@@ -251,9 +253,10 @@ async def signalled() -> None:
 def banner(config: ServerConfig, address: str, plane: DataPlane) -> str:
     """The ready line (tests and scripts read the address from it)."""
     model, store = plane.model, plane.store
+    training = f"training on {model.device.type} | " if config.writes else ""
     return (
         f"sparsecl serving on {address} | role {config.role} | "
-        f"backbone {model.spec} (seed {model.seed}) | "
+        f"backbone {model.spec} (seed {model.seed}) | {training}"
         f"{len(model.tasks)} tasks, {len(plane.failed)} failed, {len(plane.damaged)} damaged | "
         f"MLflow {redact(store.tracking_uri)} | {security(config)} | "
         f"engine {engine_text(model.engine.info())}, {model.engine.threads} threads"

@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparse_engine.config import BACKENDS
+from sparse_engine.config import BACKENDS, DEVICES
 
 DEFAULT_PORT = 50051
 DEFAULT_DATA_DIR = Path("sparsecl-data")
@@ -70,6 +70,7 @@ class ServerConfig:
     engine_threads: int = 0  # inference engine threads (0: PyTorch's intra-op count)
     interop_threads: int = 0  # PyTorch inter-op threads (0: PyTorch's default)
     engine_backend: str = "auto"  # one of sparse_engine.config.BACKENDS
+    device: str = "auto"  # where tasks train: one of sparse_engine.config.DEVICES
     metrics_port: int | None = None  # Prometheus /metrics over HTTP on host; 0 = any free port
     http_port: int | None = None  # the Open Inference Protocol over HTTP on host; 0 = any free
     role: str = "all"  # one of ROLES
@@ -111,6 +112,8 @@ class ServerConfig:
             raise ValueError(
                 f"engine_backend must be one of {BACKENDS}, got {self.engine_backend!r}"
             )
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("TLS needs both a certificate and a key (--tls-cert and --tls-key)")
         if self.tls_client_ca is not None and self.tls_cert is None:

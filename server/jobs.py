@@ -232,7 +232,12 @@ class Trainer:
             task_id = self.model.next_id
             examples = {"train_examples": job.train_examples, "val_examples": job.val_examples}
             job.run_id, created = self.store.start(
-                job.name, task_id, job.config, str(self.model.spec), examples
+                job.name,
+                task_id,
+                job.config,
+                str(self.model.spec),
+                examples,
+                device=self.model.device.type,
             )
             train, val = job.data()
             state = self.model.prepare_task(job.name, train, val, job.config, progress)

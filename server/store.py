@@ -62,6 +62,7 @@ SHA256, ERROR, VERSION = "sparsecl.sha256", "sparsecl.error", "sparsecl.model_ve
 MLFLOW_MODEL = "sparsecl.mlflow_model"  # set once the run's task/ is an MLflow model too
 STOPPED = "sparsecl.stopped"  # + ".train"/".retrain": why each phase stopped, in order
 BACKBONE_TAG, SEED_TAG = "sparsecl.backbone", "sparsecl.seed"
+DEVICE_TAG = "sparsecl.device"  # where the task trained (cpu, cuda): provenance only
 # MLflow 3's UI shows an experiment by its kind: model training, not the GenAI views
 KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 ANALYSIS_TAG, PARENT_TAG = "sparsecl.analysis", "mlflow.parentRunId"
@@ -317,16 +318,22 @@ class TaskStore:
 
     # ---- tasks ----------------------------------------------------------------------------
     def start(
-        self, name: str, task_id: int, config: TaskConfig, spec: str, examples: dict[str, int]
+        self,
+        name: str,
+        task_id: int,
+        config: TaskConfig,
+        spec: str,
+        examples: dict[str, int],
+        device: str | None = None,
     ) -> tuple[str, int]:
-        """Open the run of a task about to be trained; returns (run id, start time in ms)."""
+        """Open the run of a task about to be trained (on ``device``, tagged when given);
+        returns (run id, start time in ms)."""
+        tags = {KIND: "task", TASK: name, STATE: TRAINING, TASK_ID: str(task_id)}
+        if device is not None:
+            tags[DEVICE_TAG] = device
 
         def run() -> tuple[str, int]:
-            r = self.client.create_run(
-                self.experiment_id,
-                run_name=name,
-                tags={KIND: "task", TASK: name, STATE: TRAINING, TASK_ID: str(task_id)},
-            )
+            r = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
             params = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
             params.update(backbone=spec, task_id=task_id, **examples)
             self.client.log_batch(

@@ -426,16 +426,17 @@ def train_dense(
     seed: int,
     stop: Stop | None = None,
 ) -> DenseNet:
-    """A DenseNet trained on ``train`` for ``epochs`` with the task's optimizer, lr and batch."""
+    """A DenseNet trained on ``train`` for ``epochs`` with the task's optimizer, lr and batch,
+    on the model's device (drawn on the CPU, so the seed gives the same start anywhere)."""
     generator = torch.Generator().manual_seed(seed)
-    net = DenseNet(model, len(task.classes), generator)
+    net = DenseNet(model, len(task.classes), generator).to(model.device)
     optimizer = make_optimizer(list(net.parameters()), task.config)
     data = TaskData(train.x, targets)
     net.train()
     for _ in range(epochs):
         for x, y in data.batches(task.config.batch_size, generator):
             _poll(stop)
-            loss = F.cross_entropy(net(x), y)
+            loss = F.cross_entropy(net(x.to(model.device)), y.to(model.device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -129,10 +129,16 @@ def init_weight(shape: Sequence[int], generator: torch.Generator) -> Tensor:
 @torch.no_grad()
 def init_head(head: nn.Linear, generator: torch.Generator) -> nn.Linear:
     """Draw a task head's values as ``nn.Linear`` does (weight, then bias, uniform in
-    ±1/sqrt(features)) from ``generator``, so a task's seed regenerates them."""
+    ±1/sqrt(features)) from ``generator``, so a task's seed regenerates them. Drawn on the
+    generator's device (the CPU) and copied to the head's, so every device gets the same
+    values."""
     bound = 1.0 / math.sqrt(head.in_features)
-    head.weight.uniform_(-bound, bound, generator=generator)
-    head.bias.uniform_(-bound, bound, generator=generator)
+    if head.weight.device == generator.device:
+        head.weight.uniform_(-bound, bound, generator=generator)
+        head.bias.uniform_(-bound, bound, generator=generator)
+        return head
+    for p in (head.weight, head.bias):
+        p.copy_(torch.empty(p.shape).uniform_(-bound, bound, generator=generator))
     return head
 
 

@@ -30,6 +30,8 @@ AUTO: Literal["auto"] = "auto"
 Stopped = Literal["fixed", "plateau", "max_epochs"]
 # the inference engine's backends (engine.py): auto = the native kernel, else torch.sparse
 Backend = Literal["auto", "native", "torch"]
+# where tasks are trained (device.py): auto = a CUDA GPU when torch sees one, else the CPU
+Device = Literal["auto", "cpu", "cuda"]
 
 SALIENCIES: tuple[str, ...] = get_args(Saliency)
 RETRAINS: tuple[str, ...] = get_args(Retrain)
@@ -39,6 +41,7 @@ METHODS: tuple[str, ...] = get_args(Method)
 STRUCTURES: tuple[str, ...] = get_args(Structure)
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
+DEVICES: tuple[Device, ...] = get_args(Device)
 DEFAULT_BACKBONE = "mlp:784-1000-1000"  # an MLP for 28×28 inputs (MNIST-sized)
 # fraction of the training examples held out for validation when none is given (a seeded,
 # deterministic split: TaskConfig.seed); auto epochs stop on this validation accuracy

@@ -14,7 +14,7 @@ removed units never win (they output exactly 0) and the boosting target is k / k
 from __future__ import annotations
 
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
@@ -70,6 +70,13 @@ class KWinnersState:
     # structured pruning: bool per output row (unit of a linear layer, channel of a conv);
     # None = every unit kept
     units: Tensor | None = None
+
+    def to(self, device: torch.device) -> KWinnersState:
+        """The same state on ``device`` (itself when it is there already)."""
+        if self.duty_cycle.device == device and (self.units is None or self.units.device == device):
+            return self
+        units = None if self.units is None else self.units.to(device)
+        return replace(self, duty_cycle=self.duty_cycle.to(device), units=units)
 
 
 def expand_units(units: Tensor, size: int) -> Tensor:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor
 
 from .backbone import Backbone
@@ -29,13 +30,24 @@ def learn_task(
     config: TaskConfig,
     free_capacity: float,
     progress: ProgressCallback | None = None,
+    device: torch.device | None = None,
 ) -> Task:
     """Learn task ``name`` (to be committed as ``task_id``) over the backbone's current
-    values; ``owned``: per layer, the weights earlier tasks own. Nothing is written."""
+    values on ``device`` (default the CPU); ``owned``: per layer, the weights earlier tasks
+    own. Nothing is written; the task returned lives on the CPU."""
     start = time.perf_counter()
     trainer_type = SupermaskTrainer if config.method == "supermask" else TaskTrainer
     run = Run.create(
-        backbone, owned, train, val, train.classes, config, free_capacity, progress, trainer_type
+        backbone,
+        owned,
+        train,
+        val,
+        train.classes,
+        config,
+        free_capacity,
+        progress,
+        trainer_type,
+        device,
     )
     if config.method == "supermask":
         learn_supermask(run)

@@ -13,6 +13,7 @@ from torch import Tensor
 from .backbone import Backbone, BackboneSpec
 from .config import HOLD_OUT, ProgressCallback, ProgressEvent, TaskConfig
 from .data import TaskData, as_inputs, as_task, split_order
+from .device import resolve_device
 from .engine import InferenceEngine
 from .errors import (
     InvalidInputError,
@@ -95,11 +96,18 @@ def check_inputs(spec: BackboneSpec, x: Any) -> Tensor:
 
 
 class SparseCL:
-    """Learns tasks one after another as sparse subnetworks of one backbone, forgetting nothing."""
+    """Learns tasks one after another as sparse subnetworks of one backbone, forgetting nothing.
 
-    def __init__(self, spec: BackboneSpec | str, seed: int = 0) -> None:
+    ``device`` (one of ``config.DEVICES`` or a torch device) is where tasks are trained:
+    ``auto`` takes a CUDA GPU when torch sees one, else the CPU. The backbone, the owner map
+    and the committed tasks stay on the CPU, and the engine serves them there."""
+
+    def __init__(
+        self, spec: BackboneSpec | str, seed: int = 0, device: str | torch.device = "auto"
+    ) -> None:
         self.spec = BackboneSpec.parse(spec) if isinstance(spec, str) else spec
         self.seed = seed
+        self.device = resolve_device(device)
         self.backbone = Backbone(self.spec, seed)
         self.owners = OwnerMap(self.spec)
         self.tasks: dict[str, Task] = {}
@@ -168,6 +176,7 @@ class SparseCL:
             config,
             free_capacity=self.spec.overall(self.free_capacity()),
             progress=progress,
+            device=self.device,
         )
         check_sound(task)
         return task

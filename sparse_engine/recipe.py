@@ -6,12 +6,15 @@ phases: train, prune by saliency (one-shot or iterative), reset the kept values 
 ``rewind_epoch`` epochs, re-initialise, or sign × constant), and retrain with the learning
 rate annealed from ``lr`` to 0 by a half cosine. supermask.py and rigl.py drive a Run
 their own way; learner.py picks the method.
+
+The trainer lives on the run's device; the data stays on the CPU (shuffled and split as
+there) and goes to the device a batch at a time; ``result`` brings the task back to the CPU.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import islice
 
 import torch
@@ -59,6 +62,7 @@ class Run:
         self.free_capacity = free_capacity
         self.progress = progress
         self.generator = generator
+        self.device = trainer.device
         self.history: History = []
         self.epoch = 0
         self.steps = 0
@@ -76,14 +80,15 @@ class Run:
         free_capacity: float,
         progress: ProgressCallback | None = None,
         trainer_type: type[TaskTrainer] = TaskTrainer,
+        device: torch.device | None = None,
     ) -> Run:
-        """A run over the backbone's current values with a ``trainer_type`` network;
-        nothing is written."""
+        """A run over the backbone's current values with a ``trainer_type`` network on
+        ``device`` (default the CPU); nothing is written."""
         generator = torch.Generator().manual_seed(config.seed)
         index = {c: i for i, c in enumerate(classes)}
         train_targets = torch.tensor([index[int(c)] for c in train.y.tolist()], dtype=torch.int64)
         val_targets = torch.tensor([index[int(c)] for c in val.y.tolist()], dtype=torch.int64)
-        trainer = trainer_type(backbone, owned, len(classes), config, generator)
+        trainer = trainer_type(backbone, owned, len(classes), config, generator, device)
         return cls(
             trainer,
             classes,
@@ -216,9 +221,7 @@ class Run:
         """One pass over the shuffled training data; returns its mean loss."""
         net = self.trainer
         total, seen, correct = 0.0, 0, 0
-        for step, (x, y) in enumerate(
-            self.train_data.batches(self.config.batch_size, self.generator), 1
-        ):
+        for step, (x, y) in enumerate(self.batches(), 1):
             logits = net(x)
             loss = F.cross_entropy(logits, y)
             optimizer.zero_grad(set_to_none=True)
@@ -235,6 +238,12 @@ class Run:
             if self.progress is not None and step % STEP_EVENT_EVERY == 0:
                 self.emit(phase, step, total / seen, correct / seen)
         return total / seen
+
+    def batches(self) -> Iterator[tuple[Tensor, Tensor]]:
+        """The training data's shuffled mini-batches (drawn by the run's generator), each
+        moved to the run's device."""
+        for x, y in self.train_data.batches(self.config.batch_size, self.generator):
+            yield x.to(self.device), y.to(self.device)
 
     def steps_per_epoch(self) -> int:
         """Optimizer steps in one epoch over the training data."""
@@ -280,12 +289,7 @@ class Run:
         if config.saliency == "magnitude":
             scores = saliency.magnitude(weights)
         else:
-            batches = list(
-                islice(
-                    self.train_data.batches(config.batch_size, self.generator),
-                    config.saliency_batches,
-                )
-            )
+            batches = list(islice(self.batches(), config.saliency_batches))
 
             def loss_fn(ws: Sequence[Tensor], x: Tensor, y: Tensor) -> Tensor:
                 return F.cross_entropy(net.forward_with(ws, x), y)
@@ -336,6 +340,7 @@ class Run:
             head_weight[:, ~features] = 0.0
         masks = tuple(trainer.masks)
         claimed = [m & ~o for m, o in zip(masks, trainer.owned, strict=True)]
+        cpu = torch.device("cpu")  # what is committed and stored lives on the CPU
         owned = sum(int(c.sum()) for c in claimed)
         record = TaskRecord(
             id=task_id,
@@ -355,12 +360,12 @@ class Run:
         return Task(
             record=record,
             config=self.config,
-            masks=masks,
+            masks=tuple(m.to(cpu) for m in masks),
             own_values=tuple(
-                p.detach()[c].clone() for p, c in zip(trainer.free, claimed, strict=True)
+                p.detach()[c].to(cpu, copy=True) for p, c in zip(trainer.free, claimed, strict=True)
             ),
-            biases=tuple(b.detach().clone() for b in trainer.biases),
-            kwta=tuple(layer.state() for layer in trainer.kwta),  # type: ignore[operator]
-            head_weight=head_weight,
-            head_bias=trainer.head.bias.detach().clone(),
+            biases=tuple(b.detach().to(cpu, copy=True) for b in trainer.biases),
+            kwta=tuple(layer.state().to(cpu) for layer in trainer.kwta),  # type: ignore[operator]
+            head_weight=head_weight.to(cpu),
+            head_bias=trainer.head.bias.detach().to(cpu, copy=True),
         )

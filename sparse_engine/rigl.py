@@ -58,9 +58,9 @@ def update_mask(
 def _top(score: Tensor, candidates: Tensor, n: int) -> Tensor:
     """The ``n`` highest-scoring candidates (n <= their count) as a bool mask; torch.topk
     rather than a full sort, as this runs every ``rigl_interval`` steps."""
-    masked = torch.where(candidates, score, torch.tensor(float("-inf"), dtype=score.dtype))
+    masked = torch.where(candidates, score, score.new_full((), float("-inf")))
     top = torch.topk(masked.flatten(), n, sorted=False).indices
-    mask = torch.zeros(score.numel(), dtype=torch.bool)
+    mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
     mask[top] = True
     return mask.reshape(score.shape)
 
@@ -71,7 +71,7 @@ def learn_rigl(run: Run) -> None:
     free = [~o for o in net.owned]
     net.set_masks(
         [
-            random_mask(c.shape, keep_count(config.density, c.numel()), run.generator)
+            random_mask(c.shape, keep_count(config.density, c.numel()), run.generator).to(c.device)
             for c in net.constants
         ]
     )

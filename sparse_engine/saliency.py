@@ -51,7 +51,7 @@ def hessian_diagonal(
     for x, y in batches:
         grads = torch.autograd.grad(loss_fn(leaves, x, y), leaves, create_graph=True)
         probes = [
-            torch.randint(0, 2, w.shape, generator=generator).to(w.dtype).mul_(2).sub_(1)
+            torch.randint(0, 2, w.shape, generator=generator).to(w.device, w.dtype).mul_(2).sub_(1)
             for w in leaves
         ]
         dot = torch.stack([(g * z).sum() for g, z in zip(grads, probes, strict=True)]).sum()
@@ -81,7 +81,7 @@ def top_mask(score: Tensor, candidates: Tensor, keep: int) -> Tensor:
     available = int(candidates.sum())
     if keep > available:
         raise ValueError(f"cannot keep {keep} weights out of {available} candidates")
-    masked = torch.where(candidates, score, torch.tensor(float("-inf"), dtype=score.dtype))
+    masked = torch.where(candidates, score, score.new_full((), float("-inf")))
     flat = masked.flatten()
     # stable ordering: ties broken by position, so masks are reproducible
     order = torch.argsort(flat, descending=True, stable=True)[:keep]

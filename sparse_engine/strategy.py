@@ -73,14 +73,17 @@ class SparseCLStrategy(SupervisedTemplate):
         evaluator: EvaluationPlugin | Callable[[], EvaluationPlugin] = default_evaluator,
         seed: int = 0,
         task_name: Callable[[int], str] = lambda label: f"task-{label}",
+        train_device: str = "auto",
         **kwargs: Any,
     ) -> None:
         """``val_fraction`` of each experience is held out for validation (what auto epochs
         stop on); 0 validates on the training data itself (to train on exactly what
-        baselines train on: auto epochs then stop when the training accuracy plateaus)."""
+        baselines train on: auto epochs then stop when the training accuracy plateaus).
+        ``train_device``: where tasks are trained (``SparseCL``'s ``device``); Avalanche's
+        own ``device`` stays the CPU, where the engine evaluates the committed tasks."""
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in [0, 1), got {val_fraction}")
-        self.learner = SparseCL(backbone, seed=seed)
+        self.learner = SparseCL(backbone, seed=seed, device=train_device)
         self.config = config or TaskConfig()
         self.val_fraction = val_fraction
         self.task_name = task_name

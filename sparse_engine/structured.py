@@ -40,7 +40,7 @@ def input_columns(spec: BackboneSpec, index: int, units: Sequence[Tensor]) -> Te
     a conv, (1, fan_in) for a linear layer (a conv input's channel flag covers its H×W)."""
     layer = spec.layers[index]
     if index == 0:
-        ones = torch.ones(layer.weight_shape[1], dtype=torch.bool)
+        ones = torch.ones(layer.weight_shape[1], dtype=torch.bool, device=units[0].device)
         return ones.reshape(1, -1, 1, 1) if layer.kind == "conv" else ones.reshape(1, -1)
     previous = units[index - 1]
     if layer.kind == "conv":

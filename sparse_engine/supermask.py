@@ -27,7 +27,7 @@ def top_k_mask(score: Tensor, keep: int) -> Tensor:
     """The ``keep`` largest entries of ``score`` as a bool mask (torch.topk: run on every
     forward pass, it is about 5× faster than a full sort on a 784×1000 layer)."""
     top = torch.topk(score.flatten(), keep, sorted=False).indices
-    mask = torch.zeros(score.numel(), dtype=torch.bool)
+    mask = torch.zeros(score.numel(), dtype=torch.bool, device=score.device)
     mask[top] = True
     return mask.reshape(score.shape)
 
@@ -50,8 +50,9 @@ class SupermaskTrainer(TaskTrainer):
         classes: int,
         config: TaskConfig,
         generator: torch.Generator,
+        device: torch.device | None = None,
     ) -> None:
-        super().__init__(backbone, owned, classes, config, generator)
+        super().__init__(backbone, owned, classes, config, generator, device)
         for p in self.free:
             p.requires_grad_(False)
         for b in self.biases:
@@ -59,7 +60,7 @@ class SupermaskTrainer(TaskTrainer):
         self.head.requires_grad_(config.supermask_train_head)
         # edge-popup initialises the scores like the weights (Kaiming uniform)
         self.scores = nn.ParameterList(
-            nn.Parameter(init_weight(w.shape, generator)) for w in self.constants
+            nn.Parameter(init_weight(w.shape, generator).to(w.device)) for w in self.constants
         )
         self.keep = [keep_count(config.density, w.numel()) for w in self.constants]
         self.update_masks()

@@ -4,6 +4,10 @@ Nothing here writes the backbone. Weights owned by earlier tasks enter the forwa
 as constants; the task trains its own copy of the free weights (``free`` below), whose
 values at owned positions are never read, so no gradient, momentum or weight decay can
 reach an owned weight. The model commits the result afterwards.
+
+The trainer lives on its ``device`` (device.py): its copies of the backbone, masks, k-WTA
+state and head are made there; random draws still come from the CPU generator, so a seed
+gives the same initial values on every device.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from . import structured
 from .backbone import Backbone, forward_layers, init_head, init_weight
 from .config import TaskConfig
 from .data import TaskData
+from .device import module_device
 from .kwta import KWinners, KWinnersState, resolve_k
 
 EVAL_BATCH = 1024
@@ -44,15 +49,17 @@ class TaskTrainer(nn.Module):
         classes: int,
         config: TaskConfig,
         generator: torch.Generator,
+        device: torch.device | None = None,
     ) -> None:
         super().__init__()
         spec = backbone.spec
         self.spec = spec
-        self.owned = [o.clone() for o in owned]
-        self.constants = [w.detach().clone() for w in backbone.weights]
+        self.device = device = torch.device("cpu") if device is None else device
+        self.owned = [o.to(device, copy=True) for o in owned]
+        self.constants = [w.detach().to(device, copy=True) for w in backbone.weights]
         self.free = nn.ParameterList(nn.Parameter(w.clone()) for w in self.constants)
         self.biases = nn.ParameterList(
-            nn.Parameter(torch.zeros(layer.out_shape[0])) for layer in spec.layers
+            nn.Parameter(torch.zeros(layer.out_shape[0], device=device)) for layer in spec.layers
         )
         ks = config.k_per_layer(len(spec.layers))
         self.kwta = nn.ModuleList(
@@ -64,12 +71,15 @@ class TaskTrainer(nn.Module):
                 duty_cycle_period=config.duty_cycle_period,
             )
             for layer, k in zip(spec.layers, ks, strict=True)
-        )
-        self.head = init_head(nn.Linear(spec.features, classes), generator)
+        ).to(device)
+        self.head = init_head(nn.Linear(spec.features, classes), generator).to(device)
         self.initial = [p.detach().clone() for p in self.parameters()]
         self.set_masks([torch.ones_like(o) for o in self.owned])
         # structured pruning: kept rows (units or channels) per layer; all until pruned
-        self.units = [torch.ones(layer.weight_shape[0], dtype=torch.bool) for layer in spec.layers]
+        self.units = [
+            torch.ones(layer.weight_shape[0], dtype=torch.bool, device=device)
+            for layer in spec.layers
+        ]
         self.k_config = ks
 
     def restrict_units(self, units: Sequence[Tensor]) -> None:
@@ -90,7 +100,7 @@ class TaskTrainer(nn.Module):
         """Restrict the subnetwork to ``masks``; the trainable part is mask ∩ free."""
         self.masks = [m.clone() for m in masks]
         self.trainable = [m & ~o for m, o in zip(self.masks, self.owned, strict=True)]
-        zero = torch.zeros(())
+        zero = torch.zeros((), device=self.device)
         self.fixed = [
             torch.where(m & o, c, zero)
             for m, o, c in zip(self.masks, self.owned, self.constants, strict=True)
@@ -145,7 +155,7 @@ class TaskTrainer(nn.Module):
         """Liu et al. 2019: fresh random values (same distribution as the backbone's
         initialisation) for the kept free weights, a fresh head, zero biases."""
         for p, t in zip(self.free, self.trainable, strict=True):
-            p[t] = init_weight(p.shape, generator)[t]
+            p[t] = init_weight(p.shape, generator).to(p.device)[t]
         for b in self.biases:
             b.zero_()
         init_head(self.head, generator)
@@ -192,12 +202,15 @@ def make_optimizer(params: list[nn.Parameter], config: TaskConfig) -> torch.opti
 
 @torch.no_grad()
 def accuracy(net: nn.Module, data: TaskData, targets: Tensor) -> float:
-    """Fraction of ``data`` whose arg-max output equals ``targets`` (class indices)."""
+    """Fraction of ``data`` whose arg-max output equals ``targets`` (class indices), run
+    on the network's device a chunk at a time."""
     was_training = net.training
     net.eval()
+    device = module_device(net)
     correct = 0
     for start in range(0, len(data), EVAL_BATCH):
-        logits = net(data.x[start : start + EVAL_BATCH])
-        correct += int((logits.argmax(1) == targets[start : start + EVAL_BATCH]).sum())
+        logits = net(data.x[start : start + EVAL_BATCH].to(device))
+        chunk = targets[start : start + EVAL_BATCH].to(device)
+        correct += int((logits.argmax(1) == chunk).sum())
     net.train(was_training)
     return correct / len(data)
