@@ -380,7 +380,8 @@ class SparseCL:
         confidence = torch.zeros(n, dtype=torch.float32)
         if all(t.identity is not None for t in tasks):
             rule = "identity"
-            probs = (self.identity_bank(tasks).scores(inputs) / TEMPERATURE).softmax(1)
+            scores = finite_scores(self.identity_bank(tasks).scores(inputs))
+            probs = (scores / TEMPERATURE).softmax(1).float()
             picked = probs.argmax(1)
             for i, task in enumerate(tasks):
                 rows = (picked == i).nonzero().reshape(-1)

@@ -92,15 +92,16 @@ class IdentityBank:
         self.dim = int(identities[0].mean.shape[1]) if identities else 0
         self.basis = torch.cat(  # D × Σ(C·d): every class's directions side by side
             [i.basis.permute(1, 0, 2).reshape(self.dim, -1) for i in identities], dim=1
-        )
-        means = torch.cat([i.mean for i in identities])  # K × D, K classes in all
+        ).double()
+        means = torch.cat([i.mean for i in identities]).double()  # K × D, K classes in all
         self.means_t = means.T.contiguous()
-        self.mean_sq = (means.double() ** 2).sum(1).float()
+        self.mean_sq = (means**2).sum(1)
         self.projected_means = torch.cat(
             [torch.einsum("cd,cdk->ck", i.mean, i.basis).reshape(-1) for i in identities]
-        )
-        self.inv_var = torch.cat([i.variances.reshape(-1) for i in identities]).reciprocal()
-        self.noise = torch.cat([i.noise for i in identities])
+        ).double()
+        self.inv_var = torch.cat([i.variances.reshape(-1) for i in identities]).double()
+        self.inv_var = self.inv_var.reciprocal()
+        self.noise = torch.cat([i.noise for i in identities]).double()
         classes = [i.classes for i in identities]
         comps = [i.components for i in identities]
         # column j of the projections belongs to class segment[j]; class k to task owner[k]
@@ -119,21 +120,21 @@ class IdentityBank:
                     + self.dim * math.log(2 * math.pi)
                 )
                 k += 1
-        self.log_norm = log_norm.float()
-        self.log_classes = torch.tensor([math.log(c) for c in classes])
+        self.log_norm = log_norm
+        self.log_classes = torch.tensor([math.log(c) for c in classes], dtype=torch.float64)
 
     def scores(self, x: Tensor) -> Tensor:
-        """Per example and task, log p(x | task) (float32, N × tasks), for float32 ``x``."""
-        flat = x.reshape(len(x), -1)
+        """Per example and task, log p(x | task) (float64, N × tasks). In float64, so that
+        no finite float32 input overflows it (its square would in float32)."""
+        flat = x.reshape(len(x), -1).double()
         z = flat @ self.basis - self.projected_means  # N × Σd: coordinates along each basis
-        quad = torch.zeros(len(flat), len(self.noise)).index_add_(
-            1, self.segment, z * z * self.inv_var
-        )
-        along = torch.zeros(len(flat), len(self.noise)).index_add_(1, self.segment, z * z)
+        zeros = torch.zeros(len(flat), len(self.noise), dtype=torch.float64)
+        quad = zeros.index_add(1, self.segment, z * z * self.inv_var)
+        along = zeros.index_add(1, self.segment, z * z)
         dist = (flat * flat).sum(1, keepdim=True) - 2 * flat @ self.means_t + self.mean_sq
         residual = (dist - along).clamp_min(0.0)
         per_class = -0.5 * (quad + residual / self.noise + self.log_norm)  # N × K
-        out = torch.full((len(flat), self.tasks), -math.inf)
+        out = torch.full((len(flat), self.tasks), -math.inf, dtype=torch.float64)
         for t in range(self.tasks):
             out[:, t] = per_class[:, self.owner == t].logsumexp(1) - self.log_classes[t]
         return out
