@@ -271,14 +271,23 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     add.add_argument("--quiet", action="store_true", help="no progress bar")
     hyper_flags(add)
-    predict = client_command("predict", "predict labels (or scores) of one task")
-    predict.add_argument("name")
+    predict = client_command(
+        "predict", "predict labels (or scores) of one task, or, without NAME, infer the task"
+    )
+    predict.add_argument(
+        "name",
+        nargs="?",
+        default=None,
+        help="the task (default: task-free, each example's task inferred among the "
+        "committed ones; prints task, label and confidence per example)",
+    )
     predict.add_argument("--data", type=Path, required=True, help=".npz with x")
     predict.add_argument(
         "--out",
         type=Path,
         default=None,
-        help="save a .npy here instead of printing one row per example",
+        help="save a .npy here instead of printing one row per example (without NAME: an "
+        ".npz holding task, label and confidence per example)",
     )
     predict.add_argument(
         "--scores",
@@ -437,12 +446,38 @@ def _add_task(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict_task_free(args: argparse.Namespace, x: Any) -> int:
+    """``sparsecl predict --data x.npz`` without a name: task, label and confidence."""
+    import numpy as np
+
+    if args.scores:
+        print("sparsecl predict: --scores needs a task NAME", file=sys.stderr)
+        return 2
+    with _client(args) as client:
+        inferred = client.predict(None, x)
+    if args.out is not None:
+        with args.out.open("wb") as f:  # np.savez would append .npz to another suffix
+            np.savez(f, task=inferred.tasks, label=inferred.labels, confidence=inferred.confidence)
+        print(
+            f"saved task, label and confidence of {len(inferred.labels)} examples to {args.out}",
+            file=sys.stderr,
+        )
+    else:
+        for task, label, conf in zip(
+            inferred.tasks, inferred.labels, inferred.confidence, strict=True
+        ):
+            print(f"{task}\t{label}\t{conf:.4f}")
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .convert import load_npz
 
     x, _ = load_npz(args.data, need_labels=False)
+    if args.name is None:
+        return _predict_task_free(args, x)
     with _client(args) as client:
         prediction = client.predict(args.name, x)
     result = prediction.scores if args.scores else prediction.labels

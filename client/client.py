@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import grpc
 import numpy as np
@@ -143,6 +143,19 @@ class Prediction:
     labels: np.ndarray
     scores: np.ndarray
     classes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class TaskFreePrediction:
+    """Task-free: per example the task inferred, its label (in that task's own values) and
+    a confidence, p(task | x) × p(label | x, task); ``task_probs`` columns = ``task_names``."""
+
+    tasks: np.ndarray  # str, N
+    labels: np.ndarray  # int64, N
+    confidence: np.ndarray  # float32, N
+    task_probs: np.ndarray  # float32, N × len(task_names)
+    task_names: tuple[str, ...]
+    rule: str  # "identity" or "entropy"
 
 
 @dataclass(frozen=True)
@@ -375,8 +388,17 @@ class Client:
         return last
 
     # ---- inference ------------------------------------------------------------------------
-    def predict(self, task: str, x: Any) -> Prediction:
-        """Labels and scores of ``task`` for inputs ``x`` (sent in chunks under 4 MiB)."""
+    @overload
+    def predict(self, task: str, x: Any) -> Prediction: ...
+    @overload
+    def predict(self, task: None, x: Any) -> TaskFreePrediction: ...
+    def predict(self, task: str | None, x: Any) -> Prediction | TaskFreePrediction:
+        """Labels and scores of ``task`` for inputs ``x`` (sent in chunks under 4 MiB);
+        without a task, task-free: each example's task inferred, its label and confidence."""
+        if task is None:
+            return self._predict_task_free(x)
+        if not task:
+            raise ValueError("task must be a task's name, or None for task-free inference")
         xs = arrays.inputs(x)
         labels, scores, classes = [], [], ()
         row = xs[0].nbytes if len(xs) else 1
@@ -388,6 +410,31 @@ class Client:
             scores.append(convert.array(reply.scores))
             classes = tuple(reply.classes)
         return Prediction(np.concatenate(labels), np.concatenate(scores), classes)
+
+    def _predict_task_free(self, x: Any) -> TaskFreePrediction:
+        xs = arrays.inputs(x)
+        replies = [
+            self._call(self._stub.Predict, pb.PredictRequest(task="", x=convert.tensor(xs[part])))
+            for part in convert.chunks(
+                max(1, len(xs)), xs[0].nbytes if len(xs) else 1, CHUNK_BYTES, BATCH_ROWS
+            )
+        ]
+        # a task committed between two chunks adds a column: align on every name seen
+        names = list(dict.fromkeys(n for r in replies for n in r.task_names))
+        probs = []
+        for r in replies:
+            part = convert.array(r.task_probs)
+            full = np.zeros((len(part), len(names)), dtype=np.float32)
+            full[:, [names.index(n) for n in r.task_names]] = part
+            probs.append(full)
+        return TaskFreePrediction(
+            np.array([t for r in replies for t in r.tasks], dtype=str),
+            np.concatenate([convert.array(r.labels) for r in replies]),
+            np.concatenate([convert.array(r.confidence) for r in replies]),
+            np.concatenate(probs),
+            tuple(names),
+            replies[-1].rule,
+        )
 
     def evaluate(self, x: Any, y: Any, task: str | None = None) -> list[TaskAccuracy]:
         """Accuracy of ``task`` (or of every task) on the examples whose labels it has."""

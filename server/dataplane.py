@@ -102,6 +102,18 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class InferredPrediction:
+    """Task-free: per example the task inferred, its label and a confidence."""
+
+    tasks: tuple[str, ...]  # per example, the task inferred
+    labels: np.ndarray  # int64, N: in the inferred task's own label values
+    confidence: np.ndarray  # float32, N: p(task | x) × p(label | x, task)
+    task_probs: np.ndarray  # float32, N × tasks: p(task | x), columns ``names``
+    names: tuple[str, ...]  # the committed tasks scored, in id order
+    rule: str  # "identity" or "entropy" (see sparse_engine.taskfree)
+
+
+@dataclass(frozen=True)
 class InferenceModel:
     """A committed task as a model of the Open Inference Protocol (KServe v2), any transport."""
 
@@ -340,6 +352,29 @@ class DataPlane:
         1/255; N × the backbone's input)."""
         self._require_committed(task)
         return await self._predict(task, x)
+
+    async def predict_task_free(self, x: ArrayLike) -> InferredPrediction:
+        """Task-free: every committed task scored for the batch ``x`` in one call of the
+        library (``SparseCL.infer_task``), each example's task inferred and labelled."""
+        with self.lock:
+            if not self.model.tasks:
+                raise NotReadyError("no committed task to infer from yet")
+        batch = inputs.batch_array(x, "x")
+        check_batch(len(batch), self.config)
+        if len(batch) < 16:  # as _predict: small batches on the event loop
+            return self._infer(batch)
+        return await asyncio.to_thread(self._infer, batch)
+
+    def _infer(self, batch: ArrayLike) -> InferredPrediction:
+        result = self.model.infer_task(batch)
+        return InferredPrediction(
+            result.tasks,
+            result.labels.numpy(),
+            result.confidence.numpy(),
+            result.task_probs.numpy(),
+            result.names,
+            result.rule,
+        )
 
     async def infer(
         self, name: str, version: str, x: ArrayLike

@@ -143,6 +143,16 @@ class ContinualLearnerService(pb_grpc.ContinualLearnerServicer):
 
     @answered
     async def Predict(self, request: pb.PredictRequest, context: Context) -> pb.PredictResponse:
+        if not request.task:
+            inferred = await self.plane.predict_task_free(tensors.from_proto(request.x, "x"))
+            return pb.PredictResponse(
+                labels=tensors.to_proto(inferred.labels),
+                tasks=list(inferred.tasks),
+                confidence=tensors.to_proto(inferred.confidence),
+                task_probs=tensors.to_proto(inferred.task_probs),
+                task_names=list(inferred.names),
+                rule=inferred.rule,
+            )
         result = await self.plane.predict(request.task, tensors.from_proto(request.x, "x"))
         return pb.PredictResponse(
             scores=tensors.to_proto(result.scores),

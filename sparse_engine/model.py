@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -30,6 +31,14 @@ from .saliency import keep_count
 from .soundness import check_sound
 from .structured import row_units
 from .task import Task, TaskDeletion, TaskNet, TaskRecord
+from .taskfree import (
+    ENTROPY_TEMPERATURE,
+    TEMPERATURE,
+    IdentityBank,
+    TaskFreePrediction,
+    entropy_scores,
+    fit_identity,
+)
 
 MAX_NAME = 128
 # ASCII only: Unicode look-alikes ('dígits', Cyrillic 'а') would pass for another task's name
@@ -115,6 +124,7 @@ class SparseCL:
         self.retired: set[int] = set()  # ids of deleted tasks
         self._nets: dict[str, TaskNet] = {}
         self.engine = InferenceEngine(self.spec)
+        self._bank: tuple[tuple[Task, ...], IdentityBank] | None = None
 
     # ---- learning -------------------------------------------------------------------------
     def learn_task(
@@ -179,7 +189,7 @@ class SparseCL:
             device=self.device,
         )
         check_sound(task)
-        return task
+        return dataclasses.replace(task, identity=fit_identity(train.x, train.y))
 
     def check_new_task(
         self, name: str, train: TaskData, val: TaskData | None, config: TaskConfig
@@ -340,8 +350,7 @@ class SparseCL:
         array or torch tensor: uint8 scaled by 1/255, floats as float32): the engine (which
         runs without autograd: no torch.no_grad() context here, ~2 % of a served Predict)."""
         task = self.task(name)
-        inputs = self.check_inputs(x)
-        return finite_scores(self.engine.logits(task, self.backbone.weights, inputs))
+        return self._logits(task, self.check_inputs(x))
 
     @torch.no_grad()
     def reference_logits(self, name: str, x: Any) -> Tensor:
@@ -349,10 +358,82 @@ class SparseCL:
         net = self.net(name)
         return finite_scores(net(self.check_inputs(x)))
 
-    def predict(self, name: str, x: Any) -> Tensor:
-        """Predicted labels, in the task's own label values (inputs as ``logits`` takes them)."""
+    @overload
+    def predict(self, name: str, x: Any) -> Tensor: ...
+    @overload
+    def predict(self, name: None, x: Any) -> TaskFreePrediction: ...
+    def predict(self, name: str | None, x: Any) -> Tensor | TaskFreePrediction:
+        """Predicted labels, in the task's own label values (inputs as ``logits`` takes them);
+        without a task name, task-free: ``infer_task(x)``."""
+        if name is None:
+            return self.infer_task(x)
         classes = torch.tensor(self.task(name).classes, dtype=torch.int64)
         return classes[self.logits(name, x).argmax(1)]
+
+    def infer_task(self, x: Any) -> TaskFreePrediction:
+        """Task-free inference: per example, which committed task ``x`` belongs to, its label
+        in that task's values and a confidence (see ``sparse_engine.taskfree``).
+
+        Batched: the inputs are checked once; one matrix product scores every task's
+        identity model for the whole batch; then the engine runs each task's plan once, on
+        the examples it won. Under the entropy rule (some task stored without an identity
+        model) the engine runs every task's plan on the whole batch.
+        """
+        tasks = sorted(self.tasks.values(), key=lambda t: t.record.id)
+        if not tasks:
+            raise UnknownTaskError("no committed task to infer from yet")
+        inputs = self.check_inputs(x)
+        names = tuple(t.name for t in tasks)
+        n = len(inputs)
+        labels = torch.zeros(n, dtype=torch.int64)
+        confidence = torch.zeros(n, dtype=torch.float32)
+        if all(t.identity is not None for t in tasks):
+            rule = "identity"
+            scores = finite_scores(self.identity_bank(tasks).scores(inputs))
+            probs = (scores / TEMPERATURE).softmax(1).float()
+            picked = probs.argmax(1)
+            for i, task in enumerate(tasks):
+                rows = (picked == i).nonzero().reshape(-1)
+                if len(rows):
+                    logits = self._logits(task, inputs[rows])
+                    self._label(task, logits, rows, probs[rows, i], labels, confidence)
+        else:
+            rule = "entropy"
+            all_logits = [self._logits(task, inputs) for task in tasks]
+            probs = (entropy_scores(all_logits) / ENTROPY_TEMPERATURE).softmax(1)
+            picked = probs.argmax(1)
+            for i, task in enumerate(tasks):
+                rows = (picked == i).nonzero().reshape(-1)
+                self._label(task, all_logits[i][rows], rows, probs[rows, i], labels, confidence)
+        return TaskFreePrediction(
+            tuple(names[int(i)] for i in picked), labels, confidence, names, probs, rule
+        )
+
+    def _logits(self, task: Task, inputs: Tensor) -> Tensor:
+        return finite_scores(self.engine.logits(task, self.backbone.weights, inputs))
+
+    @staticmethod
+    def _label(
+        task: Task, logits: Tensor, rows: Tensor, p_task: Tensor, labels: Tensor, conf: Tensor
+    ) -> None:
+        """Fill ``labels``/``conf`` at ``rows`` from ``task``'s logits there."""
+        p_label, index = logits.softmax(1).max(1)
+        labels[rows] = torch.tensor(task.classes, dtype=torch.int64)[index]
+        conf[rows] = p_task * p_label
+
+    def identity_bank(self, tasks: list[Task]) -> IdentityBank:
+        """The served tasks' identity models stacked, rebuilt when the tasks change."""
+        key = tuple(tasks)
+        cached = self._bank
+        if (
+            cached is not None
+            and len(cached[0]) == len(key)
+            and all(a is b for a, b in zip(cached[0], key, strict=True))
+        ):
+            return cached[1]
+        bank = IdentityBank([t.identity for t in tasks if t.identity is not None])
+        self._bank = (key, bank)
+        return bank
 
     def accuracy(self, name: str, data: TaskData | Any) -> float:
         """Fraction of ``data`` (TaskData, or (x, y) arrays or tensors) predicted right."""

@@ -22,6 +22,9 @@ from torch import Tensor
 from .config import TaskConfig
 from .kwta import KWinnersState
 from .task import Task, TaskRecord
+from .taskfree import TaskIdentity
+
+IDENTITY = ("mean", "basis", "variances", "noise")  # TaskIdentity's fields, in order
 
 FORMAT = "sparsecl.task/1"
 
@@ -78,6 +81,9 @@ def dumps(state: Task) -> bytes:
             tensors[f"kwta.{i}.units"] = units.to(torch.uint8).contiguous()
     tensors["head.weight"] = state.head_weight.contiguous()
     tensors["head.bias"] = state.head_bias.contiguous()
+    if state.identity is not None:  # absent in tasks stored before task-free inference
+        for key in IDENTITY:
+            tensors[f"identity.{key}"] = getattr(state.identity, key).contiguous()
     meta = {
         "format": FORMAT,
         "record": json.dumps(_record_json(state.record)),
@@ -119,9 +125,26 @@ def loads(blob: bytes) -> Task:
             ),
             head_weight=tensors["head.weight"],
             head_bias=tensors["head.bias"],
+            identity=_identity(tensors),
         )
     except (KeyError, IndexError, TypeError, json.JSONDecodeError) as e:
         raise ValueError(f"malformed task blob: {e!r}") from None
+
+
+def _identity(tensors: dict[str, Tensor]) -> TaskIdentity | None:
+    """The task-identity model as stored, or None for a task stored before it existed."""
+    if "identity.mean" not in tensors:
+        return None
+    identity = TaskIdentity(*(tensors[f"identity.{key}"] for key in IDENTITY))
+    c, dim = identity.mean.shape
+    d = identity.components
+    if (
+        tuple(identity.basis.shape) != (c, dim, d)
+        or tuple(identity.variances.shape) != (c, d)
+        or tuple(identity.noise.shape) != (c,)
+    ):
+        raise ValueError(f"task-identity tensors of inconsistent shapes ({c} classes, {dim} in)")
+    return identity
 
 
 def _units(stored: Tensor | None, units: int, k: int) -> Tensor | None:

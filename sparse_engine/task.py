@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from .backbone import BackboneSpec, forward_layers
 from .config import TaskConfig
 from .kwta import KWinners, KWinnersState
+from .taskfree import TaskIdentity
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,8 @@ class Task:
     kwta: tuple[KWinnersState, ...]
     head_weight: Tensor
     head_bias: Tensor
+    # what task-free inference scores it by; None for a task stored before identity models
+    identity: TaskIdentity | None = None
 
     @property
     def name(self) -> str:

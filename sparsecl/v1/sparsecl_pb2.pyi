@@ -253,14 +253,24 @@ class PredictRequest(_message.Message):
     def __init__(self, task: _Optional[str] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("scores", "labels", "classes")
+    __slots__ = ("scores", "labels", "classes", "tasks", "confidence", "task_probs", "task_names", "rule")
     SCORES_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
+    TASKS_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    TASK_PROBS_FIELD_NUMBER: _ClassVar[int]
+    TASK_NAMES_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
     scores: Tensor
     labels: Tensor
     classes: _containers.RepeatedScalarFieldContainer[int]
-    def __init__(self, scores: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Union[Tensor, _Mapping]] = ..., classes: _Optional[_Iterable[int]] = ...) -> None: ...
+    tasks: _containers.RepeatedScalarFieldContainer[str]
+    confidence: Tensor
+    task_probs: Tensor
+    task_names: _containers.RepeatedScalarFieldContainer[str]
+    rule: str
+    def __init__(self, scores: _Optional[_Union[Tensor, _Mapping]] = ..., labels: _Optional[_Union[Tensor, _Mapping]] = ..., classes: _Optional[_Iterable[int]] = ..., tasks: _Optional[_Iterable[str]] = ..., confidence: _Optional[_Union[Tensor, _Mapping]] = ..., task_probs: _Optional[_Union[Tensor, _Mapping]] = ..., task_names: _Optional[_Iterable[str]] = ..., rule: _Optional[str] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
     __slots__ = ()

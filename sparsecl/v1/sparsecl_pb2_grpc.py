@@ -98,7 +98,9 @@ class ContinualLearnerServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def Predict(self, request, context):
-        """Per-class scores and predicted labels (in the task's own label values).
+        """Per-class scores and predicted labels (in the task's own label values). Without a
+        task name (task-free), per example: the committed task it belongs to (inferred),
+        that task's label and a confidence; FAILED_PRECONDITION while no task is committed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

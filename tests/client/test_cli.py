@@ -268,3 +268,18 @@ def test_analyze_noise_without_training_data_exits_with_the_servers_message(cli:
     done = cli.run("analyze", "noise", "zeros-ones", "--data", str(cli.files / "test.npz"))
     assert done.returncode == 1
     assert "INVALID_ARGUMENT" in done.stderr and "training examples" in done.stderr
+
+
+def test_predict_without_a_name_saves_task_label_and_confidence(cli: Cli, tmp_path: Path) -> None:
+    out = tmp_path / "taskfree.npz"
+    done = cli.run("predict", "--data", str(cli.files / "test.npz"), "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    x = np.load(cli.files / "test.npz")["x"]
+    with np.load(out) as saved, Client(cli.server.address) as client:
+        assert sorted(saved.files) == ["confidence", "label", "task"]
+        assert saved["task"].tolist() == ["zeros-ones"] * 200  # the only task
+        assert saved["label"].dtype == np.int64
+        assert np.array_equal(saved["label"], client.predict("zeros-ones", x).labels)
+        assert saved["confidence"].dtype == np.float32 and saved["confidence"].shape == (200,)
+    printed = cli.run("predict", "--data", str(cli.files / "test.npz")).stdout.splitlines()
+    assert len(printed) == 200 and printed[0].split("\t")[0] == "zeros-ones"

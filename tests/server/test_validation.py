@@ -42,9 +42,13 @@ def learn(s: Limited, name: str = "C", **hp: object) -> Callable[[], object]:
     return lambda: s.client.learn(name, digits(s.mnist, [4, 5], n=100), **{**FAST, **hp})
 
 
-def test_empty_task_name_is_invalid_for_predict(limited: Limited) -> None:
-    message = invalid(limited, lambda: limited.client.predict("", limited.probe))
-    assert "task name" in message
+def test_empty_task_name_is_task_free_for_predict(limited: Limited) -> None:
+    before = (limited.committed(), limited.scores())
+    request = pb.PredictRequest(task="", x=tensor(limited.probe))
+    reply = limited.stub.Predict(request, timeout=60)
+    assert list(reply.task_names) == ["A", "B"] and set(reply.tasks) <= {"A", "B"}
+    assert len(reply.tasks) == len(limited.probe) and not reply.classes
+    assert (limited.committed(), limited.scores()) == before
 
 
 def test_too_long_task_name_is_invalid_for_get_task(limited: Limited) -> None:
