@@ -76,7 +76,7 @@ inline bool any_nonzero(const vf& v) {
 // with nth_element (on candidates above a sampled pivot), with the same winners and so
 // the same bits; measured side by side (benchmarks/kernel_ab.py --width 1000 --depth 2
 // --pairs 0.1 0.25 --inputs mnist, AVX-512 build, one thread): a forward pass at batch 64
-// 1.39 -> 0.62 ms, at batch 16 0.17 -> 0.13 ms, at batch 1 27 -> 25 us.
+// 1.26 -> 0.56 ms, at batch 16 0.16 -> 0.13 ms, at batch 1 27 -> 25 us (RESULTS.md).
 
 // A key that orders floats as unsigned integers do: a larger float, a larger key (-0 sits
 // just below +0, which only refines the float order). Lane by lane, or one float.
