@@ -10,9 +10,17 @@ from pathlib import Path
 from typing import Any
 
 
-def _k(text: str) -> int | float | tuple[int | float, ...]:
-    """--k: a count ('20'), a fraction ('0.1'), or one per layer ('0.1,0.05')."""
-    values: list[int | float] = [float(v) if "." in v else int(v) for v in text.split(",")]
+def _k(text: str) -> int | float | str | tuple[int | float | str, ...]:
+    """--k: a count ('20'), a fraction ('0.1'), 'auto' (about 3.5·√units), or one per layer
+    ('0.1,auto')."""
+    values: list[int | float | str] = []
+    for v in text.split(","):
+        try:
+            values.append(v if v == "auto" else float(v) if "." in v else int(v))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{v!r} is neither a count, a fraction nor 'auto'"
+            ) from None
     return values[0] if len(values) == 1 else tuple(values)
 
 

@@ -318,7 +318,7 @@ class Client:
         ``train``/``val``: (x, y) numpy arrays or torch tensors, a torch dataset, or an
         Avalanche experience. ``hyper_parameters``: the fields of
         ``sparse_engine.config.TaskConfig`` by name (``SETTINGS`` describes each), e.g.
-        ``density=0.1, k=0.1`` (or one k per hidden layer), ``epochs=2`` (or "auto",
+        ``density=0.1, k="auto"`` (or one k per hidden layer), ``epochs=2`` (or "auto",
         the default), ``method="rigl"``; unset (or None) ones take the server's defaults,
         an unknown name raises TypeError.
         The data and the names are checked here; the upload starts with the iteration.

@@ -26,6 +26,9 @@ Phase = Literal["train", "prune", "retrain", "commit"]
 # ``patience`` epochs, at most ``max_epochs``, and keep the best epoch's iterate
 Epochs = int | Literal["auto"]
 AUTO: Literal["auto"] = "auto"
+# k of one k-WTA layer: a count, a fraction of its units, or "auto" (kwta.auto_k: about
+# 3.5·√units winners, measured across widths and data sets in benchmarks/sizes.py)
+KSize = int | float | Literal["auto"]
 # why a training phase stopped: its fixed count ran out, or (auto) a plateau or max_epochs
 Stopped = Literal["fixed", "plateau", "max_epochs"]
 # the inference engine's backends (engine.py): auto = the native kernel, else torch.sparse
@@ -96,7 +99,8 @@ RANGES: dict[str, Range] = {
 # One line of help per hyper-parameter (the CLI's --help, the client's docs).
 HELP: dict[str, str] = {
     "density": "fraction of each layer's weights the task keeps (with structure units: of units)",
-    "k": "k-WTA winners per hidden layer: a count (20), a fraction (0.1) or one per layer",
+    "k": "k-WTA winners per hidden layer: a count (20), a fraction (0.1), auto (about "
+    "3.5·√units: 35 of 100, 111 of 1000) or one per layer",
     "epochs": "epochs of the first phase: dense training (prune, rigl) or of the supermask; "
     "auto = until validation accuracy plateaus (patience, max_epochs), keeping the best epoch",
     "retrain_epochs": "epochs of retraining after each pruning round (rigl: with the mask "
@@ -172,9 +176,10 @@ class Setting:
 class TaskConfig:
     """How one task is learned: train, prune to ``density``, retrain, commit.
 
-    ``k`` is the k-WTA size of every hidden layer (a count or a fraction), or one value
-    per layer. ``prune_rounds`` > 1 prunes iteratively, shrinking the mask geometrically
-    from 1 to ``density`` with ``retrain_epochs`` of retraining after each round.
+    ``k`` is the k-WTA size of every hidden layer (a count, a fraction, or "auto": about
+    3.5·√units winners, ``kwta.auto_k``), or one value per layer. ``prune_rounds`` > 1
+    prunes iteratively, shrinking the mask geometrically from 1 to ``density`` with
+    ``retrain_epochs`` of retraining after each round.
 
     ``method`` picks how the subnetwork is found: ``prune`` (the recipe above, with
     ``retrain`` = finetune | rewind | late_rewind | reinit | sign_constant), ``supermask``
@@ -193,7 +198,8 @@ class TaskConfig:
     """
 
     density: float = 0.1
-    k: int | float | tuple[int | float, ...] = 0.1
+    # auto by default: a fixed fraction fits one width only (10 % of 100 units is too few)
+    k: KSize | tuple[KSize, ...] = AUTO
     # auto by default: MNIST-tuned fixed counts (2 + 2) undertrain other data sets
     epochs: Epochs = AUTO
     retrain_epochs: Epochs = AUTO
@@ -266,7 +272,7 @@ class TaskConfig:
             return epochs + retrain
         return epochs + retrain * self.prune_rounds
 
-    def k_per_layer(self, layers: int) -> tuple[int | float, ...]:
+    def k_per_layer(self, layers: int) -> tuple[KSize, ...]:
         """k for each of ``layers`` hidden layers."""
         if isinstance(self.k, tuple):
             if len(self.k) != layers:
