@@ -12,16 +12,20 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args, get_origin, get_type_hints
 
 from .errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from .tune import TuneReport
 
 Saliency = Literal["magnitude", "obd", "taylor"]
 Retrain = Literal["finetune", "rewind", "late_rewind", "reinit", "sign_constant"]
 Method = Literal["prune", "supermask", "rigl"]
 Structure = Literal["weights", "units"]
 Optimizer = Literal["sgd", "adam", "adamw"]
-Phase = Literal["train", "prune", "retrain", "commit"]
+# tune: one (density, k) trial of a tuned task (tune.py), before the chosen one's phases
+Phase = Literal["tune", "train", "prune", "retrain", "commit"]
 # an epoch count, or "auto": train until the validation accuracy has not improved for
 # ``patience`` epochs, at most ``max_epochs``, and keep the best epoch's iterate
 Epochs = int | Literal["auto"]
@@ -317,6 +321,8 @@ class ProgressEvent:
     # then holds the epochs it ran ("epochs") and the epoch whose iterate it kept
     # ("best_epoch", 1-based within the phase) with that epoch's validation accuracy
     stopped: Stopped | None = None
+    # phase tune: the search so far (its chosen index is -1 until the last trial's event)
+    tune: TuneReport | None = None
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

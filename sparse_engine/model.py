@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +33,16 @@ from .saliency import keep_count
 from .soundness import check_sound
 from .structured import row_units
 from .task import Task, TaskDeletion, TaskNet, TaskRecord
+from .tune import (
+    CANDIDATES,
+    TOLERANCE,
+    KValue,
+    Trial,
+    TuneReport,
+    check_candidates,
+    choose,
+    trial_configs,
+)
 
 MAX_NAME = 128
 # ASCII only: Unicode look-alikes ('dígits', Cyrillic 'а') would pass for another task's name
@@ -137,6 +150,99 @@ class SparseCL:
         if progress is not None:
             progress(self.commit_event(record))
         return record
+
+    def tune(
+        self,
+        name: str,
+        train: TaskData | Any,
+        val: TaskData | Any | None = None,
+        config: TaskConfig | None = None,
+        progress: ProgressCallback | None = None,
+        candidates: Sequence[tuple[float, KValue]] = CANDIDATES,
+        tolerance: float = TOLERANCE,
+    ) -> tuple[TaskRecord, TuneReport]:
+        """``learn_task`` with (density, k) chosen by ``prepare_tuned``: the committed
+        task's record and the search's report."""
+        state, report = self.prepare_tuned(
+            name, train, val, config, progress, candidates, tolerance
+        )
+        record = self.commit_task(state)
+        self.plan(name)
+        if progress is not None:
+            progress(self.commit_event(record))
+        return record, report
+
+    def prepare_tuned(
+        self,
+        name: str,
+        train: TaskData | Any,
+        val: TaskData | Any | None = None,
+        config: TaskConfig | None = None,
+        progress: ProgressCallback | None = None,
+        candidates: Sequence[tuple[float, KValue]] = CANDIDATES,
+        tolerance: float = TOLERANCE,
+    ) -> tuple[Task, TuneReport]:
+        """Try each (density, k) pair of ``candidates`` with ``config``'s other settings
+        (tune.py: a trial learns the task, uncommitted, and is scored on the validation
+        split), choose the smallest density within ``tolerance`` of the best, and return the
+        chosen trial's task (learned with that pair, not committed) and the report.
+
+        Every pair is checked before any trial runs; each trial's phase events reach
+        ``progress`` as phase "tune" (end of epoch/phase only) plus one with the report so
+        far, then the chosen trial's own events are replayed."""
+        start = time.perf_counter()
+        config = config or TaskConfig()
+        configs = trial_configs(config, check_candidates(candidates, tolerance))
+        train = as_task(train)
+        val = as_task(val) if val is not None else None
+        for c in configs:
+            self.check_new_task(name, train, val, c)
+        trials: list[Trial] = []
+        tasks: list[Task] = []
+        replays: list[list[ProgressEvent]] = []
+
+        def report(chosen: int) -> TuneReport:
+            return TuneReport(tuple(trials), chosen, tolerance, time.perf_counter() - start)
+
+        for i, c in enumerate(configs):
+            began = time.perf_counter()
+            events: list[ProgressEvent] = []
+
+            def relay(
+                event: ProgressEvent, events: list[ProgressEvent] = events, trial: int = i + 1
+            ) -> None:
+                events.append(event)
+                if progress is not None and event.step == 0:
+                    extra = {**event.extra, "trial": float(trial)}
+                    progress(dataclasses.replace(event, phase="tune", stopped=None, extra=extra))
+
+            task = self.prepare_task(name, train, val, c, relay)
+            k_units = tuple(s.k for s in task.kwta)
+            seconds = time.perf_counter() - began
+            trials.append(Trial(c.density, c.k, k_units, task.record.val_accuracy, seconds))
+            tasks.append(task)
+            replays.append(events)
+            if progress is not None:
+                last = i == len(configs) - 1
+                so_far = report(choose(trials, tolerance) if last else -1)
+                progress(
+                    ProgressEvent(
+                        "tune",
+                        i + 1,
+                        0,
+                        math.nan,
+                        task.record.val_accuracy,
+                        c.density,
+                        self.spec.overall(self.free_capacity()),
+                        {"trial": float(i + 1), "seconds": seconds},
+                        tune=so_far,
+                    )
+                )
+        chosen = choose(trials, tolerance)
+        if progress is not None:
+            for event in replays[chosen]:
+                progress(event)
+        return tasks[chosen], report(chosen)
 
     def commit_event(self, record: TaskRecord) -> ProgressEvent:
         """The progress event that reports a task's commit (overall density, free capacity)."""
