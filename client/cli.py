@@ -7,7 +7,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sparse_engine.tune import TuneReport
 
 
 def _k(text: str) -> int | float | str | tuple[int | float | str, ...]:
@@ -278,6 +281,20 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         help=".npz with x and y (default: hold out 10 %% of --train)",
     )
     add.add_argument("--quiet", action="store_true", help="no progress bar")
+    add.add_argument(
+        "--tune",
+        action="store_true",
+        help="first learn the task once per (density, k) pair (density 5, 10, 20 %% at k "
+        "auto), each scored on the validation split; keep the smallest density within "
+        "--tune-tolerance of the best (costs one learn per pair; the chosen one is kept)",
+    )
+    add.add_argument(
+        "--tune-tolerance",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help="--tune: validation accuracy a smaller density may lose (default 0.005)",
+    )
     hyper_flags(add)
     predict = client_command("predict", "predict labels (or scores) of one task")
     predict.add_argument("name")
@@ -401,9 +418,13 @@ def _add_task(args: argparse.Namespace) -> int:
     val = load_npz(args.val) if args.val else None
     bar: Any = None
     info: TaskInfo | None = None
+    report: TuneReport | None = None
+    tune = {"tune": args.tune, "tune_tolerance": args.tune_tolerance}
     with _client(args) as client:
         try:
-            for event in client.add_task(args.name, train, val, **hyper_values(args)):
+            for event in client.add_task(args.name, train, val, **tune, **hyper_values(args)):
+                if isinstance(event, Progress) and event.tune is not None:
+                    report = event.tune
                 if isinstance(event, Queued) and event.position and not args.quiet:
                     print(f"queued behind {event.position} task(s)", file=sys.stderr)
                 elif isinstance(event, Progress) and not args.quiet:
@@ -415,6 +436,15 @@ def _add_task(args: argparse.Namespace) -> int:
                         done = event.epoch * event.steps_per_epoch
                     if event.phase == "commit":
                         done = total
+                    if event.phase == "tune":  # trials: the bar counts the chosen one's replay
+                        done = 0
+                    if event.tune is not None:
+                        t = event.tune.trials[-1]
+                        bar.write(
+                            f"tune trial {len(event.tune.trials)}: density {t.density:g}, "
+                            f"k {t.k}: val accuracy {t.val_accuracy:.4f} ({t.seconds:.1f} s)",
+                            file=sys.stderr,
+                        )
                     bar.n = min(total, max(bar.n, done))
                     bar.set_postfix(
                         phase=event.phase,
@@ -436,6 +466,8 @@ def _add_task(args: argparse.Namespace) -> int:
                 bar.close()
     if info is None:
         raise RuntimeError("the server ended the upload without a task record")
+    if report is not None:
+        print(tune_text(report))
     print(
         f"task {info.name!r} committed: id {info.id}, classes {list(info.classes)}, "
         f"val accuracy {info.val_accuracy:.4f}, density "
@@ -443,6 +475,24 @@ def _add_task(args: argparse.Namespace) -> int:
         f"MLflow run {info.mlflow_run_id} (model {info.model_name} v{info.model_version})"
     )
     return 0
+
+
+def tune_text(report: TuneReport) -> str:
+    """A tune search's report for the terminal: one line per trial, the choice and cost."""
+    lines = [f"tune: {len(report.trials)} trial(s), {report.seconds:.1f} s in all"]
+    for i, t in enumerate(report.trials):
+        mark = "  <- chosen" if i == report.chosen else ""
+        k_units = ",".join(map(str, t.k_units))
+        lines.append(
+            f"  density {t.density:g}, k {t.k} ({k_units} units): val accuracy "
+            f"{t.val_accuracy:.4f}, {t.seconds:.1f} s{mark}"
+        )
+    choice = report.choice
+    lines.append(
+        f"chose density {choice.density:g}, k {choice.k}: the smallest density within "
+        f"{report.tolerance:g} of the best validation accuracy"
+    )
+    return "\n".join(lines)
 
 
 def _predict(args: argparse.Namespace) -> int:

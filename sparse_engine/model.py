@@ -23,6 +23,7 @@ from .errors import (
     NoFreeCapacityError,
     TaskExistsError,
     UnknownTaskError,
+    UnsoundTaskError,
     brief,
 )
 from .kwta import resolve_k
@@ -199,6 +200,7 @@ class SparseCL:
             self.check_new_task(name, train, val, c)
         trials: list[Trial] = []
         tasks: list[Task] = []
+        unsound: UnsoundTaskError | None = None
         replays: list[list[ProgressEvent]] = []
 
         def report(chosen: int) -> TuneReport:
@@ -216,10 +218,16 @@ class SparseCL:
                     extra = {**event.extra, "trial": float(trial)}
                     progress(dataclasses.replace(event, phase="tune", stopped=None, extra=extra))
 
-            task = self.prepare_task(name, train, val, c, relay)
+            task = self._learn(name, train, val, c, relay)
+            try:
+                check_sound(task)
+                error = ""
+            except UnsoundTaskError as e:
+                error, unsound = str(e), e
             k_units = tuple(s.k for s in task.kwta)
             seconds = time.perf_counter() - began
-            trials.append(Trial(c.density, c.k, k_units, task.record.val_accuracy, seconds))
+            accuracy = task.record.val_accuracy
+            trials.append(Trial(c.density, c.k, k_units, accuracy, seconds, error))
             tasks.append(task)
             replays.append(events)
             if progress is not None:
@@ -239,6 +247,8 @@ class SparseCL:
                     )
                 )
         chosen = choose(trials, tolerance)
+        if chosen < 0 and unsound is not None:  # every trial unsound: the last one's reason
+            raise unsound
         if progress is not None:
             for event in replays[chosen]:
                 progress(event)
@@ -270,9 +280,22 @@ class SparseCL:
         train = as_task(train)
         val = as_task(val) if val is not None else None
         self.check_new_task(name, train, val, config)
+        task = self._learn(name, train, val, config, progress)
+        check_sound(task)
+        return task
+
+    def _learn(
+        self,
+        name: str,
+        train: TaskData,
+        val: TaskData | None,
+        config: TaskConfig,
+        progress: ProgressCallback | None,
+    ) -> Task:
+        """``prepare_task`` after its checks, before its soundness check."""
         if val is None:
             train, val = train.split(HOLD_OUT, seed=config.seed)
-        task = learn_task(
+        return learn_task(
             self.backbone,
             self.owners.owned(),
             train,
@@ -284,8 +307,6 @@ class SparseCL:
             progress=progress,
             device=self.device,
         )
-        check_sound(task)
-        return task
 
     def check_new_task(
         self, name: str, train: TaskData, val: TaskData | None, config: TaskConfig

@@ -34,13 +34,15 @@ MAX_TRIALS = 9  # the most pairs one search may try
 @dataclass(frozen=True)
 class Trial:
     """One (density, k) pair tried: k as asked and as resolved per layer, its validation
-    accuracy (a fraction) and the seconds it took."""
+    accuracy (a fraction), the seconds it took, and why it may not be chosen ("" = it may:
+    else the soundness check's message, as for a task that diverged or stayed at chance)."""
 
     density: float
     k: KValue
     k_units: tuple[int, ...]
     val_accuracy: float
     seconds: float
+    error: str = ""
 
 
 @dataclass(frozen=True)
@@ -72,9 +74,15 @@ def check_candidates(
         raise InvalidInputError(
             f"tune takes 1 to {MAX_TRIALS} (density, k) pairs, got {len(pairs)}"
         )
+    check_tolerance(tolerance)
+    return pairs
+
+
+def check_tolerance(tolerance: float) -> float:
+    """``tolerance`` when it lies in [0, 1], else InvalidInputError (NaN too)."""
     if not 0.0 <= tolerance <= 1.0:
         raise InvalidInputError(f"tune's tolerance must lie in [0, 1], got {tolerance}")
-    return pairs
+    return tolerance
 
 
 def trial_configs(
@@ -86,13 +94,17 @@ def trial_configs(
 
 def choose(trials: Sequence[Trial], tolerance: float) -> int:
     """The index of the smallest density within ``tolerance`` of the best validation
-    accuracy (ties: the higher accuracy, then the earlier trial)."""
-    best = max(t.val_accuracy for t in trials)
-    near = [i for i, t in enumerate(trials) if t.val_accuracy >= best - tolerance]
+    accuracy (ties: the higher accuracy, then the earlier trial), among the trials without
+    an error; -1 when every trial has one."""
+    sound = [i for i, t in enumerate(trials) if not t.error]
+    if not sound:
+        return -1
+    best = max(trials[i].val_accuracy for i in sound)
+    near = [i for i in sound if trials[i].val_accuracy >= best - tolerance]
     return min(near, key=lambda i: (trials[i].density, -trials[i].val_accuracy, i))
 
 
-def report_params(report: TuneReport) -> dict[str, Any]:
+def report_tags(report: TuneReport) -> dict[str, Any]:
     """The report as flat ``sparsecl.tune.*`` tags (MLflow): the choice, the tolerance, cost."""
     choice = report.choice
     return {

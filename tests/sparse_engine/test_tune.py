@@ -31,6 +31,12 @@ def test_choose_takes_the_smallest_density_within_the_tolerance_of_the_best() ->
     assert choose(trials, 0.0) == 0  # no tolerance: the best
 
 
+def test_choose_skips_unsound_trials_and_finds_none_when_all_are() -> None:
+    unsound = dataclasses.replace(trial(0.05, 0.99), error="not above chance")
+    assert choose([unsound, trial(0.1, 0.90)], 0.5) == 1
+    assert choose([unsound], 0.5) == -1
+
+
 def test_choose_breaks_ties_by_accuracy_then_order() -> None:
     assert choose([trial(0.1, 0.90), trial(0.1, 0.91), trial(0.1, 0.91)], 0.05) == 1
 
