@@ -10,14 +10,12 @@ Torch-free on purpose: the CLI imports it for every command.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, get_args, get_origin, get_type_hints
+from typing import Any, Literal, NamedTuple, get_args, get_origin, get_type_hints
 
 from .errors import InvalidInputError
-
-if TYPE_CHECKING:
-    from .tune import TuneReport
 
 Saliency = Literal["magnitude", "obd", "taylor"]
 Retrain = Literal["finetune", "rewind", "late_rewind", "reinit", "sign_constant"]
@@ -33,6 +31,7 @@ AUTO: Literal["auto"] = "auto"
 # k of one k-WTA layer: a count, a fraction of its units, or "auto" (kwta.auto_k: about
 # 3.5·√units winners, measured across widths and data sets in benchmarks/sizes.py)
 KSize = int | float | Literal["auto"]
+KValue = KSize | tuple[KSize, ...]  # k of every hidden layer, or one per layer
 # why a training phase stopped: its fixed count ran out, or (auto) a plateau or max_epochs
 Stopped = Literal["fixed", "plateau", "max_epochs"]
 # the inference engine's backends (engine.py): auto = the native kernel, else torch.sparse
@@ -203,7 +202,7 @@ class TaskConfig:
 
     density: float = 0.1
     # auto by default: a fixed fraction fits one width only (10 % of 100 units is too few)
-    k: KSize | tuple[KSize, ...] = AUTO
+    k: KValue = AUTO
     # auto by default: MNIST-tuned fixed counts (2 + 2) undertrain other data sets
     epochs: Epochs = AUTO
     retrain_epochs: Epochs = AUTO
@@ -303,6 +302,41 @@ def _settings() -> dict[str, Setting]:
 
 
 SETTINGS: dict[str, Setting] = _settings()
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One (density, k) pair tried: k as asked and as resolved per layer, its validation
+    accuracy (a fraction), the seconds it took, and why it may not be chosen ("" = it may:
+    else the soundness check's message, as for a task that diverged or stayed at chance)."""
+
+    density: float
+    k: KValue
+    k_units: tuple[int, ...]
+    val_accuracy: float
+    seconds: float
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class TuneReport:
+    """A tuned task's search (tune.py), as its progress events carry it: every trial, the
+    index of the chosen one (-1 while it runs), the tolerance, and its cost: ``seconds`` in
+    all (the chosen trial's task is the one kept)."""
+
+    trials: tuple[Trial, ...]
+    chosen: int
+    tolerance: float
+    seconds: float
+
+    @property
+    def choice(self) -> Trial:
+        """The chosen trial."""
+        return self.trials[self.chosen]
+
+    def to_json(self) -> str:
+        """The report as JSON (MLflow's ``tune.json``)."""
+        return json.dumps(dataclasses.asdict(self), indent=2)
 
 
 @dataclass(frozen=True)

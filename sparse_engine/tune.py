@@ -14,55 +14,18 @@ and that cost.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from .config import AUTO, KSize, TaskConfig
+from .config import AUTO, KValue, TaskConfig, Trial, TuneReport
 from .errors import InvalidInputError
 
-KValue = KSize | tuple[KSize, ...]
 # the default pairs: three densities at k auto (kwta.auto_k; benchmarks/RESULTS.md, "Sizes
 # that adapt"); the trials take every other setting from the task's own TaskConfig
 DENSITIES: tuple[float, ...] = (0.05, 0.1, 0.2)
 CANDIDATES: tuple[tuple[float, KValue], ...] = tuple((d, AUTO) for d in DENSITIES)
 TOLERANCE = 0.005  # validation accuracy (a fraction) a smaller density may lose
 MAX_TRIALS = 9  # the most pairs one search may try
-
-
-@dataclass(frozen=True)
-class Trial:
-    """One (density, k) pair tried: k as asked and as resolved per layer, its validation
-    accuracy (a fraction), the seconds it took, and why it may not be chosen ("" = it may:
-    else the soundness check's message, as for a task that diverged or stayed at chance)."""
-
-    density: float
-    k: KValue
-    k_units: tuple[int, ...]
-    val_accuracy: float
-    seconds: float
-    error: str = ""
-
-
-@dataclass(frozen=True)
-class TuneReport:
-    """The search's result: every trial, the index of the chosen one (-1 while it runs), the
-    tolerance, and its cost: ``seconds`` in all (the chosen trial's task is the one kept)."""
-
-    trials: tuple[Trial, ...]
-    chosen: int
-    tolerance: float
-    seconds: float
-
-    @property
-    def choice(self) -> Trial:
-        """The chosen trial."""
-        return self.trials[self.chosen]
-
-    def to_json(self) -> str:
-        """The report as JSON (MLflow's ``tune.json``)."""
-        return json.dumps(dataclasses.asdict(self), indent=2)
 
 
 def check_candidates(
@@ -116,3 +79,19 @@ def report_tags(report: TuneReport) -> dict[str, Any]:
         "sparsecl.tune.trials": len(report.trials),
         "sparsecl.tune.seconds": round(report.seconds, 3),
     }
+
+
+__all__ = [
+    "CANDIDATES",
+    "DENSITIES",
+    "MAX_TRIALS",
+    "TOLERANCE",
+    "KValue",
+    "Trial",
+    "TuneReport",
+    "check_candidates",
+    "check_tolerance",
+    "choose",
+    "report_tags",
+    "trial_configs",
+]
