@@ -281,19 +281,22 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         help=".npz with x and y (default: hold out 10 %% of --train)",
     )
     add.add_argument("--quiet", action="store_true", help="no progress bar")
+    from sparse_engine.tune import CANDIDATES, TOLERANCE
+
+    pairs = ", ".join(f"({d:g}, {k})" for d, k in CANDIDATES)
     add.add_argument(
         "--tune",
         action="store_true",
-        help="first learn the task once per (density, k) pair (density 5, 10, 20 %% at k "
-        "auto), each scored on the validation split; keep the smallest density within "
-        "--tune-tolerance of the best (costs one learn per pair; the chosen one is kept)",
+        help=f"first learn the task once per (density, k) pair: {pairs}, each scored on the "
+        "validation split; keep the smallest density within --tune-tolerance of the best "
+        "(costs one learn per pair; the chosen one is kept)",
     )
     add.add_argument(
         "--tune-tolerance",
         type=float,
         default=None,
         metavar="FRACTION",
-        help="--tune: validation accuracy a smaller density may lose (default 0.005)",
+        help=f"--tune: validation accuracy a smaller density may lose (default {TOLERANCE:g})",
     )
     hyper_flags(add)
     predict = client_command("predict", "predict labels (or scores) of one task")
