@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def _k(text: str) -> int | float | str | tuple[int | float | str, ...]:
-    """--k: a count ('20'), a fraction ('0.1'), 'auto' (about 3.5·√units), or one per layer
+    """--k: a count ('20'), a fraction ('0.1'), 'auto' (about 4·√units), or one per layer
     ('0.1,auto')."""
     values: list[int | float | str] = []
     for v in text.split(","):

@@ -29,7 +29,7 @@ Phase = Literal["tune", "train", "prune", "retrain", "commit"]
 Epochs = int | Literal["auto"]
 AUTO: Literal["auto"] = "auto"
 # k of one k-WTA layer: a count, a fraction of its units, or "auto" (kwta.auto_k: about
-# 3.5·√units winners, measured across widths and data sets in benchmarks/sizes.py)
+# 4·√units winners, measured across widths and data sets in benchmarks/sizes.py)
 KSize = int | float | Literal["auto"]
 KValue = KSize | tuple[KSize, ...]  # k of every hidden layer, or one per layer
 # why a training phase stopped: its fixed count ran out, or (auto) a plateau or max_epochs
@@ -103,7 +103,7 @@ RANGES: dict[str, Range] = {
 HELP: dict[str, str] = {
     "density": "fraction of each layer's weights the task keeps (with structure units: of units)",
     "k": "k-WTA winners per hidden layer: a count (20), a fraction (0.1), auto (about "
-    "3.5·√units: 35 of 100, 111 of 1000) or one per layer",
+    "4·√units: 32 of 64, 40 of 100, 126 of 1000) or one per layer",
     "epochs": "epochs of the first phase: dense training (prune, rigl) or of the supermask; "
     "auto = until validation accuracy plateaus (patience, max_epochs), keeping the best epoch",
     "retrain_epochs": "epochs of retraining after each pruning round (rigl: with the mask "
@@ -180,7 +180,7 @@ class TaskConfig:
     """How one task is learned: train, prune to ``density``, retrain, commit.
 
     ``k`` is the k-WTA size of every hidden layer (a count, a fraction, or "auto": about
-    3.5·√units winners, ``kwta.auto_k``), or one value per layer. ``prune_rounds`` > 1
+    4·√units winners, ``kwta.auto_k``), or one value per layer. ``prune_rounds`` > 1
     prunes iteratively, shrinking the mask geometrically from 1 to ``density`` with
     ``retrain_epochs`` of retraining after each round.
 

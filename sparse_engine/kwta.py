@@ -10,7 +10,7 @@ epoch. Unlike nupic.torch, inference uses the same k as training by default
 A layer pruned by whole units (structured pruning) is *restricted* to its kept units:
 removed units never win (they output exactly 0) and the boosting target is k / kept.
 
-k "auto" (the default) is ``auto_k``: about 3.5·√units winners, the rule measured across
+k "auto" (the default) is ``auto_k``: about 4·√units winners, the rule measured across
 widths and data sets in benchmarks/sizes.py (benchmarks/RESULTS.md, "Sizes that adapt").
 """
 
@@ -27,12 +27,12 @@ from .config import AUTO, KSize
 
 # k "auto": a fraction AUTO_K_SCALE / sqrt(units) of a layer's units, clamped to
 # AUTO_K_BOUNDS (benchmarks/sizes.py measured it: the best k grows as √width, not ∝ width)
-AUTO_K_SCALE = 3.5
+AUTO_K_SCALE = 4.0
 AUTO_K_BOUNDS = (0.05, 0.5)
 
 
 def auto_k(units: int) -> int:
-    """k "auto" for a layer of ``units``: round(clamp(3.5/√units, 5 %, 50 %) · units), >= 1."""
+    """k "auto" for a layer of ``units``: round(clamp(4/√units, 5 %, 50 %) · units), >= 1."""
     low, high = AUTO_K_BOUNDS
     fraction = min(max(AUTO_K_SCALE / math.sqrt(units), low), high)
     return min(units, max(1, round(fraction * units)))

@@ -74,12 +74,12 @@ def test_k_out_of_range_is_refused(k: float) -> None:
 
 @pytest.mark.parametrize(
     ("units", "k"),
-    [(10, 5), (49, 24), (64, 28), (100, 35), (300, 61), (1000, 111), (2000, 157), (10000, 500)],
+    [(10, 5), (49, 24), (64, 32), (100, 40), (300, 69), (1000, 126), (2000, 179), (10000, 500)],
 )
-def test_auto_k_keeps_about_3_5_sqrt_units_winners_within_5_and_50_percent(
+def test_auto_k_keeps_about_4_sqrt_units_winners_within_5_and_50_percent(
     units: int, k: int
 ) -> None:
-    """The rule measured in benchmarks/sizes.py: round(clamp(3.5/√n, 5 %, 50 %)·n)."""
+    """The rule measured in benchmarks/sizes.py: round(clamp(4/√n, 5 %, 50 %)·n)."""
     assert auto_k(units) == k
     assert resolve_k("auto", units) == k
     assert KWinners(units, "auto").k == k

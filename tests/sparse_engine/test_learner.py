@@ -287,4 +287,4 @@ def test_default_k_is_auto_resolved_per_layer_and_stored_as_asked(
     config = dataclasses.replace(FAST, k=TaskConfig().k)
     model.learn_task("t", three_tasks[0], config=config)
     assert TaskConfig().k == "auto" and model.task("t").config.k == "auto"
-    assert [s.k for s in model.task("t").kwta] == [auto_k(100), auto_k(49)] == [35, 24]
+    assert [s.k for s in model.task("t").kwta] == [auto_k(100), auto_k(49)] == [40, 24]
