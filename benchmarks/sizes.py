@@ -111,7 +111,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
             {r["k"] for r in mine if r["density"] == 0.1},
             key=lambda k: (isinstance(k, str), k if isinstance(k, str) else f"{k:08.4f}"),
         )
-        densities = sorted({r["density"] for r in mine if str(r["k"]).startswith(AUTO)} - {0.1})
+        densities = sorted({r["density"] for r in mine if r["k"] == EARLIER} - {0.1})
         head = [f"k {k}" if isinstance(k, str) else f"k {k:.0%}" for k in ks]
         head += [f"density {d:.0%} (k {EARLIER})" for d in densities]
         out.append(f"\n{name} (validation %, mean over seeds; seeds per width in brackets)\n")
@@ -125,8 +125,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
                 vals = [
                     r["val"]
                     for r in mine
-                    if (r["width"], r["density"]) == (width, density)
-                    and (r["k"] == k or (k == EARLIER and str(r["k"]).startswith(AUTO)))
+                    if (r["width"], r["density"], r["k"]) == (width, density, k)
                 ]
                 return statistics.fmean(vals) if vals else None
 
