@@ -67,17 +67,22 @@ class CosineRun(Run):
         return None
 
 
-def digits_stream() -> list[StreamTask]:
-    """scikit-learn's 8×8 digits as two 5-class tasks, 70/10/20 % train/val/test."""
+def digits_stream(
+    groups: tuple[tuple[int, ...], ...] = ((0, 1, 2, 3, 4), (5, 6, 7, 8, 9)),
+    splits: tuple[float, float] = (0.7, 0.8),
+    seed: int = 0,
+) -> list[StreamTask]:
+    """scikit-learn's 8×8 digits (64 features in [0, 1]), one task per group of digits
+    (default: two 5-class tasks), split train/val/test at ``splits`` (70/10/20 %)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
     x = (d.images.reshape(len(d.images), -1) / 16.0).astype(np.float32)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     out = []
-    for digits in ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9]):
+    for digits in groups:
         idx = rng.permutation(np.flatnonzero(np.isin(d.target, digits)))
-        a, b = int(0.7 * len(idx)), int(0.8 * len(idx))
+        a, b = int(splits[0] * len(idx)), int(splits[1] * len(idx))
         parts = [from_numpy(x[i], d.target[i]) for i in (idx[:a], idx[a:b], idx[b:])]
         out.append(StreamTask("d" + "".join(map(str, digits)), *parts))
     return out

@@ -7,12 +7,23 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sparse_engine.tune import TuneReport
 
 
-def _k(text: str) -> int | float | tuple[int | float, ...]:
-    """--k: a count ('20'), a fraction ('0.1'), or one per layer ('0.1,0.05')."""
-    values: list[int | float] = [float(v) if "." in v else int(v) for v in text.split(",")]
+def _k(text: str) -> int | float | str | tuple[int | float | str, ...]:
+    """--k: a count ('20'), a fraction ('0.1'), 'auto' (about 4·√units), or one per layer
+    ('0.1,auto')."""
+    values: list[int | float | str] = []
+    for v in text.split(","):
+        try:
+            values.append(v if v == "auto" else float(v) if "." in v else int(v))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{v!r} is neither a count, a fraction nor 'auto'"
+            ) from None
     return values[0] if len(values) == 1 else tuple(values)
 
 
@@ -270,6 +281,23 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         help=".npz with x and y (default: hold out 10 %% of --train)",
     )
     add.add_argument("--quiet", action="store_true", help="no progress bar")
+    from sparse_engine.tune import CANDIDATES, TOLERANCE
+
+    pairs = ", ".join(f"({d:g}, {k})" for d, k in CANDIDATES)
+    add.add_argument(
+        "--tune",
+        action="store_true",
+        help=f"first learn the task once per (density, k) pair: {pairs}, each scored on the "
+        "validation split; keep the smallest density within --tune-tolerance of the best "
+        "(costs one learn per pair; the chosen one is kept)",
+    )
+    add.add_argument(
+        "--tune-tolerance",
+        type=float,
+        default=None,
+        metavar="FRACTION",
+        help=f"--tune: validation accuracy a smaller density may lose (default {TOLERANCE:g})",
+    )
     hyper_flags(add)
     predict = client_command(
         "predict", "predict labels (or scores) of one task, or, without NAME, infer the task"
@@ -402,9 +430,13 @@ def _add_task(args: argparse.Namespace) -> int:
     val = load_npz(args.val) if args.val else None
     bar: Any = None
     info: TaskInfo | None = None
+    report: TuneReport | None = None
+    tune = {"tune": args.tune, "tune_tolerance": args.tune_tolerance}
     with _client(args) as client:
         try:
-            for event in client.add_task(args.name, train, val, **hyper_values(args)):
+            for event in client.add_task(args.name, train, val, **tune, **hyper_values(args)):
+                if isinstance(event, Progress) and event.tune is not None:
+                    report = event.tune
                 if isinstance(event, Queued) and event.position and not args.quiet:
                     print(f"queued behind {event.position} task(s)", file=sys.stderr)
                 elif isinstance(event, Progress) and not args.quiet:
@@ -416,6 +448,15 @@ def _add_task(args: argparse.Namespace) -> int:
                         done = event.epoch * event.steps_per_epoch
                     if event.phase == "commit":
                         done = total
+                    if event.phase == "tune":  # trials: the bar counts the chosen one's replay
+                        done = 0
+                    if event.tune is not None:
+                        t = event.tune.trials[-1]
+                        bar.write(
+                            f"tune trial {len(event.tune.trials)}: density {t.density:g}, "
+                            f"k {t.k}: val accuracy {t.val_accuracy:.4f} ({t.seconds:.1f} s)",
+                            file=sys.stderr,
+                        )
                     bar.n = min(total, max(bar.n, done))
                     bar.set_postfix(
                         phase=event.phase,
@@ -437,6 +478,8 @@ def _add_task(args: argparse.Namespace) -> int:
                 bar.close()
     if info is None:
         raise RuntimeError("the server ended the upload without a task record")
+    if report is not None:
+        print(tune_text(report))
     print(
         f"task {info.name!r} committed: id {info.id}, classes {list(info.classes)}, "
         f"val accuracy {info.val_accuracy:.4f}, density "
@@ -468,6 +511,24 @@ def _predict_task_free(args: argparse.Namespace, x: Any) -> int:
         ):
             print(f"{task}\t{label}\t{conf:.4f}")
     return 0
+
+
+def tune_text(report: TuneReport) -> str:
+    """A tune search's report for the terminal: one line per trial, the choice and cost."""
+    lines = [f"tune: {len(report.trials)} trial(s), {report.seconds:.1f} s in all"]
+    for i, t in enumerate(report.trials):
+        mark = "  <- chosen" if i == report.chosen else ""
+        k_units = ",".join(map(str, t.k_units))
+        lines.append(
+            f"  density {t.density:g}, k {t.k} ({k_units} units): val accuracy "
+            f"{t.val_accuracy:.4f}, {t.seconds:.1f} s{mark}"
+        )
+    choice = report.choice
+    lines.append(
+        f"chose density {choice.density:g}, k {choice.k}: the smallest density within "
+        f"{report.tolerance:g} of the best validation accuracy"
+    )
+    return "\n".join(lines)
 
 
 def _predict(args: argparse.Namespace) -> int:

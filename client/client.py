@@ -20,6 +20,7 @@ import grpc
 import numpy as np
 
 from sparse_engine import arrays
+from sparse_engine.tune import Trial, TuneReport
 from sparsecl import hyper
 from sparsecl.v1 import sparsecl_pb2 as pb
 from sparsecl.v1 import sparsecl_pb2_grpc as pb_grpc
@@ -88,6 +89,29 @@ class Progress:
     stopped: str = ""
     phase_epochs: int = 0
     kept_epoch: int = 0
+    # phase tune, on the event ending a trial: the search so far (chosen -1 until the last)
+    tune: TuneReport | None = None
+
+    @classmethod
+    def from_proto(cls, m: pb.Progress) -> Progress:
+        """The message as a Progress (``tune`` only when the message holds one)."""
+        return _record(cls, m, tune=tune_report(m.tune) if m.HasField("tune") else None)
+
+
+def tune_report(m: pb.TuneReport) -> TuneReport:
+    """A tune search's report from its message (k as the hyper-parameters carry it)."""
+    trials = tuple(
+        Trial(
+            t.density,
+            hyper.values(pb.HyperParameters(k=t.k))["k"],
+            tuple(t.k_units),
+            t.val_accuracy,
+            t.seconds,
+            t.error,
+        )
+        for t in m.trials
+    )
+    return TuneReport(trials, m.chosen, m.tolerance, m.seconds)
 
 
 @dataclass(frozen=True)
@@ -324,16 +348,26 @@ class Client:
 
     # ---- learning -------------------------------------------------------------------------
     def add_task(
-        self, name: str, train: Any, val: Any = None, **hyper_parameters: Any
+        self,
+        name: str,
+        train: Any,
+        val: Any = None,
+        *,
+        tune: bool = False,
+        tune_tolerance: float | None = None,
+        **hyper_parameters: Any,
     ) -> Iterator[Event]:
         """Upload a task and follow its learning: yields Queued, Progress..., then TaskInfo.
 
         ``train``/``val``: (x, y) numpy arrays or torch tensors, a torch dataset, or an
         Avalanche experience. ``hyper_parameters``: the fields of
         ``sparse_engine.config.TaskConfig`` by name (``SETTINGS`` describes each), e.g.
-        ``density=0.1, k=0.1`` (or one k per hidden layer), ``epochs=2`` (or "auto",
+        ``density=0.1, k="auto"`` (or one k per hidden layer), ``epochs=2`` (or "auto",
         the default), ``method="rigl"``; unset (or None) ones take the server's defaults,
-        an unknown name raises TypeError.
+        an unknown name raises TypeError. ``tune``: first try the server's few (density, k)
+        pairs on the validation split and keep the smallest density within
+        ``tune_tolerance`` (default 0.005) of the best; the "tune" Progress events report
+        every trial, the last one the choice and the seconds spent.
         The data and the names are checked here; the upload starts with the iteration.
         """
         x, y = arrays.examples(train)
@@ -344,6 +378,7 @@ class Client:
             labels=sorted({int(v) for v in np.unique(y)}),
             train_examples=len(x),
             val_examples=len(vx) if vx is not None else 0,
+            tune=pb.TuneRequest(tolerance=tune_tolerance) if tune else None,
         )
 
         def requests() -> Iterator[pb.AddTaskRequest]:
@@ -372,16 +407,28 @@ class Client:
                 if kind == "queued":
                     yield Queued(event.queued.position)
                 elif kind == "progress":
-                    yield _record(Progress, event.progress)
+                    yield Progress.from_proto(event.progress)
                 elif kind == "task":
                     yield TaskInfo.from_proto(event.task)
         except grpc.RpcError as e:
             raise ClientError(e.code(), e.details() or "") from None
 
-    def learn(self, name: str, train: Any, val: Any = None, **hyper_parameters: Any) -> TaskInfo:
+    def learn(
+        self,
+        name: str,
+        train: Any,
+        val: Any = None,
+        *,
+        tune: bool = False,
+        tune_tolerance: float | None = None,
+        **hyper_parameters: Any,
+    ) -> TaskInfo:
         """``add_task`` without following progress: returns the committed task."""
         last: Event | None = None
-        for last in self.add_task(name, train, val, **hyper_parameters):  # noqa: B007
+        events = self.add_task(
+            name, train, val, tune=tune, tune_tolerance=tune_tolerance, **hyper_parameters
+        )
+        for last in events:  # noqa: B007
             pass
         if not isinstance(last, TaskInfo):
             raise ClientError(grpc.StatusCode.UNKNOWN, "the server ended AddTask without a task")

@@ -677,7 +677,7 @@ class DataPlane:
 
             with self.lock:  # re-checked atomically with the submit
                 self._check_free(header.name)
-                job = Job(header.name, header.config, train, val, listen, reservation)
+                job = Job(header.name, header.config, train, val, listen, reservation, header.tune)
                 position = self.trainer.submit(job, slot)
                 self.failed.pop(header.name, None)
             return job, position

@@ -61,6 +61,7 @@ class Job:
     val: Examples | None
     listener: Callable[[JobEvent], None]
     reservation: Reservation | None = None
+    tune: float | None = None  # tune (density, k) first, with this tolerance; None = no
     created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     state: str = "queued"  # queued | training | committed | failed
     error: str = ""
@@ -240,13 +241,19 @@ class Trainer:
                 device=self.model.device.type,
             )
             train, val = job.data()
-            state = self.model.prepare_task(job.name, train, val, job.config, progress)
+            report = None
+            if job.tune is None:
+                state = self.model.prepare_task(job.name, train, val, job.config, progress)
+            else:
+                state, report = self.model.prepare_tuned(
+                    job.name, train, val, job.config, progress, tolerance=job.tune
+                )
             del train, val
             if job.cancelled:  # the last chance: after the store's commit the task is kept
                 raise CancelledError(job.cancelled)
             weights = dumps_weights(self.model.spec, read_values(self.model, state))
             stored = self.store.commit(
-                job.run_id, state, events, job.steps_per_epoch, created, weights
+                job.run_id, state, events, job.steps_per_epoch, created, weights, report
             )
             with self.lock:
                 self.model.commit_task(state)

@@ -10,6 +10,7 @@ from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.errors import InvalidInputError
 from sparse_engine.owners import MAX_TASKS
 from sparse_engine.task import TaskRecord
+from sparse_engine.tune import TOLERANCE, TuneReport, check_tolerance
 from sparsecl import hyper
 from sparsecl.v1 import sparsecl_pb2 as pb
 
@@ -23,6 +24,13 @@ def task_config(hp: pb.HyperParameters) -> TaskConfig:
     Raises InvalidInputError (from TaskConfig) when a value is out of range.
     """
     return TaskConfig(**hyper.values(hp))
+
+
+def tune_tolerance(header: pb.AddTaskHeader) -> float:
+    """The tolerance of a header's tune request (unset: tune.TOLERANCE); InvalidInputError
+    when it lies outside [0, 1]."""
+    t = header.tune
+    return check_tolerance(t.tolerance if t.HasField("tolerance") else TOLERANCE)
 
 
 def hyper_parameters(config: TaskConfig) -> pb.HyperParameters:
@@ -76,6 +84,25 @@ def progress(event: ProgressEvent, total_epochs: int, steps_per_epoch: int) -> p
         stopped=event.stopped or "",
         phase_epochs=int(event.extra.get("epochs", 0)) if event.stopped else 0,
         kept_epoch=int(event.extra.get("kept_epoch", 0)) if event.stopped else 0,
+        tune=tune_report(event.tune) if event.tune is not None else None,
+    )
+
+
+def tune_report(report: TuneReport) -> pb.TuneReport:
+    """A tune search's report as the message (k as the hyper-parameters carry it)."""
+    trials = [
+        pb.TuneTrial(
+            density=t.density,
+            k=hyper.message({"k": t.k}).k,
+            k_units=list(t.k_units),
+            val_accuracy=t.val_accuracy,
+            seconds=t.seconds,
+            error=t.error,
+        )
+        for t in report.trials
+    ]
+    return pb.TuneReport(
+        trials=trials, chosen=report.chosen, tolerance=report.tolerance, seconds=report.seconds
     )
 
 

@@ -52,6 +52,7 @@ from sparse_engine.backbone import BackboneSpec
 from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.state import dumps, loads
 from sparse_engine.task import Task
+from sparse_engine.tune import TuneReport, report_tags
 
 from . import plots, pyfunc
 from .datadir import DataDirError, relocate
@@ -70,6 +71,7 @@ TRAINING, COMMITTED, FAILED, DELETED = "training", "committed", "failed", "delet
 DELETED_AFTER = "sparsecl.deleted_after"  # a deleted task's place in the replay: after id P
 UNREGISTERED = "sparsecl.unregistered"  # set once a deleted task's registry entry says so
 STATE_ARTIFACT = "task/state.safetensors"
+TUNE_ARTIFACT = "tune.json"  # a tuned task's search: every (density, k) trial and its cost
 INTERRUPTED = "interrupted: the server stopped while this task was training"
 RESTORE = ": put the file back from a backup, or restore the data dir (sparsecl restore)"
 T = TypeVar("T")
@@ -351,12 +353,15 @@ class TaskStore:
         steps_per_epoch: int,
         created_ms: int,
         weights: bytes | None = None,
+        tune: TuneReport | None = None,
     ) -> CommittedTask:
         """Write everything of the task, then mark it committed (see the module docstring).
 
         ``weights`` (``sparse_engine.standalone.dumps_weights``: the backbone values the
         task's mask reads) make the run's ``task/`` an MLflow model before the commit point;
-        without them the next start adds it (``log_model``)."""
+        without them the next start adds it (``log_model``). A tuned task's ``tune`` report
+        becomes ``sparsecl.tune.*`` tags (the choice, its cost) and the artifact tune.json
+        (every trial)."""
         record = state.record
         blob = dumps(state)
         metrics = event_metrics(events, steps_per_epoch)
@@ -376,7 +381,10 @@ class TaskStore:
         metrics += [Metric(k, float(v), now, 0) for k, v in summary.items()]
 
         def write() -> None:
-            self.client.log_batch(run_id, tags=stop_tags(events))
+            tags = stop_tags(events)
+            if tune is not None:
+                tags += [RunTag(k, str(v)) for k, v in report_tags(tune).items()]
+            self.client.log_batch(run_id, tags=tags)
             for start in range(0, len(metrics), 900):
                 self.client.log_batch(run_id, metrics=metrics[start : start + 900])
             with tempfile.TemporaryDirectory() as tmp:
@@ -384,6 +392,8 @@ class TaskStore:
                 (root / "task").mkdir()
                 (root / "plots").mkdir()
                 (root / STATE_ARTIFACT).write_bytes(blob)
+                if tune is not None:
+                    (root / TUNE_ARTIFACT).write_text(tune.to_json())
                 (root / "task" / "record.json").write_text(
                     json.dumps(dataclasses.asdict(record), indent=2, default=str)
                 )

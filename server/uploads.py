@@ -45,6 +45,7 @@ class Header:
     labels: tuple[int, ...] = ()  # exactly the training labels' distinct values; () = unsaid
     train_examples: int = 0  # 0 = not announced
     val_examples: int = 0
+    tune: float | None = None  # tune (density, k) first, with this tolerance; None = no
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .model import SparseCL
     from .owners import OwnerMap
     from .task import Task, TaskNet, TaskRecord
+    from .tune import Trial, TuneReport
 
 # Exports load on first use (PEP 562), so that importing a torch-free module such as
 # sparse_engine.config (the CLI does, for its --help) does not import torch.
@@ -58,6 +59,8 @@ _EXPORTS: dict[str, str] = {
     "Task": "task",
     "TaskNet": "task",
     "TaskRecord": "task",
+    "Trial": "tune",
+    "TuneReport": "tune",
 }
 
 

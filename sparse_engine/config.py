@@ -10,6 +10,7 @@ Torch-free on purpose: the CLI imports it for every command.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple, get_args, get_origin, get_type_hints
@@ -21,11 +22,16 @@ Retrain = Literal["finetune", "rewind", "late_rewind", "reinit", "sign_constant"
 Method = Literal["prune", "supermask", "rigl"]
 Structure = Literal["weights", "units"]
 Optimizer = Literal["sgd", "adam", "adamw"]
-Phase = Literal["train", "prune", "retrain", "commit"]
+# tune: one (density, k) trial of a tuned task (tune.py), before the chosen one's phases
+Phase = Literal["tune", "train", "prune", "retrain", "commit"]
 # an epoch count, or "auto": train until the validation accuracy has not improved for
 # ``patience`` epochs, at most ``max_epochs``, and keep the best epoch's iterate
 Epochs = int | Literal["auto"]
 AUTO: Literal["auto"] = "auto"
+# k of one k-WTA layer: a count, a fraction of its units, or "auto" (kwta.auto_k: about
+# 4·√units winners, measured across widths and data sets in benchmarks/sizes.py)
+KSize = int | float | Literal["auto"]
+KValue = KSize | tuple[KSize, ...]  # k of every hidden layer, or one per layer
 # why a training phase stopped: its fixed count ran out, or (auto) a plateau or max_epochs
 Stopped = Literal["fixed", "plateau", "max_epochs"]
 # the inference engine's backends (engine.py): auto = the native kernel, else torch.sparse
@@ -96,7 +102,8 @@ RANGES: dict[str, Range] = {
 # One line of help per hyper-parameter (the CLI's --help, the client's docs).
 HELP: dict[str, str] = {
     "density": "fraction of each layer's weights the task keeps (with structure units: of units)",
-    "k": "k-WTA winners per hidden layer: a count (20), a fraction (0.1) or one per layer",
+    "k": "k-WTA winners per hidden layer: a count (20), a fraction (0.1), auto (about "
+    "4·√units: 32 of 64, 40 of 100, 126 of 1000) or one per layer",
     "epochs": "epochs of the first phase: dense training (prune, rigl) or of the supermask; "
     "auto = until validation accuracy plateaus (patience, max_epochs), keeping the best epoch",
     "retrain_epochs": "epochs of retraining after each pruning round (rigl: with the mask "
@@ -172,9 +179,10 @@ class Setting:
 class TaskConfig:
     """How one task is learned: train, prune to ``density``, retrain, commit.
 
-    ``k`` is the k-WTA size of every hidden layer (a count or a fraction), or one value
-    per layer. ``prune_rounds`` > 1 prunes iteratively, shrinking the mask geometrically
-    from 1 to ``density`` with ``retrain_epochs`` of retraining after each round.
+    ``k`` is the k-WTA size of every hidden layer (a count, a fraction, or "auto": about
+    4·√units winners, ``kwta.auto_k``), or one value per layer. ``prune_rounds`` > 1
+    prunes iteratively, shrinking the mask geometrically from 1 to ``density`` with
+    ``retrain_epochs`` of retraining after each round.
 
     ``method`` picks how the subnetwork is found: ``prune`` (the recipe above, with
     ``retrain`` = finetune | rewind | late_rewind | reinit | sign_constant), ``supermask``
@@ -193,7 +201,8 @@ class TaskConfig:
     """
 
     density: float = 0.1
-    k: int | float | tuple[int | float, ...] = 0.1
+    # auto by default: a fixed fraction fits one width only (10 % of 100 units is too few)
+    k: KValue = AUTO
     # auto by default: MNIST-tuned fixed counts (2 + 2) undertrain other data sets
     epochs: Epochs = AUTO
     retrain_epochs: Epochs = AUTO
@@ -266,7 +275,7 @@ class TaskConfig:
             return epochs + retrain
         return epochs + retrain * self.prune_rounds
 
-    def k_per_layer(self, layers: int) -> tuple[int | float, ...]:
+    def k_per_layer(self, layers: int) -> tuple[KSize, ...]:
         """k for each of ``layers`` hidden layers."""
         if isinstance(self.k, tuple):
             if len(self.k) != layers:
@@ -296,6 +305,41 @@ SETTINGS: dict[str, Setting] = _settings()
 
 
 @dataclass(frozen=True)
+class Trial:
+    """One (density, k) pair tried: k as asked and as resolved per layer, its validation
+    accuracy (a fraction), the seconds it took, and why it may not be chosen ("" = it may:
+    else the soundness check's message, as for a task that diverged or stayed at chance)."""
+
+    density: float
+    k: KValue
+    k_units: tuple[int, ...]
+    val_accuracy: float
+    seconds: float
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class TuneReport:
+    """A tuned task's search (tune.py), as its progress events carry it: every trial, the
+    index of the chosen one (-1 while it runs), the tolerance, and its cost: ``seconds`` in
+    all (the chosen trial's task is the one kept)."""
+
+    trials: tuple[Trial, ...]
+    chosen: int
+    tolerance: float
+    seconds: float
+
+    @property
+    def choice(self) -> Trial:
+        """The chosen trial."""
+        return self.trials[self.chosen]
+
+    def to_json(self) -> str:
+        """The report as JSON (MLflow's ``tune.json``)."""
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+
+@dataclass(frozen=True)
 class ProgressEvent:
     """One step of learning a task, as the server streams it to clients."""
 
@@ -311,6 +355,8 @@ class ProgressEvent:
     # then holds the epochs it ran ("epochs") and the epoch whose iterate it kept
     # ("best_epoch", 1-based within the phase) with that epoch's validation accuracy
     stopped: Stopped | None = None
+    # phase tune: the search so far (its chosen index is -1 until the last trial's event)
+    tune: TuneReport | None = None
 
 
 ProgressCallback = Callable[[ProgressEvent], None]

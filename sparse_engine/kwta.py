@@ -9,21 +9,41 @@ epoch. Unlike nupic.torch, inference uses the same k as training by default
 
 A layer pruned by whole units (structured pruning) is *restricted* to its kept units:
 removed units never win (they output exactly 0) and the boosting target is k / kept.
+
+k "auto" (the default) is ``auto_k``: about 4·√units winners, the rule measured across
+widths and data sets in benchmarks/sizes.py (benchmarks/RESULTS.md, "Sizes that adapt").
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
 
+from .config import AUTO, KSize
 
-def resolve_k(k: int | float, units: int) -> int:
-    """Turn k given as a count (int) or a fraction in (0, 1] (float) into a count."""
-    if isinstance(k, bool):
-        raise ValueError("k must be a count or a fraction, not a bool")
+# k "auto": a fraction AUTO_K_SCALE / sqrt(units) of a layer's units, clamped to
+# AUTO_K_BOUNDS (benchmarks/sizes.py measured it: the best k grows as √width, not ∝ width)
+AUTO_K_SCALE = 4.0
+AUTO_K_BOUNDS = (0.05, 0.5)
+
+
+def auto_k(units: int) -> int:
+    """k "auto" for a layer of ``units``: round(clamp(4/√units, 5 %, 50 %) · units), >= 1."""
+    low, high = AUTO_K_BOUNDS
+    fraction = min(max(AUTO_K_SCALE / math.sqrt(units), low), high)
+    return min(units, max(1, round(fraction * units)))
+
+
+def resolve_k(k: KSize, units: int) -> int:
+    """Turn k given as a count (int), a fraction in (0, 1] (float) or "auto" into a count."""
+    if k == AUTO:
+        return auto_k(units)
+    if isinstance(k, bool) or not isinstance(k, numbers.Real):
+        raise ValueError(f"k must be a count, a fraction or {AUTO!r}, got {k!r}")
     if isinstance(k, numbers.Integral):
         count = int(k)
     else:
@@ -95,7 +115,7 @@ class KWinners(nn.Module):
     def __init__(
         self,
         units: int,
-        k: int | float,
+        k: KSize,
         boost_strength: float = 1.0,
         boost_strength_factor: float = 0.9,
         duty_cycle_period: int = 1000,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import time
+from collections.abc import Sequence
 from typing import Any, overload
 
 import numpy as np
@@ -21,6 +23,7 @@ from .errors import (
     NoFreeCapacityError,
     TaskExistsError,
     UnknownTaskError,
+    UnsoundTaskError,
     brief,
 )
 from .kwta import resolve_k
@@ -38,6 +41,16 @@ from .taskfree import (
     TaskFreePrediction,
     entropy_scores,
     fit_identity,
+)
+from .tune import (
+    CANDIDATES,
+    TOLERANCE,
+    KValue,
+    Trial,
+    TuneReport,
+    check_candidates,
+    choose,
+    trial_configs,
 )
 
 MAX_NAME = 128
@@ -148,6 +161,108 @@ class SparseCL:
             progress(self.commit_event(record))
         return record
 
+    def tune(
+        self,
+        name: str,
+        train: TaskData | Any,
+        val: TaskData | Any | None = None,
+        config: TaskConfig | None = None,
+        progress: ProgressCallback | None = None,
+        candidates: Sequence[tuple[float, KValue]] = CANDIDATES,
+        tolerance: float = TOLERANCE,
+    ) -> tuple[TaskRecord, TuneReport]:
+        """``learn_task`` with (density, k) chosen by ``prepare_tuned``: the committed
+        task's record and the search's report."""
+        state, report = self.prepare_tuned(
+            name, train, val, config, progress, candidates, tolerance
+        )
+        record = self.commit_task(state)
+        self.plan(name)
+        if progress is not None:
+            progress(self.commit_event(record))
+        return record, report
+
+    def prepare_tuned(
+        self,
+        name: str,
+        train: TaskData | Any,
+        val: TaskData | Any | None = None,
+        config: TaskConfig | None = None,
+        progress: ProgressCallback | None = None,
+        candidates: Sequence[tuple[float, KValue]] = CANDIDATES,
+        tolerance: float = TOLERANCE,
+    ) -> tuple[Task, TuneReport]:
+        """Try each (density, k) pair of ``candidates`` with ``config``'s other settings
+        (tune.py: a trial learns the task, uncommitted, and is scored on the validation
+        split), choose the smallest density within ``tolerance`` of the best, and return the
+        chosen trial's task (learned with that pair, not committed) and the report.
+
+        Every pair is checked before any trial runs; each trial's phase events reach
+        ``progress`` as phase "tune" (end of epoch/phase only) plus one with the report so
+        far, then the chosen trial's own events are replayed."""
+        start = time.perf_counter()
+        config = config or TaskConfig()
+        configs = trial_configs(config, check_candidates(candidates, tolerance))
+        train = as_task(train)
+        val = as_task(val) if val is not None else None
+        for c in configs:
+            self.check_new_task(name, train, val, c)
+        trials: list[Trial] = []
+        tasks: list[Task] = []
+        unsound: UnsoundTaskError | None = None
+        replays: list[list[ProgressEvent]] = []
+
+        def report(chosen: int) -> TuneReport:
+            return TuneReport(tuple(trials), chosen, tolerance, time.perf_counter() - start)
+
+        for i, c in enumerate(configs):
+            began = time.perf_counter()
+            events: list[ProgressEvent] = []
+
+            def relay(
+                event: ProgressEvent, events: list[ProgressEvent] = events, trial: int = i + 1
+            ) -> None:
+                events.append(event)
+                if progress is not None and event.step == 0:
+                    extra = {**event.extra, "trial": float(trial)}
+                    progress(dataclasses.replace(event, phase="tune", stopped=None, extra=extra))
+
+            task = self._learn(name, train, val, c, relay)
+            try:
+                check_sound(task)
+                error = ""
+            except UnsoundTaskError as e:
+                error, unsound = str(e), e
+            k_units = tuple(s.k for s in task.kwta)
+            seconds = time.perf_counter() - began
+            accuracy = task.record.val_accuracy
+            trials.append(Trial(c.density, c.k, k_units, accuracy, seconds, error))
+            tasks.append(task)
+            replays.append(events)
+            if progress is not None:
+                last = i == len(configs) - 1
+                so_far = report(choose(trials, tolerance) if last else -1)
+                progress(
+                    ProgressEvent(
+                        "tune",
+                        i + 1,
+                        0,
+                        math.nan,
+                        task.record.val_accuracy,
+                        c.density,
+                        self.spec.overall(self.free_capacity()),
+                        {"trial": float(i + 1), "seconds": seconds},
+                        tune=so_far,
+                    )
+                )
+        chosen = choose(trials, tolerance)
+        if chosen < 0 and unsound is not None:  # every trial unsound: the last one's reason
+            raise unsound
+        if progress is not None:
+            for event in replays[chosen]:
+                progress(event)
+        return tasks[chosen], report(chosen)
+
     def commit_event(self, record: TaskRecord) -> ProgressEvent:
         """The progress event that reports a task's commit (overall density, free capacity)."""
         return ProgressEvent(
@@ -174,6 +289,19 @@ class SparseCL:
         train = as_task(train)
         val = as_task(val) if val is not None else None
         self.check_new_task(name, train, val, config)
+        task = self._learn(name, train, val, config, progress)
+        check_sound(task)
+        return task
+
+    def _learn(
+        self,
+        name: str,
+        train: TaskData,
+        val: TaskData | None,
+        config: TaskConfig,
+        progress: ProgressCallback | None,
+    ) -> Task:
+        """``prepare_task`` after its checks, before its soundness check."""
         if val is None:
             train, val = train.split(HOLD_OUT, seed=config.seed)
         task = learn_task(
@@ -188,7 +316,6 @@ class SparseCL:
             progress=progress,
             device=self.device,
         )
-        check_sound(task)
         return dataclasses.replace(task, identity=fit_identity(train.x, train.y))
 
     def check_new_task(

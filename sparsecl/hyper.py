@@ -2,8 +2,9 @@
 from a dict by field name, next to the stubs so that the server and the client share one
 implementation. The fields are those of ``sparse_engine.config.TaskConfig`` (a test checks
 that the two agree); ``k`` travels as KSize values: a count stays an int, a fraction a float,
-one per hidden layer a tuple; an epoch count that may be "auto" (``Setting.auto``: epochs,
-retrain_epochs) travels as ``AUTO_EPOCHS`` (-1) for auto (the proto documents it)."""
+one per hidden layer a tuple, "auto" a count of ``AUTO_K`` (-1); an epoch count that may be
+"auto" (``Setting.auto``: epochs, retrain_epochs) travels as ``AUTO_EPOCHS`` (-1) for auto
+(the proto documents both)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from sparsecl.v1 import sparsecl_pb2 as pb
 
 NAMES: tuple[str, ...] = tuple(f.name for f in pb.HyperParameters.DESCRIPTOR.fields)
 AUTO_EPOCHS = -1  # "auto" of an epoch count on the wire
+AUTO_K = -1  # "auto" of a k-WTA size on the wire: KSize(count=-1)
 AUTO_NAMES = frozenset(s.name for s in SETTINGS.values() if s.auto)
 
 
@@ -43,8 +45,12 @@ def message(values: Mapping[str, Any]) -> pb.HyperParameters:
             setattr(hp, name, value)
             continue
         for v in value if isinstance(value, tuple | list) else (value,):
-            whole = isinstance(v, numbers.Integral)
-            hp.k.append(pb.KSize(count=int(v)) if whole else pb.KSize(fraction=float(v)))
+            if v == AUTO:
+                hp.k.append(pb.KSize(count=AUTO_K))
+            elif isinstance(v, numbers.Integral):
+                hp.k.append(pb.KSize(count=int(v)))
+            else:
+                hp.k.append(pb.KSize(fraction=float(v)))
     return hp
 
 
@@ -54,7 +60,10 @@ def values(hp: pb.HyperParameters) -> dict[str, Any]:
     for name in AUTO_NAMES & found.keys():
         if found[name] == AUTO_EPOCHS:
             found[name] = AUTO
-    ks = tuple(k.count if k.WhichOneof("size") == "count" else k.fraction for k in hp.k)
+    ks = tuple(
+        (AUTO if k.count == AUTO_K else k.count) if k.WhichOneof("size") == "count" else k.fraction
+        for k in hp.k
+    )
     if ks:
         found["k"] = ks[0] if len(ks) == 1 else ks
     return found

@@ -131,18 +131,54 @@ class HyperParameters(_message.Message):
     def __init__(self, density: _Optional[float] = ..., k: _Optional[_Iterable[_Union[KSize, _Mapping]]] = ..., epochs: _Optional[int] = ..., retrain_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., optimizer: _Optional[str] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ..., saliency: _Optional[str] = ..., prune_rounds: _Optional[int] = ..., retrain: _Optional[str] = ..., saliency_batches: _Optional[int] = ..., boost_strength: _Optional[float] = ..., boost_strength_factor: _Optional[float] = ..., duty_cycle_period: _Optional[int] = ..., seed: _Optional[int] = ..., rewind_epoch: _Optional[int] = ..., method: _Optional[str] = ..., supermask_train_head: bool = ..., rigl_interval: _Optional[int] = ..., rigl_drop_fraction: _Optional[float] = ..., structure: _Optional[str] = ..., patience: _Optional[int] = ..., max_epochs: _Optional[int] = ...) -> None: ...
 
 class AddTaskHeader(_message.Message):
-    __slots__ = ("name", "hyper_parameters", "labels", "train_examples", "val_examples")
+    __slots__ = ("name", "hyper_parameters", "labels", "train_examples", "val_examples", "tune")
     NAME_FIELD_NUMBER: _ClassVar[int]
     HYPER_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
     TRAIN_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
     VAL_EXAMPLES_FIELD_NUMBER: _ClassVar[int]
+    TUNE_FIELD_NUMBER: _ClassVar[int]
     name: str
     hyper_parameters: HyperParameters
     labels: _containers.RepeatedScalarFieldContainer[int]
     train_examples: int
     val_examples: int
-    def __init__(self, name: _Optional[str] = ..., hyper_parameters: _Optional[_Union[HyperParameters, _Mapping]] = ..., labels: _Optional[_Iterable[int]] = ..., train_examples: _Optional[int] = ..., val_examples: _Optional[int] = ...) -> None: ...
+    tune: TuneRequest
+    def __init__(self, name: _Optional[str] = ..., hyper_parameters: _Optional[_Union[HyperParameters, _Mapping]] = ..., labels: _Optional[_Iterable[int]] = ..., train_examples: _Optional[int] = ..., val_examples: _Optional[int] = ..., tune: _Optional[_Union[TuneRequest, _Mapping]] = ...) -> None: ...
+
+class TuneRequest(_message.Message):
+    __slots__ = ("tolerance",)
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    tolerance: float
+    def __init__(self, tolerance: _Optional[float] = ...) -> None: ...
+
+class TuneTrial(_message.Message):
+    __slots__ = ("density", "k", "k_units", "val_accuracy", "seconds", "error")
+    DENSITY_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    K_UNITS_FIELD_NUMBER: _ClassVar[int]
+    VAL_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    density: float
+    k: _containers.RepeatedCompositeFieldContainer[KSize]
+    k_units: _containers.RepeatedScalarFieldContainer[int]
+    val_accuracy: float
+    seconds: float
+    error: str
+    def __init__(self, density: _Optional[float] = ..., k: _Optional[_Iterable[_Union[KSize, _Mapping]]] = ..., k_units: _Optional[_Iterable[int]] = ..., val_accuracy: _Optional[float] = ..., seconds: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+
+class TuneReport(_message.Message):
+    __slots__ = ("trials", "chosen", "tolerance", "seconds")
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_FIELD_NUMBER: _ClassVar[int]
+    TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    trials: _containers.RepeatedCompositeFieldContainer[TuneTrial]
+    chosen: int
+    tolerance: float
+    seconds: float
+    def __init__(self, trials: _Optional[_Iterable[_Union[TuneTrial, _Mapping]]] = ..., chosen: _Optional[int] = ..., tolerance: _Optional[float] = ..., seconds: _Optional[float] = ...) -> None: ...
 
 class ExampleChunk(_message.Message):
     __slots__ = ("split", "x", "y")
@@ -169,7 +205,7 @@ class Queued(_message.Message):
     def __init__(self, position: _Optional[int] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("phase", "epoch", "step", "loss", "accuracy", "density", "free_capacity", "total_epochs", "steps_per_epoch", "stopped", "phase_epochs", "kept_epoch")
+    __slots__ = ("phase", "epoch", "step", "loss", "accuracy", "density", "free_capacity", "total_epochs", "steps_per_epoch", "stopped", "phase_epochs", "kept_epoch", "tune")
     PHASE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     STEP_FIELD_NUMBER: _ClassVar[int]
@@ -182,6 +218,7 @@ class Progress(_message.Message):
     STOPPED_FIELD_NUMBER: _ClassVar[int]
     PHASE_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     KEPT_EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TUNE_FIELD_NUMBER: _ClassVar[int]
     phase: str
     epoch: int
     step: int
@@ -194,7 +231,8 @@ class Progress(_message.Message):
     stopped: str
     phase_epochs: int
     kept_epoch: int
-    def __init__(self, phase: _Optional[str] = ..., epoch: _Optional[int] = ..., step: _Optional[int] = ..., loss: _Optional[float] = ..., accuracy: _Optional[float] = ..., density: _Optional[float] = ..., free_capacity: _Optional[float] = ..., total_epochs: _Optional[int] = ..., steps_per_epoch: _Optional[int] = ..., stopped: _Optional[str] = ..., phase_epochs: _Optional[int] = ..., kept_epoch: _Optional[int] = ...) -> None: ...
+    tune: TuneReport
+    def __init__(self, phase: _Optional[str] = ..., epoch: _Optional[int] = ..., step: _Optional[int] = ..., loss: _Optional[float] = ..., accuracy: _Optional[float] = ..., density: _Optional[float] = ..., free_capacity: _Optional[float] = ..., total_epochs: _Optional[int] = ..., steps_per_epoch: _Optional[int] = ..., stopped: _Optional[str] = ..., phase_epochs: _Optional[int] = ..., kept_epoch: _Optional[int] = ..., tune: _Optional[_Union[TuneReport, _Mapping]] = ...) -> None: ...
 
 class AddTaskEvent(_message.Message):
     __slots__ = ("queued", "progress", "task")

@@ -8,10 +8,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 
-from client import Client
+from client import Client, ClientError
+from client.client import Progress, TaskInfo
 from sparse_engine.mnist import Mnist
 
 from ..serving import FAST, ServerProcess, digits, sparsecl
@@ -283,3 +286,59 @@ def test_predict_without_a_name_saves_task_label_and_confidence(cli: Cli, tmp_pa
         assert saved["confidence"].dtype == np.float32 and saved["confidence"].shape == (200,)
     printed = cli.run("predict", "--data", str(cli.files / "test.npz")).stdout.splitlines()
     assert len(printed) == 200 and printed[0].split("\t")[0] == "zeros-ones"
+
+
+# ---- add-task --tune (issue 17, sizes that adapt) ------------------------------------------
+
+
+def test_add_task_tune_reports_the_choice_and_its_cost_and_stores_it(
+    cli: Cli, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The CLI and the client carry --tune over gRPC; the search's report comes back on the
+    tune Progress events, and lands in MLflow as sparsecl.tune.* tags and tune.json."""
+    server = ServerProcess(tmp_path_factory.mktemp("tuned")).start()
+    fast = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items() if k not in ("density", "k")]
+    try:
+        done = sparsecl(
+            *("add-task", "tuned", "--train", str(cli.files / "train.npz"), "--tune"),
+            *("--address", server.address, "--quiet", *fast),
+        )
+        assert done.returncode == 0, done.stderr
+        assert "tune: 3 trial(s)" in done.stdout and "<- chosen" in done.stdout
+        assert "chose density" in done.stdout and "task 'tuned' committed" in done.stdout
+        with Client(server.address) as client:
+            train = np.load(cli.files / "train.npz")
+            events = list(
+                client.add_task(
+                    "tuned-2",
+                    (train["x"], train["y"]),
+                    tune=True,
+                    tune_tolerance=1.0,  # every trial is within: the smallest density wins
+                    **{k: v for k, v in FAST.items() if k not in ("density", "k")},
+                )
+            )
+            reports = [e.tune for e in events if isinstance(e, Progress) and e.tune is not None]
+            report = reports[-1]
+            assert [t.density for t in report.trials] == [0.05, 0.1, 0.2]
+            sound = [i for i, t in enumerate(report.trials) if not t.error]
+            assert report.chosen == sound[0]  # within a tolerance of 1: the smallest density
+            assert report.tolerance == 1.0 and report.seconds > 0
+            assert [r.chosen for r in reports] == [-1, -1, report.chosen]
+            info = events[-1]
+            assert isinstance(info, TaskInfo)
+            assert info.hyper_parameters["density"] == report.choice.density
+            with pytest.raises(ClientError, match="tolerance must lie in") as refused:
+                client.learn("bad", (train["x"], train["y"]), tune=True, tune_tolerance=2.0)
+            assert refused.value.code == grpc.StatusCode.INVALID_ARGUMENT
+        assert server.data_dir is not None
+        mlflow = MlflowClient(f"sqlite:///{server.data_dir / 'mlflow.db'}")
+        tags = mlflow.get_run(info.mlflow_run_id).data.tags
+        assert tags["sparsecl.tune.density"] == str(report.choice.density)
+        assert tags["sparsecl.tune.trials"] == "3"
+        assert float(tags["sparsecl.tune.seconds"]) == pytest.approx(report.seconds, abs=1e-3)
+        stored = json.loads(
+            Path(mlflow.download_artifacts(info.mlflow_run_id, "tune.json")).read_text()
+        )
+        assert stored["chosen"] == report.chosen and len(stored["trials"]) == 3
+    finally:
+        server.terminate()

@@ -93,3 +93,27 @@ def test_an_unknown_hyper_parameter_is_refused_before_any_call() -> None:
     data = (np.zeros((4, 784), np.float32), np.array([0, 1, 0, 1]))
     with Client("127.0.0.1:9") as client, pytest.raises(TypeError, match="did you mean 'lr'"):
         client.add_task("t", data, lrr=0.1)
+
+
+def test_the_k_flag_takes_auto_alone_or_per_layer(capsys: pytest.CaptureFixture[str]) -> None:
+    parse = build_parser("add-task").parse_args
+    assert parse(["add-task", "t", "--train", "t.npz", "--k", "auto"]).k == "auto"
+    assert parse(["add-task", "t", "--train", "t.npz", "--k", "auto,20"]).k == ("auto", 20)
+    with pytest.raises(SystemExit) as e:
+        parse(["add-task", "t", "--train", "t.npz", "--k", "most"])
+    assert e.value.code == 2
+    assert "'most' is neither a count, a fraction nor 'auto'" in capsys.readouterr().err
+
+
+def test_auto_k_travels_as_a_count_of_minus_one_and_comes_back_as_auto() -> None:
+    """k's wire form of auto mirrors the epochs' one; unset k is the default, auto."""
+    message = hyper.message({"k": ("auto", 0.25, 7)})
+    assert [k.count if k.WhichOneof("size") == "count" else k.fraction for k in message.k] == [
+        hyper.AUTO_K,
+        0.25,
+        7,
+    ]
+    assert hyper.AUTO_K == -1
+    assert hyper.values(message) == {"k": ("auto", 0.25, 7)}
+    assert hyper.values(hyper.message({"k": "auto"})) == {"k": "auto"}
+    assert TaskConfig(**hyper.values(pb.HyperParameters())).k == "auto"

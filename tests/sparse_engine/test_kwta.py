@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sparse_engine.kwta import KWinners, kwinners, resolve_k
+from sparse_engine.kwta import KWinners, auto_k, kwinners, resolve_k
 
 
 def test_exactly_k_units_nonzero_per_sample() -> None:
@@ -70,3 +70,25 @@ def test_k_is_a_count_or_a_fraction(k: float, units: int, count: int) -> None:
 def test_k_out_of_range_is_refused(k: float) -> None:
     with pytest.raises(ValueError, match="k"):
         resolve_k(k, 100)
+
+
+@pytest.mark.parametrize(
+    ("units", "k"),
+    [(10, 5), (49, 24), (64, 32), (100, 40), (300, 69), (1000, 126), (2000, 179), (10000, 500)],
+)
+def test_auto_k_keeps_about_4_sqrt_units_winners_within_5_and_50_percent(
+    units: int, k: int
+) -> None:
+    """The rule measured in benchmarks/sizes.py: round(clamp(4/√n, 5 %, 50 %)·n)."""
+    assert auto_k(units) == k
+    assert resolve_k("auto", units) == k
+    assert KWinners(units, "auto").k == k
+
+
+def test_auto_k_is_at_least_one_winner_and_at_most_every_unit() -> None:
+    assert [auto_k(n) for n in (1, 2, 3)] == [1, 1, 2]
+
+
+def test_k_that_is_neither_a_number_nor_auto_is_refused() -> None:
+    with pytest.raises(ValueError, match="a count, a fraction or 'auto'"):
+        resolve_k("most", 10)  # type: ignore[arg-type]

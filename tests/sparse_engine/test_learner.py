@@ -11,6 +11,7 @@ from sparse_engine import recipe
 from sparse_engine.backbone import Backbone, BackboneSpec
 from sparse_engine.config import ProgressEvent, Retrain, TaskConfig
 from sparse_engine.data import TaskData
+from sparse_engine.kwta import auto_k
 from sparse_engine.mnist import Mnist, digits_task
 from sparse_engine.model import SparseCL
 from sparse_engine.recipe import Run
@@ -276,3 +277,14 @@ def test_fixed_epochs_run_exactly_their_count_and_say_so(three_tasks: list[TaskD
         "train": ("fixed", 2, 2),
         "retrain": ("fixed", 3, 3),
     }
+
+
+def test_default_k_is_auto_resolved_per_layer_and_stored_as_asked(
+    three_tasks: list[TaskData],
+) -> None:
+    """k "auto" (the default) becomes auto_k(width) winners; the config keeps "auto"."""
+    model = SparseCL("mlp:784-100-49")
+    config = dataclasses.replace(FAST, k=TaskConfig().k)
+    model.learn_task("t", three_tasks[0], config=config)
+    assert TaskConfig().k == "auto" and model.task("t").config.k == "auto"
+    assert [s.k for s in model.task("t").kwta] == [auto_k(100), auto_k(49)] == [40, 24]

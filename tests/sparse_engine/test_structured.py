@@ -12,6 +12,7 @@ from sparse_engine.backbone import BackboneSpec
 from sparse_engine.config import TaskConfig
 from sparse_engine.data import TaskData
 from sparse_engine.errors import InvalidInputError
+from sparse_engine.kwta import auto_k
 from sparse_engine.model import SparseCL
 from sparse_engine.plan import compile_task
 from sparse_engine.state import dumps, loads
@@ -220,3 +221,9 @@ def test_stored_units_that_do_not_fit_the_layer_are_refused(mlp: SparseCL) -> No
     blob = dumps(dataclasses.replace(state, kwta=(bad, *state.kwta[1:])))
     with pytest.raises(ValueError, match="do not fit 64 units"):
         loads(blob)
+
+
+def test_auto_k_is_taken_of_the_kept_units(three_tasks: list[TaskData]) -> None:
+    model = SparseCL(TINY)
+    model.learn_task("t", three_tasks[0], config=dataclasses.replace(UNITS, k="auto"))
+    assert [s.k for s in model.task("t").kwta] == [auto_k(32)] * 2  # 32 of 64 units kept
