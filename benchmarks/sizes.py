@@ -70,7 +70,7 @@ def point(task: StreamTask, inputs: int, width: int, config: TaskConfig) -> dict
     record = model.learn_task(task.name, task.train, task.val, config)
     return {
         "val": round(100 * record.val_accuracy, 2),
-        "seconds": round(time.perf_counter() - start, 1),
+        "seconds": round(time.perf_counter() - start, 3),
     }
 
 
