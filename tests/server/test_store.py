@@ -110,10 +110,17 @@ def test_run_and_registered_model_are_browsable(root: Path, committed: str) -> N
 def test_stored_bytes_grow_with_owned_weights_not_backbone_size(
     root: Path, committed: str, prepared: tuple[Task, list[ProgressEvent]]
 ) -> None:
+    """A task stores the weights it owns and its identity model (task-free inference: per
+    class, a mean and principal directions over the inputs, whatever the hidden widths),
+    plus less than a tenth of the backbone's size in masks, biases and head."""
     path = root / "artifacts" / committed / "artifacts" / "task" / "state.safetensors"
     backbone_bytes = 4 * (784 * 64 + 64 * 64)
     owned_bytes = 4 * prepared[0].record.weights_owned
-    assert owned_bytes < path.stat().st_size < owned_bytes + 0.1 * backbone_bytes
+    identity = prepared[0].identity
+    assert identity is not None
+    parts = (identity.mean, identity.basis, identity.variances, identity.noise)
+    own = owned_bytes + sum(t.numel() * t.element_size() for t in parts)
+    assert own < path.stat().st_size < own + 0.1 * backbone_bytes
 
 
 def test_run_left_training_is_loaded_as_failed(root: Path) -> None:

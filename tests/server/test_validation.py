@@ -46,7 +46,8 @@ def test_empty_task_name_is_task_free_for_predict(limited: Limited) -> None:
     before = (limited.committed(), limited.scores())
     request = pb.PredictRequest(task="", x=tensor(limited.probe))
     reply = limited.stub.Predict(request, timeout=60)
-    assert list(reply.task_names) == ["A", "B"] and set(reply.tasks) <= {"A", "B"}
+    names = list(reply.task_names)  # in id order; tests sharing the server may add tasks
+    assert names[:2] == ["A", "B"] and set(reply.tasks) <= set(names)
     assert len(reply.tasks) == len(limited.probe) and not reply.classes
     assert (limited.committed(), limited.scores()) == before
 
