@@ -154,9 +154,15 @@ class SparseCL:
         or an Avalanche experience (``data.as_task``). Without ``val``, ``HOLD_OUT`` of
         ``train`` is held out for validation (seeded by ``config.seed``).
         """
-        state = self.prepare_task(name, train, val, config, progress)
+        return self._commit_and_plan(
+            self.prepare_task(name, train, val, config, progress), progress
+        )
+
+    def _commit_and_plan(self, state: Task, progress: ProgressCallback | None) -> TaskRecord:
+        """Commit a prepared task, compile its plan now (not at the first prediction) and
+        report the commit to ``progress``."""
         record = self.commit_task(state)
-        self.plan(name)  # compiled now, not by the first prediction
+        self.plan(state.name)
         if progress is not None:
             progress(self.commit_event(record))
         return record
@@ -176,11 +182,7 @@ class SparseCL:
         state, report = self.prepare_tuned(
             name, train, val, config, progress, candidates, tolerance
         )
-        record = self.commit_task(state)
-        self.plan(name)
-        if progress is not None:
-            progress(self.commit_event(record))
-        return record, report
+        return self._commit_and_plan(state, progress), report
 
     def prepare_tuned(
         self,
