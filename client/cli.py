@@ -27,6 +27,21 @@ def _k(text: str) -> int | float | str | tuple[int | float | str, ...]:
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def _per_layer(choices: tuple[str, ...]) -> Any:
+    """A parser of one of ``choices``, or one per layer ('none,all'), as --reuse takes."""
+
+    def parse(text: str) -> str | tuple[str, ...]:
+        values = tuple(text.split(","))
+        bad = [v for v in values if v not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(
+                f"{bad[0]!r} is not one of {', '.join(choices)} (one, or one per hidden layer)"
+            )
+        return values[0] if len(values) == 1 else values
+
+    return parse
+
+
 def _epochs(text: str) -> int | str:
     """--epochs, --retrain-epochs: a count ('3') or 'auto' (until validation plateaus)."""
     if text == "auto":
@@ -60,6 +75,9 @@ def hyper_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, help=help)
         elif s.auto:
             group.add_argument(flag, type=_epochs, metavar="auto|N", help=help)
+        elif s.kind is tuple and s.choices:
+            metavar = "|".join(s.choices) + "[,...]"
+            group.add_argument(flag, type=_per_layer(s.choices), metavar=metavar, help=help)
         else:
             kind = _k if s.kind is tuple else s.kind
             group.add_argument(flag, type=kind, choices=s.choices or None, help=help)
@@ -340,6 +358,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     evaluate = client_command("evaluate", "accuracy of one task, or of all, on labelled data")
     evaluate.add_argument("name", nargs="?", default=None)
     evaluate.add_argument("--data", type=Path, required=True, help=".npz with x and y")
+    evaluate.add_argument(
+        "--reference",
+        type=Path,
+        help="JSON {task: accuracy learned alone on a fresh backbone}: adds each task's "
+        "forward transfer (accuracy - alone) and FWT (their mean after the first task)",
+    )
 
     analyze = client_command(
         "analyze", "analyse a committed task (weight-agnostic, layer robustness, noise)"
@@ -486,7 +510,28 @@ def _add_task(args: argparse.Namespace) -> int:
         f"{sum(info.density) / len(info.density):.3f}, owns {info.weights_owned} weights, "
         f"MLflow run {info.mlflow_run_id} (model {info.model_name} v{info.model_version})"
     )
+    if info.reuse is not None:
+        print(reuse_text(info.reuse))
     return 0
+
+
+def reuse_text(reuse: Any) -> str:
+    """What a task could read of earlier tasks and reads (a client.TaskReuse), in lines."""
+    lines = [
+        f"reuse {','.join(reuse.choice)}: reads "
+        + (
+            ", ".join(f"task {i}: {sum(w)} weights" for i, w in reuse.read_from.items())
+            or "no earlier weight"
+        )
+    ]
+    if reuse.baseline is not None:
+        scores = ", ".join(f"task {i} {100 * a:.2f} %" for i, a in reuse.scores.items())
+        chosen = ", ".join(map(str, reuse.chosen)) or "none"
+        lines.append(
+            f"similar: probe accuracy {scores} vs random features {100 * reuse.baseline:.2f} % "
+            f"(margin {100 * (reuse.margin or 0):.1f} points): chose task(s) {chosen}"
+        )
+    return "\n".join(lines)
 
 
 def _predict_task_free(args: argparse.Namespace, x: Any) -> int:
@@ -610,10 +655,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     x, y = load_npz(args.data)
     with _client(args) as client:
         results = client.evaluate(x, y, args.name)
+    reference = json.loads(args.reference.read_text()) if args.reference else {}
     for r in results:
-        print(f"{r.task:<24} accuracy {r.accuracy:.4f}  ({r.examples} examples)")
+        alone = reference.get(r.task)
+        transfer = f"  transfer {100 * (r.accuracy - alone):+.2f} points" if alone else ""
+        print(f"{r.task:<24} accuracy {r.accuracy:.4f}  ({r.examples} examples){transfer}")
     if len(results) > 1:
         print(f"{'mean':<24} accuracy {sum(r.accuracy for r in results) / len(results):.4f}")
+    if len(results) > 1 and all(r.task in reference for r in results):
+        from sparse_engine.metrics import forward_transfer
+
+        alone = [float(reference[r.task]) for r in results]
+        fwt = forward_transfer([r.accuracy for r in results], alone)[1]
+        print(f"{'FWT':<24} {100 * fwt:+.2f} points (tasks after the first, in id order)")
     return 0
 
 

@@ -137,6 +137,7 @@ class TaskInfo:
     error: str
     plan_bytes: int  # memory of the task's inference plan on the server (0 unless committed)
     hyper_parameters: dict[str, Any] = field(default_factory=dict)
+    reuse: TaskReuse | None = None  # what it could read of earlier tasks and reads
 
     @classmethod
     def from_proto(cls, m: pb.TaskInfo) -> TaskInfo:
@@ -147,6 +148,36 @@ class TaskInfo:
             state=pb.TaskState.Name(m.state).removeprefix("TASK_STATE_").lower(),
             created=created if m.created_unix_ms else None,
             hyper_parameters=hyper.values(m.hyper_parameters),
+            reuse=TaskReuse.from_proto(m.reuse) if m.HasField("reuse") else None,
+        )
+
+
+@dataclass(frozen=True)
+class TaskReuse:
+    """Which earlier tasks a task could read (``choice`` per hidden layer) and reads: under
+    similar, the ids ``chosen`` (probe accuracy >= ``baseline`` + ``margin``) and every
+    served earlier task's probe accuracy (``scores``: id → accuracy); ``read_from``: per
+    earlier task id, the weights its mask reads per layer; ``claimed``: the free weights it
+    took, per layer."""
+
+    choice: tuple[str, ...]
+    chosen: tuple[int, ...]
+    baseline: float | None
+    margin: float | None
+    scores: dict[int, float]
+    read_from: dict[int, tuple[int, ...]]
+    claimed: tuple[int, ...]
+
+    @classmethod
+    def from_proto(cls, m: pb.TaskReuse) -> TaskReuse:
+        return cls(
+            choice=tuple(m.choice),
+            chosen=tuple(m.chosen),
+            baseline=m.baseline if m.HasField("baseline") else None,
+            margin=m.margin if m.HasField("margin") else None,
+            scores={s.task_id: s.accuracy for s in m.scores},
+            read_from={r.task_id: tuple(r.weights) for r in m.read_from},
+            claimed=tuple(m.claimed),
         )
 
 

@@ -203,11 +203,16 @@ class DataPlane:
         self.ready = False
         self.trainer.stop()
 
-    def describe_backbone(self) -> None:
-        """Bring the registry's entry of the backbone up to date (StoreUnavailableError)."""
+    def describe_backbone(self, last_run: str | None = None) -> None:
+        """Bring the registry's entry of the backbone up to date (StoreUnavailableError);
+        ``last_run``: the run of the task just committed (its owner-map plot)."""
         model = self.model
         self.store.describe_backbone(
-            str(model.spec), model.seed, len(model.tasks), model.spec.overall(model.free_capacity())
+            str(model.spec),
+            model.seed,
+            len(model.tasks),
+            model.spec.overall(model.free_capacity()),
+            last_run,
         )
 
     def _committed(self, task: CommittedTask) -> None:
@@ -216,7 +221,7 @@ class DataPlane:
         self.failed.pop(task.state.name, None)
         self.deleted.pop(task.state.name, None)
         try:
-            self.describe_backbone()
+            self.describe_backbone(task.run_id)
         except StoreUnavailableError:
             log.warning("could not update the backbone's registered model")
 

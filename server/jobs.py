@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sparse_engine import reuse
 from sparse_engine.config import HOLD_OUT, ProgressEvent, TaskConfig
 from sparse_engine.data import TaskData
 from sparse_engine.model import SparseCL
@@ -25,7 +26,7 @@ from sparse_engine.standalone import dumps_weights, read_values
 
 from .errors import CancelledError, LimitExceededError, QueueFullError, TrainingTimeError
 from .faults import crash_point
-from .store import CommittedTask, TaskStore
+from .store import CommittedTask, Reuse, TaskStore
 from .uploads import Examples, Reservation
 
 log = logging.getLogger("sparsecl.server")
@@ -252,8 +253,10 @@ class Trainer:
             if job.cancelled:  # the last chance: after the store's commit the task is kept
                 raise CancelledError(job.cancelled)
             weights = dumps_weights(self.model.spec, read_values(self.model, state))
+            names = {t.record.id: t.name for t in self.model.tasks.values()}
+            owners = Reuse(names, reuse.counts_after(self.model.owners, state))
             stored = self.store.commit(
-                job.run_id, state, events, job.steps_per_epoch, created, weights, report
+                job.run_id, state, events, job.steps_per_epoch, created, weights, report, owners
             )
             with self.lock:
                 self.model.commit_task(state)

@@ -9,7 +9,7 @@ from sparse_engine.analysis import AnalysisTable
 from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.errors import InvalidInputError
 from sparse_engine.owners import MAX_TASKS
-from sparse_engine.task import TaskRecord
+from sparse_engine.task import ReuseReport, TaskRecord
 from sparse_engine.tune import TOLERANCE, TuneReport, check_tolerance
 from sparsecl import hyper
 from sparsecl.v1 import sparsecl_pb2 as pb
@@ -66,6 +66,22 @@ def task_info(
         seconds=record.seconds,
         hyper_parameters=hyper_parameters(config),
         plan_bytes=plan_bytes,
+        reuse=task_reuse(record.reuse) if record.reuse is not None else None,
+    )
+
+
+def task_reuse(report: ReuseReport) -> pb.TaskReuse:
+    """A task's reuse report as the message: its mask's owners as weights per earlier task
+    and layer, and the free weights it claimed per layer."""
+    by_owner = report.by_owner()
+    return pb.TaskReuse(
+        choice=list(report.choice),
+        chosen=list(report.chosen),
+        baseline=report.baseline,
+        scores=[pb.ReuseScore(task_id=i, accuracy=a) for i, a in report.scores],
+        margin=report.margin,
+        read_from=[pb.ReadFrom(task_id=i, weights=w) for i, w in by_owner.items() if i],
+        claimed=by_owner.get(0, (0,) * len(report.owners)),
     )
 
 

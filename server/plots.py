@@ -3,7 +3,7 @@ each analysis run (accuracy per shared weight, per reset layer, per noise level)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -64,6 +64,68 @@ def density_per_layer(record: TaskRecord, path: Path) -> None:
     ax.set_xticks(list(layers), [f"layer {i}" for i in layers])
     ax.set(ylim=(0, 1), ylabel="fraction of the layer's weights", title=f"{record.name}: density")
     ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _owner_label(owner: int, names: Mapping[int, str], own: str) -> str:
+    """How a plot names an owner id: 0 = ``own``, else 'id name' (or 'id (deleted)')."""
+    if owner == 0:
+        return own
+    return f"{owner} {names[owner]}" if owner in names else f"{owner} (deleted)"
+
+
+def mask_owners(record: TaskRecord, names: Mapping[int, str], path: Path) -> None:
+    """Per layer, the task's mask by owner: the free weights it claimed and each earlier
+    task's weights it reads, as fractions of the mask (stacked bars)."""
+    if record.reuse is None:
+        raise ValueError(f"task {record.name!r} has no reuse report")
+    by_owner = record.reuse.by_owner()
+    layers = range(len(record.reuse.owners))
+    sizes = [sum(c for _, c in layer) or 1 for layer in record.reuse.owners]
+    fig, ax = plt.subplots(figsize=(7, 1.5 + 0.6 * len(layers)))
+    left = [0.0] * len(layers)
+    cmap = plt.get_cmap("tab20")
+    for n, (owner, counts) in enumerate(by_owner.items()):
+        widths = [c / s for c, s in zip(counts, sizes, strict=True)]
+        color = "lightgray" if owner == 0 else cmap(n % 20)
+        label = _owner_label(owner, names, f"own (claimed, task {record.id})")
+        ax.barh(list(layers), widths, left=left, color=color, label=label)
+        left = [a + w for a, w in zip(left, widths, strict=True)]
+    choice = ",".join(record.reuse.choice)
+    ax.set_yticks(list(layers), [f"layer {i}" for i in layers])
+    ax.invert_yaxis()
+    ax.set(xlim=(0, 1), xlabel="fraction of the task's mask in the layer")
+    ax.set_title(f"{record.name} (reuse {choice}): whose weights its mask holds")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def owner_map(
+    counts: Sequence[Mapping[int, int]], sizes: Sequence[int], names: Mapping[int, str], path: Path
+) -> None:
+    """The backbone's owner map over time: per layer (one panel each), after each commit
+    (x: task id), the fraction of the layer each task owns, stacked in id order, from
+    ``counts`` (per layer, owner id → weights, as now: owned weights never change hands;
+    weights freed by deletes are not shown)."""
+    ids = sorted({i for layer in counts for i in layer if i})
+    fig, axes = plt.subplots(1, len(counts), figsize=(5 * len(counts), 4), squeeze=False)
+    cmap = plt.get_cmap("tab20")
+    for layer, (ax, owned, size) in enumerate(zip(axes[0], counts, sizes, strict=True)):
+        bottom = [0.0] * len(ids)
+        for n, owner in enumerate(ids):
+            heights = [owned.get(owner, 0) / size if owner <= after else 0.0 for after in ids]
+            label = _owner_label(owner, names, "free") if layer == 0 else None
+            ax.bar(ids, heights, bottom=bottom, color=cmap(n % 20), label=label)
+            bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+        ax.set(xlabel="after the commit of task id", ylim=(0, 1), title=f"layer {layer}")
+        ax.set_xticks(ids)
+    axes[0][0].set_ylabel("fraction of the layer's weights owned")
+    fig.legend(fontsize="small", loc="upper right")
+    fig.suptitle("owner map over time: which task owns how much of each layer")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -47,11 +47,12 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from sparse_engine import reuse
 from sparse_engine.analysis import AnalysisTable
 from sparse_engine.backbone import BackboneSpec
 from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.state import dumps, loads
-from sparse_engine.task import Task
+from sparse_engine.task import ReuseReport, Task
 from sparse_engine.tune import TuneReport, report_tags
 
 from . import plots, pyfunc
@@ -72,6 +73,9 @@ DELETED_AFTER = "sparsecl.deleted_after"  # a deleted task's place in the replay
 UNREGISTERED = "sparsecl.unregistered"  # set once a deleted task's registry entry says so
 STATE_ARTIFACT = "task/state.safetensors"
 TUNE_ARTIFACT = "tune.json"  # a tuned task's search: every (density, k) trial and its cost
+# whose weights a task's mask holds (per layer, per earlier task) and the owner map after it
+OWNERS_ARTIFACT = "owners.json"
+OWNER_MAP_PLOT = "plots/owner_map.png"  # the backbone's owner map over time, after this commit
 INTERRUPTED = "interrupted: the server stopped while this task was training"
 RESTORE = ": put the file back from a backup, or restore the data dir (sparsecl restore)"
 T = TypeVar("T")
@@ -183,6 +187,29 @@ def event_metrics(events: Sequence[ProgressEvent], steps_per_epoch: int) -> list
     return out
 
 
+@dataclass(frozen=True)
+class Reuse:
+    """What a task's owner artifacts need beyond the task: the served tasks' names by id and
+    the owner map after its commit (per layer, owner id → weights: ``reuse.counts_after``)."""
+
+    names: dict[int, str]
+    after: list[dict[int, int]]
+
+
+def reuse_tags(report: ReuseReport) -> dict[str, str]:
+    """A task's reuse as run tags: the choice per layer, the weights read per earlier task id,
+    and under similar the ids chosen and every probe score against the baseline."""
+    tags = {
+        "sparsecl.reuse": ",".join(report.choice),
+        "sparsecl.reuse.read_from": json.dumps(report.read_from()),
+    }
+    if report.baseline is not None:
+        tags["sparsecl.reuse.chosen"] = ",".join(map(str, report.chosen))
+        tags["sparsecl.reuse.baseline"] = f"{report.baseline:.4f}"
+        tags["sparsecl.reuse.scores"] = json.dumps({i: round(a, 4) for i, a in report.scores})
+    return tags
+
+
 def stop_tags(events: Sequence[ProgressEvent]) -> list[RunTag]:
     """Why each training phase stopped, as one tag per phase (fixed | plateau | max_epochs;
     comma-separated for the retraining of several pruning rounds)."""
@@ -292,8 +319,12 @@ class TaskStore:
 
         return self._call("open the experiment", run)
 
-    def describe_backbone(self, spec: str, seed: int, tasks: int, free_capacity: float) -> None:
-        """Keep the registered model '<experiment>.backbone' current (best effort)."""
+    def describe_backbone(
+        self, spec: str, seed: int, tasks: int, free_capacity: float, last_run: str | None = None
+    ) -> None:
+        """Keep the registered model '<experiment>.backbone' current (best effort); with the
+        ``last_run`` committed, its tag ``owner_map`` points at that run's plot of the
+        owner map over time."""
         name = f"{self.experiment}.backbone"
         tags = {
             "spec": spec,
@@ -302,6 +333,8 @@ class TaskStore:
             "free_capacity": f"{free_capacity:.4f}",
             "experiment_id": self.experiment_id,
         }
+        if last_run is not None:
+            tags["owner_map"] = f"runs:/{last_run}/{OWNER_MAP_PLOT}"
 
         def run() -> None:
             try:
@@ -354,6 +387,7 @@ class TaskStore:
         created_ms: int,
         weights: bytes | None = None,
         tune: TuneReport | None = None,
+        owners: Reuse | None = None,
     ) -> CommittedTask:
         """Write everything of the task, then mark it committed (see the module docstring).
 
@@ -361,7 +395,10 @@ class TaskStore:
         task's mask reads) make the run's ``task/`` an MLflow model before the commit point;
         without them the next start adds it (``log_model``). A tuned task's ``tune`` report
         becomes ``sparsecl.tune.*`` tags (the choice, its cost) and the artifact tune.json
-        (every trial)."""
+        (every trial). ``owners`` (the names of the served tasks and the owner map after
+        the commit) add owners.json, plots/owners.png (whose weights the mask holds, per
+        layer) and plots/owner_map.png (the backbone's owner map over time), and the
+        ``sparsecl.reuse*`` tags."""
         record = state.record
         blob = dumps(state)
         metrics = event_metrics(events, steps_per_epoch)
@@ -382,6 +419,8 @@ class TaskStore:
 
         def write() -> None:
             tags = stop_tags(events)
+            if record.reuse is not None:
+                tags += [RunTag(k, v) for k, v in reuse_tags(record.reuse).items()]
             if tune is not None:
                 tags += [RunTag(k, str(v)) for k, v in report_tags(tune).items()]
             self.client.log_batch(run_id, tags=tags)
@@ -399,6 +438,13 @@ class TaskStore:
                 )
                 plots.training_curve(events, record.name, root / "plots" / "training.png")
                 plots.density_per_layer(record, root / "plots" / "density.png")
+                if owners is not None and record.reuse is not None:
+                    table = reuse.table(state, owners.names, owners.after)
+                    (root / OWNERS_ARTIFACT).write_text(json.dumps(table, indent=2))
+                    plots.mask_owners(record, owners.names, root / "plots" / "owners.png")
+                    sizes = [layer.numel for layer in self.spec.layers]
+                    names = {**owners.names, record.id: record.name}
+                    plots.owner_map(owners.after, sizes, names, root / OWNER_MAP_PLOT)
                 if weights is not None:
                     self._model_files(root / "task", state, weights)
                 self.client.log_artifacts(run_id, str(root))

@@ -22,6 +22,11 @@ Retrain = Literal["finetune", "rewind", "late_rewind", "reinit", "sign_constant"
 Method = Literal["prune", "supermask", "rigl"]
 Structure = Literal["weights", "units"]
 Optimizer = Literal["sgd", "adam", "adamw"]
+# which earlier tasks' weights a new task's mask may read, per hidden layer (reuse.py):
+# all (PackNet: every earlier and retired weight), none (free weights only) or similar
+# (those of the earlier tasks whose features a probe on the new task's data finds useful)
+Reuse = Literal["all", "none", "similar"]
+ReuseValue = Reuse | tuple[Reuse, ...]  # one choice for every hidden layer, or one per layer
 # tune: one (density, k) trial of a tuned task (tune.py), before the chosen one's phases
 Phase = Literal["tune", "train", "prune", "retrain", "commit"]
 # an epoch count, or "auto": train until the validation accuracy has not improved for
@@ -46,6 +51,7 @@ RESETS: tuple[str, ...] = tuple(r for r in RETRAINS if r != "finetune")
 METHODS: tuple[str, ...] = get_args(Method)
 STRUCTURES: tuple[str, ...] = get_args(Structure)
 OPTIMIZERS: tuple[str, ...] = get_args(Optimizer)
+REUSES: tuple[Reuse, ...] = get_args(Reuse)
 BACKENDS: tuple[Backend, ...] = get_args(Backend)
 DEVICES: tuple[Device, ...] = get_args(Device)
 DEFAULT_BACKBONE = "mlp:784-1000-1000"  # an MLP for 28×28 inputs (MNIST-sized)
@@ -133,6 +139,9 @@ HELP: dict[str, str] = {
     "boost_strength_factor": "boost_strength's decay per epoch",
     "duty_cycle_period": "k-WTA duty cycle's averaging period, in examples",
     "seed": "seed of the task's initialisation, shuffling and held-out split",
+    "reuse": "which earlier tasks' weights the mask may read: all, none (free weights only) or "
+    "similar (tasks whose features a probe on this task's data finds useful); one per layer "
+    "(none,all)",
 }
 
 
@@ -140,8 +149,9 @@ HELP: dict[str, str] = {
 class Setting:
     """One hyper-parameter: a field of ``TaskConfig`` as the API, the client and the CLI see it.
 
-    ``kind`` is bool, int, float or str (then ``choices`` lists its values); ``k``'s is
-    tuple: a count, a fraction, or one of these per hidden layer."""
+    ``kind`` is bool, int, float or str (then ``choices`` lists its values); ``k``'s and
+    ``reuse``'s are tuple: one value, or one per hidden layer (``reuse``'s among
+    ``choices``)."""
 
     name: str
     kind: type
@@ -154,6 +164,15 @@ class Setting:
     def problem(self, value: Any) -> str | None:
         """Why ``value`` is not allowed, or None when it is (k is checked per layer)."""
         if self.auto and value == AUTO:
+            return None
+        if self.kind is tuple and self.choices:  # one choice, or one per layer
+            per_layer = value if isinstance(value, tuple) else (value,)
+            bad = [v for v in per_layer if v not in self.choices]
+            if bad or not per_layer:
+                return (
+                    f"{self.name} must be one of {self.choices}, or one per hidden layer, "
+                    f"got {value!r}"
+                )
             return None
         if self.kind is str:
             allowed = value in self.choices
@@ -229,6 +248,8 @@ class TaskConfig:
     boost_strength_factor: float = 0.9
     duty_cycle_period: int = 1000
     seed: int = 0
+    # all by default: PackNet's reading of every earlier weight, as before the choice existed
+    reuse: ReuseValue = "all"
 
     def __post_init__(self) -> None:
         problems = [p for s in SETTINGS.values() if (p := s.problem(getattr(self, s.name)))]
@@ -285,6 +306,26 @@ class TaskConfig:
             return self.k
         return (self.k,) * layers
 
+    def reuse_per_layer(self, layers: int) -> tuple[Reuse, ...]:
+        """The reuse choice for each of ``layers`` hidden layers."""
+        if isinstance(self.reuse, tuple):
+            if len(self.reuse) != layers:
+                raise InvalidInputError(
+                    f"reuse gives {len(self.reuse)} values for a backbone of {layers} hidden layers"
+                )
+            return self.reuse
+        return (self.reuse,) * layers
+
+
+def _per_layer_choices(hint: Any) -> tuple[str, ...]:
+    """The choices of a per-layer hint made of one Literal and a tuple of it (reuse), else ()."""
+    members = get_args(hint)
+    literals = [m for m in members if get_origin(m) is Literal]
+    tuples = [get_args(m) for m in members if get_origin(m) is tuple]
+    if len(literals) == 1 and len(members) == 2 and tuples == [(literals[0], ...)]:
+        return get_args(literals[0])
+    return ()
+
 
 def _settings() -> dict[str, Setting]:
     """The table, from TaskConfig's fields (name, type, default), RANGES and HELP."""
@@ -293,8 +334,15 @@ def _settings() -> dict[str, Setting]:
     for f in dataclasses.fields(TaskConfig):
         hint = hints[f.name]
         auto = hint == Epochs
-        choices = get_args(hint) if get_origin(hint) is Literal else ()
-        kind = int if auto else str if choices else hint if hint in (bool, int, float) else tuple
+        choices = get_args(hint) if get_origin(hint) is Literal else _per_layer_choices(hint)
+        if auto:
+            kind: type = int
+        elif get_origin(hint) is Literal:
+            kind = str
+        elif hint in (bool, int, float):
+            kind = hint
+        else:  # k, reuse: one value or one per hidden layer
+            kind = tuple
         table[f.name] = Setting(
             f.name, kind, f.default, HELP[f.name], choices, RANGES.get(f.name), auto
         )

@@ -31,10 +31,12 @@ def learn_task(
     free_capacity: float,
     progress: ProgressCallback | None = None,
     device: torch.device | None = None,
+    candidates: Sequence[Tensor] | None = None,
 ) -> Task:
     """Learn task ``name`` (to be committed as ``task_id``) over the backbone's current
     values on ``device`` (default the CPU); ``owned``: per layer, the weights earlier tasks
-    own. Nothing is written; the task returned lives on the CPU."""
+    own; ``candidates``: per layer, the weights its mask may cover (None = all: free and
+    every earlier task's). Nothing is written; the task returned lives on the CPU."""
     start = time.perf_counter()
     trainer_type = SupermaskTrainer if config.method == "supermask" else TaskTrainer
     run = Run.create(
@@ -48,6 +50,7 @@ def learn_task(
         progress,
         trainer_type,
         device,
+        candidates,
     )
     if config.method == "supermask":
         learn_supermask(run)

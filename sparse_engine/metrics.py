@@ -1,11 +1,27 @@
 """Continual-learning metrics from the accuracy matrix R[i][j].
 
-R[i][j] is the accuracy on task j after learning task i.
+R[i][j] is the accuracy on task j after learning task i. Forward transfer compares the
+diagonal with a reference vector: each task's accuracy learned alone (``fwt``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+
+
+def forward_transfer(
+    learned: Sequence[float], reference: Sequence[float]
+) -> tuple[np.ndarray, float]:
+    """Forward transfer with per-task heads (task-incremental: R[i-1][i] is undefined): per
+    task, its accuracy as learned in the stream (``learned``, in learning order) minus
+    ``reference``, its accuracy learned alone by the same recipe on a fresh backbone; and
+    FWT, their mean over tasks 2..T (the first has no earlier task); > 0: earlier tasks helped."""
+    if len(reference) != len(learned):
+        raise ValueError(f"need {len(learned)} reference accuracies, got {len(reference)}")
+    gain = np.asarray(learned, dtype=float) - np.asarray(reference, dtype=float)
+    return gain, float(np.mean(gain[1:])) if len(gain) > 1 else 0.0
 
 
 class AccuracyMatrix:
@@ -41,6 +57,14 @@ class AccuracyMatrix:
         last = self.r[-1, :-1]
         diag = np.diag(self.r)[:-1]
         return float(np.mean(last - diag))
+
+    def fwt(self, reference: Sequence[float]) -> float:
+        """Forward transfer (``forward_transfer``) of the diagonal against ``reference``."""
+        return forward_transfer(np.diag(self.r).tolist(), reference)[1]
+
+    def transfer(self, reference: Sequence[float]) -> np.ndarray:
+        """Per task i, R[i][i] - ``reference[i]``."""
+        return forward_transfer(np.diag(self.r).tolist(), reference)[0]
 
     def forgetting(self) -> float:
         """Mean over j < T of the best earlier accuracy on j minus the final one (Chaudhry)."""

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import reuse
 from .backbone import Backbone, BackboneSpec
 from .config import HOLD_OUT, ProgressCallback, ProgressEvent, TaskConfig
 from .data import TaskData, as_inputs, as_task, split_order
@@ -306,6 +307,10 @@ class SparseCL:
         """``prepare_task`` after its checks, before its soundness check."""
         if val is None:
             train, val = train.split(HOLD_OUT, seed=config.seed)
+        served = sorted(self.tasks.values(), key=lambda t: t.record.id)
+        report, candidates = reuse.choose(
+            self.spec, self.backbone.weights, self.owners, served, train, config
+        )
         task = learn_task(
             self.backbone,
             self.owners.owned(),
@@ -317,8 +322,11 @@ class SparseCL:
             free_capacity=self.spec.overall(self.free_capacity()),
             progress=progress,
             device=self.device,
+            candidates=candidates,
         )
-        return dataclasses.replace(task, identity=fit_identity(train.x, train.y))
+        report = dataclasses.replace(report, owners=reuse.mask_owners(self.owners, task.masks))
+        record = dataclasses.replace(task.record, reuse=report)
+        return dataclasses.replace(task, record=record, identity=fit_identity(train.x, train.y))
 
     def check_new_task(
         self, name: str, train: TaskData, val: TaskData | None, config: TaskConfig
@@ -373,6 +381,7 @@ class SparseCL:
                     else ""
                 )
                 raise InvalidInputError(f"{e}{extra}") from None
+        reuse.check_room(self.spec, self.owners, config)
         empty = [i for i, n in enumerate(self.owners.free_count()) if n == 0]
         if empty:
             raise NoFreeCapacityError(

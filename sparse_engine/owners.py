@@ -43,6 +43,14 @@ class OwnerMap:
     def owned_by(self, task_id: int) -> list[Tensor]:
         return [m == task_id for m in self.maps]
 
+    def counts(self) -> list[dict[int, int]]:
+        """Per layer, owner id → how many weights it owns (0 = free), by id."""
+        out = []
+        for m in self.maps:
+            ids, n = torch.unique(m, return_counts=True)
+            out.append({int(i): int(c) for i, c in zip(ids.tolist(), n.tolist(), strict=True)})
+        return out
+
     def claim(self, task_id: int, masks: Sequence[Tensor]) -> list[Tensor]:
         """Give task ``task_id`` the free weights in ``masks``; returns what it claimed."""
         if not 1 <= task_id <= MAX_TASKS:

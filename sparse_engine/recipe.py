@@ -81,14 +81,16 @@ class Run:
         progress: ProgressCallback | None = None,
         trainer_type: type[TaskTrainer] = TaskTrainer,
         device: torch.device | None = None,
+        candidates: Sequence[Tensor] | None = None,
     ) -> Run:
         """A run over the backbone's current values with a ``trainer_type`` network on
-        ``device`` (default the CPU); nothing is written."""
+        ``device`` (default the CPU) whose mask stays within ``candidates`` (None = every
+        weight); nothing is written."""
         generator = torch.Generator().manual_seed(config.seed)
         index = {c: i for i, c in enumerate(classes)}
         train_targets = torch.tensor([index[int(c)] for c in train.y.tolist()], dtype=torch.int64)
         val_targets = torch.tensor([index[int(c)] for c in val.y.tolist()], dtype=torch.int64)
-        trainer = trainer_type(backbone, owned, len(classes), config, generator, device)
+        trainer = trainer_type(backbone, owned, len(classes), config, generator, device, candidates)
         return cls(
             trainer,
             classes,

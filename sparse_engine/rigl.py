@@ -31,10 +31,13 @@ def drop_fraction(step: int, end: int, initial: float) -> float:
     return initial / 2 * (1 + math.cos(math.pi * step / end))
 
 
-def random_mask(shape: torch.Size, keep: int, generator: torch.Generator) -> Tensor:
-    """``keep`` positions drawn uniformly at random, as a bool mask."""
+def random_mask(
+    shape: torch.Size, keep: int, generator: torch.Generator, candidates: Tensor | None = None
+) -> Tensor:
+    """``keep`` positions drawn uniformly at random (among ``candidates``), as a bool mask."""
     score = torch.rand(shape, generator=generator)
-    return top_mask(score, torch.ones(shape, dtype=torch.bool), keep)
+    allowed = torch.ones(shape, dtype=torch.bool) if candidates is None else candidates.cpu()
+    return top_mask(score, allowed, keep)
 
 
 @torch.no_grad()
@@ -71,8 +74,10 @@ def learn_rigl(run: Run) -> None:
     free = [~o for o in net.owned]
     net.set_masks(
         [
-            random_mask(c.shape, keep_count(config.density, c.numel()), run.generator).to(c.device)
-            for c in net.constants
+            random_mask(c.shape, keep_count(config.density, c.numel()), run.generator, a).to(
+                c.device
+            )
+            for c, a in zip(net.constants, net.candidates, strict=True)
         ]
     )
     # auto epochs: the drop fraction decays over max_epochs, the most the phase may run

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .config import TaskConfig
 from .kwta import KWinnersState
-from .task import Task, TaskRecord
+from .task import ReuseReport, Task, TaskRecord
 from .taskfree import TaskIdentity
 
 IDENTITY = ("mean", "basis", "variances", "noise")  # TaskIdentity's fields, in order
@@ -57,6 +57,7 @@ def _record_from(data: dict[str, Any]) -> TaskRecord:
         free_capacity=tuple(float(f) for f in data["free_capacity"]),
         seconds=float(data["seconds"]),
         history=tuple(dict(h) for h in data.get("history", ())),
+        reuse=ReuseReport.from_json(data["reuse"]) if data.get("reuse") else None,
     )
 
 

@@ -32,11 +32,15 @@ def top_k_mask(score: Tensor, keep: int) -> Tensor:
     return mask.reshape(score.shape)
 
 
-def straight_through(score: Tensor, keep: int) -> Tensor:
-    """The top-``keep`` mask of |score| as 0/1 floats whose gradient flows to the scores
-    as if the mask were |score| (edge-popup); the value is exactly the 0/1 mask."""
+def straight_through(score: Tensor, keep: int, candidates: Tensor | None = None) -> Tensor:
+    """The top-``keep`` mask of |score| (among ``candidates`` when given) as 0/1 floats
+    whose gradient flows to the scores as if the mask were |score| (edge-popup); the value
+    is exactly the 0/1 mask."""
     magnitude = score.abs()
-    hard = top_k_mask(magnitude.detach(), keep).to(score.dtype)
+    ranked = magnitude.detach()
+    if candidates is not None:
+        ranked = torch.where(candidates, ranked, ranked.new_full((), -1.0))
+    hard = top_k_mask(ranked, keep).to(score.dtype)
     return hard + (magnitude - magnitude.detach())
 
 
@@ -51,8 +55,9 @@ class SupermaskTrainer(TaskTrainer):
         config: TaskConfig,
         generator: torch.Generator,
         device: torch.device | None = None,
+        candidates: Sequence[Tensor] | None = None,
     ) -> None:
-        super().__init__(backbone, owned, classes, config, generator, device)
+        super().__init__(backbone, owned, classes, config, generator, device, candidates)
         for p in self.free:
             p.requires_grad_(False)
         for b in self.biases:
@@ -63,20 +68,40 @@ class SupermaskTrainer(TaskTrainer):
             nn.Parameter(init_weight(w.shape, generator).to(w.device)) for w in self.constants
         )
         self.keep = [keep_count(config.density, w.numel()) for w in self.constants]
+        # reuse restricted: a weight outside the candidates never enters the top-k (its
+        # |score| is ranked below every candidate's) and its value is never read
+        self.restricted = candidates is not None
+        if self.restricted:
+            self.constants = [
+                torch.where(c, w, torch.zeros((), device=w.device))
+                for c, w in zip(self.candidates, self.constants, strict=True)
+            ]
         self.update_masks()
+
+    def ranked(self, score: Tensor, candidates: Tensor) -> Tensor:
+        """|score|, or -1 outside ``candidates`` when reuse is restricted."""
+        magnitude = score.abs()
+        if not self.restricted:
+            return magnitude
+        return torch.where(candidates, magnitude, magnitude.new_full((), -1.0))
 
     @torch.no_grad()
     def update_masks(self) -> None:
         """Set the mask (what ``density`` and the committed task see) to the current top-k."""
         self.set_masks(
-            [top_k_mask(s.abs(), k) for s, k in zip(self.scores, self.keep, strict=True)]
+            [
+                top_k_mask(self.ranked(s, c), k)
+                for s, c, k in zip(self.scores, self.candidates, self.keep, strict=True)
+            ]
         )
 
     def weights(self) -> list[Tensor]:
         """Backbone values (never trained) times the straight-through top-k mask."""
         return [
-            c * straight_through(s, k)
-            for c, s, k in zip(self.constants, self.scores, self.keep, strict=True)
+            c * straight_through(s, k, a if self.restricted else None)
+            for c, s, k, a in zip(
+                self.constants, self.scores, self.keep, self.candidates, strict=True
+            )
         ]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +14,46 @@ from .backbone import BackboneSpec, forward_layers
 from .config import TaskConfig
 from .kwta import KWinners, KWinnersState
 from .taskfree import TaskIdentity
+
+
+@dataclass(frozen=True)
+class ReuseReport:
+    """What a task could read of earlier tasks and what it read (reuse.py): the choice per
+    hidden layer; under ``similar`` the ids chosen, the probe's accuracy on random features
+    (``baseline``), per served task (id, the probe's accuracy on its features) and the
+    margin; and per layer (owner id, weights) of its mask by owner at its commit, 0 = the
+    free weights it claimed."""
+
+    choice: tuple[str, ...]
+    chosen: tuple[int, ...] = ()
+    baseline: float | None = None
+    scores: tuple[tuple[int, float], ...] = ()
+    margin: float | None = None
+    owners: tuple[tuple[tuple[int, int], ...], ...] = ()
+
+    def by_owner(self) -> dict[int, tuple[int, ...]]:
+        """Per owner id of the mask's weights (0 = the free ones it claimed), how many per
+        layer, by id."""
+        ids = sorted({i for layer in self.owners for i, _ in layer})
+        return {i: tuple(dict(layer).get(i, 0) for layer in self.owners) for i in ids}
+
+    def read_from(self) -> dict[int, int]:
+        """Weights of the mask owned by each earlier task id, over all layers."""
+        return {i: sum(counts) for i, counts in self.by_owner().items() if i}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ReuseReport:
+        """Back from ``dataclasses.asdict`` after a JSON round trip (lists to tuples)."""
+        return cls(
+            choice=tuple(str(c) for c in data["choice"]),
+            chosen=tuple(int(i) for i in data.get("chosen", ())),
+            baseline=None if data.get("baseline") is None else float(data["baseline"]),
+            scores=tuple((int(i), float(s)) for i, s in data.get("scores", ())),
+            margin=None if data.get("margin") is None else float(data["margin"]),
+            owners=tuple(
+                tuple((int(i), int(c)) for i, c in layer) for layer in data.get("owners", ())
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -29,6 +70,8 @@ class TaskRecord:
     free_capacity: tuple[float, ...]  # per layer, after the commit
     seconds: float
     history: tuple[dict[str, float | int | str], ...] = field(default=(), repr=False)
+    # which earlier tasks it could read and did; None for a task stored before reuse choices
+    reuse: ReuseReport | None = None
 
     @property
     def epochs_run(self) -> int | None:
@@ -98,8 +141,12 @@ class TaskNet(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def features(self, x: Tensor) -> Tensor:
+        """The last hidden layer's outputs (N × features), what the head reads."""
         n = len(self.spec.layers)
         weights = [getattr(self, f"weight{i}") for i in range(n)]
         biases = [getattr(self, f"bias{i}") for i in range(n)]
-        return self.head(forward_layers(self.spec, x, weights, biases, self.kwta))
+        return forward_layers(self.spec, x, weights, biases, self.kwta)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.features(x))

@@ -40,7 +40,11 @@ class Checkpoint:
 
 
 class TaskTrainer(nn.Module):
-    """The network of the task being learned: backbone constants + its own trainable parts."""
+    """The network of the task being learned: backbone constants + its own trainable parts.
+
+    ``candidates``: per layer, the weights the task's mask may ever cover (free ones and
+    those of the earlier tasks it may read, ``reuse.candidates``); None = every weight. The
+    mask starts as them and only shrinks, so no other weight is read or chosen."""
 
     def __init__(
         self,
@@ -50,6 +54,7 @@ class TaskTrainer(nn.Module):
         config: TaskConfig,
         generator: torch.Generator,
         device: torch.device | None = None,
+        candidates: Sequence[Tensor] | None = None,
     ) -> None:
         super().__init__()
         spec = backbone.spec
@@ -74,7 +79,12 @@ class TaskTrainer(nn.Module):
         ).to(device)
         self.head = init_head(nn.Linear(spec.features, classes), generator).to(device)
         self.initial = [p.detach().clone() for p in self.parameters()]
-        self.set_masks([torch.ones_like(o) for o in self.owned])
+        self.candidates = (
+            [torch.ones_like(o) for o in self.owned]
+            if candidates is None
+            else [c.to(device, copy=True) for c in candidates]
+        )
+        self.set_masks(self.candidates)
         # structured pruning: kept rows (units or channels) per layer; all until pruned
         self.units = [
             torch.ones(layer.weight_shape[0], dtype=torch.bool, device=device)

@@ -4,7 +4,7 @@ implementation. The fields are those of ``sparse_engine.config.TaskConfig`` (a t
 that the two agree); ``k`` travels as KSize values: a count stays an int, a fraction a float,
 one per hidden layer a tuple, "auto" a count of ``AUTO_K`` (-1); an epoch count that may be
 "auto" (``Setting.auto``: epochs, retrain_epochs) travels as ``AUTO_EPOCHS`` (-1) for auto
-(the proto documents both)."""
+(the proto documents both); a choice per hidden layer (reuse) as a repeated string."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ NAMES: tuple[str, ...] = tuple(f.name for f in pb.HyperParameters.DESCRIPTOR.fie
 AUTO_EPOCHS = -1  # "auto" of an epoch count on the wire
 AUTO_K = -1  # "auto" of a k-WTA size on the wire: KSize(count=-1)
 AUTO_NAMES = frozenset(s.name for s in SETTINGS.values() if s.auto)
+# one choice, or one per hidden layer (reuse): a repeated string on the wire
+PER_LAYER_CHOICES = frozenset(s.name for s in SETTINGS.values() if s.kind is tuple and s.choices)
 
 
 def message(values: Mapping[str, Any]) -> pb.HyperParameters:
@@ -41,6 +43,9 @@ def message(values: Mapping[str, Any]) -> pb.HyperParameters:
         if name in AUTO_NAMES and value == AUTO:
             setattr(hp, name, AUTO_EPOCHS)
             continue
+        if name in PER_LAYER_CHOICES:
+            hp.reuse.extend(value if isinstance(value, tuple | list) else (value,))
+            continue
         if name != "k":
             setattr(hp, name, value)
             continue
@@ -56,7 +61,13 @@ def message(values: Mapping[str, Any]) -> pb.HyperParameters:
 
 def values(hp: pb.HyperParameters) -> dict[str, Any]:
     """The fields set in ``hp``, by name (k: one value, or a tuple of one per layer)."""
-    found: dict[str, Any] = {f.name: v for f, v in hp.ListFields() if f.name != "k"}
+    found: dict[str, Any] = {
+        f.name: v for f, v in hp.ListFields() if f.name != "k" and f.name not in PER_LAYER_CHOICES
+    }
+    for name in PER_LAYER_CHOICES:
+        chosen = tuple(getattr(hp, name))
+        if chosen:
+            found[name] = chosen[0] if len(chosen) == 1 else chosen
     for name in AUTO_NAMES & found.keys():
         if found[name] == AUTO_EPOCHS:
             found[name] = AUTO

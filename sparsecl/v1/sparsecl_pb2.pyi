@@ -77,7 +77,7 @@ class KSize(_message.Message):
     def __init__(self, count: _Optional[int] = ..., fraction: _Optional[float] = ...) -> None: ...
 
 class HyperParameters(_message.Message):
-    __slots__ = ("density", "k", "epochs", "retrain_epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "saliency", "prune_rounds", "retrain", "saliency_batches", "boost_strength", "boost_strength_factor", "duty_cycle_period", "seed", "rewind_epoch", "method", "supermask_train_head", "rigl_interval", "rigl_drop_fraction", "structure", "patience", "max_epochs")
+    __slots__ = ("density", "k", "epochs", "retrain_epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "saliency", "prune_rounds", "retrain", "saliency_batches", "boost_strength", "boost_strength_factor", "duty_cycle_period", "seed", "rewind_epoch", "method", "supermask_train_head", "rigl_interval", "rigl_drop_fraction", "structure", "patience", "max_epochs", "reuse")
     DENSITY_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -103,6 +103,7 @@ class HyperParameters(_message.Message):
     STRUCTURE_FIELD_NUMBER: _ClassVar[int]
     PATIENCE_FIELD_NUMBER: _ClassVar[int]
     MAX_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    REUSE_FIELD_NUMBER: _ClassVar[int]
     density: float
     k: _containers.RepeatedCompositeFieldContainer[KSize]
     epochs: int
@@ -128,7 +129,8 @@ class HyperParameters(_message.Message):
     structure: str
     patience: int
     max_epochs: int
-    def __init__(self, density: _Optional[float] = ..., k: _Optional[_Iterable[_Union[KSize, _Mapping]]] = ..., epochs: _Optional[int] = ..., retrain_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., optimizer: _Optional[str] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ..., saliency: _Optional[str] = ..., prune_rounds: _Optional[int] = ..., retrain: _Optional[str] = ..., saliency_batches: _Optional[int] = ..., boost_strength: _Optional[float] = ..., boost_strength_factor: _Optional[float] = ..., duty_cycle_period: _Optional[int] = ..., seed: _Optional[int] = ..., rewind_epoch: _Optional[int] = ..., method: _Optional[str] = ..., supermask_train_head: bool = ..., rigl_interval: _Optional[int] = ..., rigl_drop_fraction: _Optional[float] = ..., structure: _Optional[str] = ..., patience: _Optional[int] = ..., max_epochs: _Optional[int] = ...) -> None: ...
+    reuse: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, density: _Optional[float] = ..., k: _Optional[_Iterable[_Union[KSize, _Mapping]]] = ..., epochs: _Optional[int] = ..., retrain_epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., lr: _Optional[float] = ..., optimizer: _Optional[str] = ..., momentum: _Optional[float] = ..., weight_decay: _Optional[float] = ..., saliency: _Optional[str] = ..., prune_rounds: _Optional[int] = ..., retrain: _Optional[str] = ..., saliency_batches: _Optional[int] = ..., boost_strength: _Optional[float] = ..., boost_strength_factor: _Optional[float] = ..., duty_cycle_period: _Optional[int] = ..., seed: _Optional[int] = ..., rewind_epoch: _Optional[int] = ..., method: _Optional[str] = ..., supermask_train_head: bool = ..., rigl_interval: _Optional[int] = ..., rigl_drop_fraction: _Optional[float] = ..., structure: _Optional[str] = ..., patience: _Optional[int] = ..., max_epochs: _Optional[int] = ..., reuse: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AddTaskHeader(_message.Message):
     __slots__ = ("name", "hyper_parameters", "labels", "train_examples", "val_examples", "tune")
@@ -245,7 +247,7 @@ class AddTaskEvent(_message.Message):
     def __init__(self, queued: _Optional[_Union[Queued, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., task: _Optional[_Union[TaskInfo, _Mapping]] = ...) -> None: ...
 
 class TaskInfo(_message.Message):
-    __slots__ = ("name", "state", "id", "classes", "density", "weights_owned", "weights_read", "val_accuracy", "free_capacity", "mlflow_run_id", "model_name", "model_version", "created_unix_ms", "seconds", "error", "hyper_parameters", "plan_bytes")
+    __slots__ = ("name", "state", "id", "classes", "density", "weights_owned", "weights_read", "val_accuracy", "free_capacity", "mlflow_run_id", "model_name", "model_version", "created_unix_ms", "seconds", "error", "hyper_parameters", "plan_bytes", "reuse")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
@@ -263,6 +265,7 @@ class TaskInfo(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     HYPER_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     PLAN_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REUSE_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: TaskState
     id: int
@@ -280,7 +283,42 @@ class TaskInfo(_message.Message):
     error: str
     hyper_parameters: HyperParameters
     plan_bytes: int
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., id: _Optional[int] = ..., classes: _Optional[_Iterable[int]] = ..., density: _Optional[_Iterable[float]] = ..., weights_owned: _Optional[int] = ..., weights_read: _Optional[int] = ..., val_accuracy: _Optional[float] = ..., free_capacity: _Optional[_Iterable[float]] = ..., mlflow_run_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., seconds: _Optional[float] = ..., error: _Optional[str] = ..., hyper_parameters: _Optional[_Union[HyperParameters, _Mapping]] = ..., plan_bytes: _Optional[int] = ...) -> None: ...
+    reuse: TaskReuse
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., id: _Optional[int] = ..., classes: _Optional[_Iterable[int]] = ..., density: _Optional[_Iterable[float]] = ..., weights_owned: _Optional[int] = ..., weights_read: _Optional[int] = ..., val_accuracy: _Optional[float] = ..., free_capacity: _Optional[_Iterable[float]] = ..., mlflow_run_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., seconds: _Optional[float] = ..., error: _Optional[str] = ..., hyper_parameters: _Optional[_Union[HyperParameters, _Mapping]] = ..., plan_bytes: _Optional[int] = ..., reuse: _Optional[_Union[TaskReuse, _Mapping]] = ...) -> None: ...
+
+class TaskReuse(_message.Message):
+    __slots__ = ("choice", "chosen", "baseline", "scores", "margin", "read_from", "claimed")
+    CHOICE_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    MARGIN_FIELD_NUMBER: _ClassVar[int]
+    READ_FROM_FIELD_NUMBER: _ClassVar[int]
+    CLAIMED_FIELD_NUMBER: _ClassVar[int]
+    choice: _containers.RepeatedScalarFieldContainer[str]
+    chosen: _containers.RepeatedScalarFieldContainer[int]
+    baseline: float
+    scores: _containers.RepeatedCompositeFieldContainer[ReuseScore]
+    margin: float
+    read_from: _containers.RepeatedCompositeFieldContainer[ReadFrom]
+    claimed: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, choice: _Optional[_Iterable[str]] = ..., chosen: _Optional[_Iterable[int]] = ..., baseline: _Optional[float] = ..., scores: _Optional[_Iterable[_Union[ReuseScore, _Mapping]]] = ..., margin: _Optional[float] = ..., read_from: _Optional[_Iterable[_Union[ReadFrom, _Mapping]]] = ..., claimed: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class ReuseScore(_message.Message):
+    __slots__ = ("task_id", "accuracy")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    task_id: int
+    accuracy: float
+    def __init__(self, task_id: _Optional[int] = ..., accuracy: _Optional[float] = ...) -> None: ...
+
+class ReadFrom(_message.Message):
+    __slots__ = ("task_id", "weights")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    task_id: int
+    weights: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, task_id: _Optional[int] = ..., weights: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
     __slots__ = ("task", "x")

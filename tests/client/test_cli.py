@@ -122,6 +122,19 @@ def test_evaluate_prints_accuracy(cli: Cli) -> None:
     assert accuracy > 0.9
 
 
+def test_evaluate_with_a_reference_prints_the_forward_transfer(cli: Cli) -> None:
+    reference = cli.files / "alone.json"
+    reference.write_text(json.dumps({"zeros-ones": 0.5}))
+    done = cli.run(
+        *("evaluate", "zeros-ones", "--data", str(cli.files / "test.npz")),
+        *("--reference", str(reference)),
+    )
+    assert done.returncode == 0, done.stderr
+    accuracy = float(done.stdout.split("accuracy")[1].split()[0])
+    transfer = float(done.stdout.split("transfer")[1].split()[0])
+    assert transfer == pytest.approx(100 * (accuracy - 0.5), abs=0.01)
+
+
 def test_error_exits_non_zero_with_the_servers_message(cli: Cli) -> None:
     done = cli.run("predict", "nope", "--data", str(cli.files / "test.npz"))
     assert done.returncode == 1
@@ -208,6 +221,38 @@ def test_add_task_structure_units_prunes_whole_units(
         *("--epochs=1", "--retrain-epochs=1", "--density=0.5", "--structure", "units"),
     )
     assert hyper["structure"] == "units"
+
+
+def test_add_task_reuse_per_layer_reads_no_earlier_weight_where_none(
+    tmp_path_factory: pytest.TempPathFactory, mnist: Mnist
+) -> None:
+    """--reuse none,all: the task's record says layer 0 reads nothing of task 1."""
+    files = tmp_path_factory.mktemp("reuse-npz")
+    for name, which in (("a", [0, 1]), ("b", [2, 3])):
+        x, y = digits(mnist, which)
+        np.savez(files / f"{name}.npz", x=x, y=y)
+    server = ServerProcess(tmp_path_factory.mktemp("reuse")).start()
+    try:
+        options = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
+        for name, reuse in (("a", "all"), ("b", "none,all")):
+            done = sparsecl(
+                *("add-task", name, "--train", str(files / f"{name}.npz"), "--quiet"),
+                *("--address", server.address, "--reuse", reuse, *options),
+            )
+            assert done.returncode == 0, done.stderr
+        assert "reuse none,all: reads task 1:" in done.stdout
+        with Client(server.address) as client:
+            info = client.task("b")
+    finally:
+        server.terminate()
+    assert info.hyper_parameters["reuse"] == ("none", "all")
+    assert info.reuse is not None and info.reuse.choice == ("none", "all")
+    assert info.reuse.read_from[1][0] == 0 and info.reuse.read_from[1][1] > 0
+
+
+def test_add_task_refuses_an_unknown_reuse_choice() -> None:
+    done = sparsecl("add-task", "x", "--train", "t.npz", "--reuse", "none,some")
+    assert done.returncode == 2 and "'some' is not one of all, none, similar" in done.stderr
 
 
 def test_add_task_offers_only_known_methods() -> None:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from server.messages import hyper_parameters, task_config
+from client.client import TaskReuse
+from server.messages import hyper_parameters, task_config, task_reuse
 from sparse_engine.config import SETTINGS, TaskConfig
 from sparse_engine.errors import InvalidInputError
+from sparse_engine.task import ReuseReport
 from sparsecl.v1 import sparsecl_pb2 as pb
 
 
@@ -34,3 +36,35 @@ def test_every_field_travels_in_the_message() -> None:
     message = hyper_parameters(config)
     assert {f.name for f, _ in message.ListFields()} == set(SETTINGS)
     assert task_config(message) == config
+
+
+def test_reuse_per_layer_travels_in_the_message() -> None:
+    config = TaskConfig(reuse=("none", "similar"))
+    assert list(hyper_parameters(config).reuse) == ["none", "similar"]
+    assert task_config(hyper_parameters(config)) == config
+
+
+def test_an_unknown_reuse_choice_is_invalid_input() -> None:
+    with pytest.raises(InvalidInputError, match="reuse must be one of"):
+        task_config(pb.HyperParameters(reuse=["none", "most"]))
+
+
+def test_the_reuse_report_reaches_the_client_per_earlier_task_and_layer() -> None:
+    report = ReuseReport(
+        choice=("similar", "all"),
+        chosen=(2,),
+        baseline=0.9,
+        scores=((1, 0.88), (2, 0.95)),
+        margin=0.01,
+        owners=(((0, 70), (2, 5)), ((0, 10), (1, 3), (2, 4))),
+    )
+    got = TaskReuse.from_proto(task_reuse(report))
+    assert got == TaskReuse(
+        choice=("similar", "all"),
+        chosen=(2,),
+        baseline=0.9,
+        margin=0.01,
+        scores={1: 0.88, 2: 0.95},
+        read_from={1: (0, 3), 2: (5, 4)},
+        claimed=(70, 10),
+    )

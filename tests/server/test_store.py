@@ -19,11 +19,13 @@ from server.store import (
     MODEL_TRAINING,
     STATE,
     TASK_ID,
+    Reuse,
     StoreCorruptError,
     TaskStore,
     WriterConflictError,
     event_metrics,
 )
+from sparse_engine import reuse
 from sparse_engine.config import ProgressEvent, TaskConfig
 from sparse_engine.mnist import Mnist, digits_task
 from sparse_engine.model import SparseCL
@@ -281,3 +283,35 @@ def test_the_experiment_is_shown_as_model_training_in_mlflow_3(root: Path) -> No
     store.client.delete_experiment_tag(store.experiment_id, KIND_TAG)
     reopened = open_store(root, "kind")
     assert reopened.client.get_experiment(store.experiment_id).tags[KIND_TAG] == MODEL_TRAINING
+
+
+def test_a_task_run_shows_whose_weights_its_mask_holds(root: Path, mnist: Mnist) -> None:
+    """owners.json, the two plots and the tags of a task that reads task 1; the backbone's
+    registered model points at the owner map's plot."""
+    model = SparseCL(TINY)
+    model.learn_task("A", digits_task([0, 1], 200, mnist), config=CONFIG)
+    events: list[ProgressEvent] = []
+    state = model.prepare_task("B", digits_task([2, 3], 200, mnist), None, CONFIG, events.append)
+    store = open_store(root, "owners")
+    run_id, created = store.start("B", 2, CONFIG, TINY, {"train_examples": 180})
+    owners = Reuse({1: "A"}, reuse.counts_after(model.owners, state))
+    store.commit(run_id, state, events, 3, created, owners=owners)
+    store.describe_backbone(TINY, 0, 2, 0.8, last_run=run_id)
+    report = state.record.reuse
+    assert report is not None and report.read_from()[1] > 0
+    table = json.loads(Path(store.client.download_artifacts(run_id, "owners.json")).read_text())
+    rows = {r["owner"]: r for r in table["mask_by_owner"]}
+    assert rows[1]["task"] == "A" and rows[2]["claimed"] and rows[2]["task"] == "B"
+    assert [rows[1]["weights"], rows[2]["weights"]] == [
+        list(report.by_owner()[1]),
+        list(report.by_owner()[0]),
+    ]
+    after = table["owner_map_after_commit"]
+    assert [int(layer["2"]) for layer in after] == list(report.by_owner()[0])
+    plots = {a.path for a in store.client.list_artifacts(run_id, "plots")}
+    assert {"plots/owners.png", "plots/owner_map.png"} <= plots
+    tags = store.client.get_run(run_id).data.tags
+    assert tags["sparsecl.reuse"] == "all,all"
+    assert json.loads(tags["sparsecl.reuse.read_from"]) == {"1": report.read_from()[1]}
+    backbone = store.client.get_registered_model("owners.backbone")
+    assert backbone.tags["owner_map"] == f"runs:/{run_id}/plots/owner_map.png"

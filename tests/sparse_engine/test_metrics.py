@@ -40,3 +40,14 @@ def test_long_task_names_stay_apart_in_the_table() -> None:
     matrix = AccuracyMatrix.from_rows([[0.99, float("nan")], [0.98, 0.97]])
     head = matrix.format(["digits-01", "digits-23"]).splitlines()[0]
     assert head.split() == ["digits-01", "digits-23"]
+
+
+def test_fwt_compares_each_later_task_with_it_learned_alone() -> None:
+    # diagonal 0.9, 0.95, 0.99 against alone 0.9, 0.93, 1.0: task 1 has no earlier task
+    fwt = AccuracyMatrix.from_rows(ROWS).fwt([0.9, 0.93, 1.0])
+    assert fwt == pytest.approx(((0.95 - 0.93) + (0.99 - 1.0)) / 2)
+
+
+def test_fwt_needs_one_reference_per_task() -> None:
+    with pytest.raises(ValueError, match="need 3 reference"):
+        AccuracyMatrix.from_rows(ROWS).fwt([0.9, 0.93])
