@@ -13,7 +13,7 @@ import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, NamedTuple, get_args, get_origin, get_type_hints
+from typing import Any, Literal, NamedTuple, TypeVar, get_args, get_origin, get_type_hints
 
 from .errors import InvalidInputError
 
@@ -298,23 +298,26 @@ class TaskConfig:
 
     def k_per_layer(self, layers: int) -> tuple[KSize, ...]:
         """k for each of ``layers`` hidden layers."""
-        if isinstance(self.k, tuple):
-            if len(self.k) != layers:
-                raise InvalidInputError(
-                    f"k gives {len(self.k)} values for a backbone of {layers} hidden layers"
-                )
-            return self.k
-        return (self.k,) * layers
+        return _per_layer("k", self.k, layers)
 
     def reuse_per_layer(self, layers: int) -> tuple[Reuse, ...]:
         """The reuse choice for each of ``layers`` hidden layers."""
-        if isinstance(self.reuse, tuple):
-            if len(self.reuse) != layers:
-                raise InvalidInputError(
-                    f"reuse gives {len(self.reuse)} values for a backbone of {layers} hidden layers"
-                )
-            return self.reuse
-        return (self.reuse,) * layers
+        return _per_layer("reuse", self.reuse, layers)
+
+
+T = TypeVar("T")
+
+
+def _per_layer(name: str, value: T | tuple[T, ...], layers: int) -> tuple[T, ...]:
+    """``value`` for each of ``layers`` hidden layers: repeated, or as given one per layer
+    (InvalidInputError when the count differs)."""
+    if not isinstance(value, tuple):
+        return (value,) * layers
+    if len(value) != layers:
+        raise InvalidInputError(
+            f"{name} gives {len(value)} values for a backbone of {layers} hidden layers"
+        )
+    return value
 
 
 def _per_layer_choices(hint: Any) -> tuple[str, ...]:
