@@ -69,6 +69,11 @@ def density_per_layer(record: TaskRecord, path: Path) -> None:
     plt.close(fig)
 
 
+def owner_color(owner: int) -> tuple[float, ...]:
+    """The colour of task id ``owner`` in every owner plot (tab20, by id)."""
+    return tuple(plt.get_cmap("tab20")((owner - 1) % 20))
+
+
 def _owner_label(owner: int, names: Mapping[int, str], own: str) -> str:
     """How a plot names an owner id: 0 = ``own``, else 'id name' (or 'id (deleted)')."""
     if owner == 0:
@@ -86,10 +91,9 @@ def mask_owners(record: TaskRecord, names: Mapping[int, str], path: Path) -> Non
     sizes = [sum(c for _, c in layer) or 1 for layer in record.reuse.owners]
     fig, ax = plt.subplots(figsize=(7, 1.5 + 0.6 * len(layers)))
     left = [0.0] * len(layers)
-    cmap = plt.get_cmap("tab20")
-    for n, (owner, counts) in enumerate(by_owner.items()):
+    for owner, counts in by_owner.items():
         widths = [c / s for c, s in zip(counts, sizes, strict=True)]
-        color = "lightgray" if owner == 0 else cmap(n % 20)
+        color = "lightgray" if owner == 0 else owner_color(owner)
         label = _owner_label(owner, names, f"own (claimed, task {record.id})")
         ax.barh(list(layers), widths, left=left, color=color, label=label)
         left = [a + w for a, w in zip(left, widths, strict=True)]
@@ -112,21 +116,20 @@ def owner_map(
     ``counts`` (per layer, owner id → weights, as now: owned weights never change hands;
     weights freed by deletes are not shown)."""
     ids = sorted({i for layer in counts for i in layer if i})
-    fig, axes = plt.subplots(1, len(counts), figsize=(5 * len(counts), 4), squeeze=False)
-    cmap = plt.get_cmap("tab20")
+    fig, axes = plt.subplots(1, len(counts), figsize=(5 * len(counts) + 2, 4), squeeze=False)
     for layer, (ax, owned, size) in enumerate(zip(axes[0], counts, sizes, strict=True)):
         bottom = [0.0] * len(ids)
-        for n, owner in enumerate(ids):
+        for owner in ids:
             heights = [owned.get(owner, 0) / size if owner <= after else 0.0 for after in ids]
             label = _owner_label(owner, names, "free") if layer == 0 else None
-            ax.bar(ids, heights, bottom=bottom, color=cmap(n % 20), label=label)
+            ax.bar(ids, heights, bottom=bottom, color=owner_color(owner), label=label)
             bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
         ax.set(xlabel="after the commit of task id", ylim=(0, 1), title=f"layer {layer}")
         ax.set_xticks(ids)
     axes[0][0].set_ylabel("fraction of the layer's weights owned")
-    fig.legend(fontsize="small", loc="upper right")
     fig.suptitle("owner map over time: which task owns how much of each layer")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1 - 2 / (5 * len(counts) + 2), 1))
+    fig.legend(fontsize="small", loc="center right")
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -91,6 +91,23 @@ def test_reuse_similar_reads_only_the_tasks_it_chose(
         assert read <= set(report.chosen)
 
 
+@pytest.mark.parametrize("choice", ["none", "similar"])
+def test_retired_weights_of_a_deleted_task_are_not_read(
+    three_tasks: list[TaskData], choice: str
+) -> None:
+    model = SparseCL(TINY)
+    model.learn_task("t1", three_tasks[0], config=FAST)
+    model.learn_task("t2", three_tasks[1], config=FAST)
+    model.delete_task("t1")
+    retired = [m == 1 for m in model.owners.maps]
+    assert any(bool(r.any()) for r in retired)  # t2 reads them: kept frozen under id 1
+    model.learn_task("t3", three_tasks[2], config=dataclasses.replace(FAST, reuse=choice))
+    report = model.task("t3").record.reuse
+    assert report is not None and 1 not in report.read_from()
+    for mask, r in zip(model.task("t3").masks, retired, strict=True):
+        assert not bool((mask & r).any())
+
+
 def test_candidates_never_include_retired_or_unchosen_weights() -> None:
     spec = BackboneSpec.parse("mlp:4-3-2")
     owners = OwnerMap(spec)
