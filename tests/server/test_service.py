@@ -251,6 +251,24 @@ def test_k_larger_than_a_layer_is_invalid(served: Served) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("reuse", "message"),
+    [
+        (("none", "all", "none"), "reuse gives 3 values for a backbone of 2 hidden layers"),
+        (("none", "most"), "reuse must be one of ('all', 'none', 'similar')"),
+    ],
+)
+def test_a_bad_reuse_choice_is_invalid(
+    served: Served, reuse: tuple[str, ...], message: str
+) -> None:
+    got = rejected(
+        served,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        lambda: served.client.learn("C", digits(served.mnist, [4, 5]), **{**FAST, "reuse": reuse}),
+    )
+    assert message in got
+
+
 def test_single_class_is_invalid(served: Served) -> None:
     rejected(
         served,
