@@ -32,15 +32,20 @@ def top_k_mask(score: Tensor, keep: int) -> Tensor:
     return mask.reshape(score.shape)
 
 
+def among(magnitude: Tensor, candidates: Tensor | None) -> Tensor:
+    """``magnitude`` (>= 0) with -1 outside ``candidates`` (None: everywhere as it is), so
+    a top-k never picks a non-candidate while there are enough candidates."""
+    if candidates is None:
+        return magnitude
+    return torch.where(candidates, magnitude, magnitude.new_full((), -1.0))
+
+
 def straight_through(score: Tensor, keep: int, candidates: Tensor | None = None) -> Tensor:
     """The top-``keep`` mask of |score| (among ``candidates`` when given) as 0/1 floats
     whose gradient flows to the scores as if the mask were |score| (edge-popup); the value
     is exactly the 0/1 mask."""
     magnitude = score.abs()
-    ranked = magnitude.detach()
-    if candidates is not None:
-        ranked = torch.where(candidates, ranked, ranked.new_full((), -1.0))
-    hard = top_k_mask(ranked, keep).to(score.dtype)
+    hard = top_k_mask(among(magnitude.detach(), candidates), keep).to(score.dtype)
     return hard + (magnitude - magnitude.detach())
 
 
@@ -78,19 +83,12 @@ class SupermaskTrainer(TaskTrainer):
             ]
         self.update_masks()
 
-    def ranked(self, score: Tensor, candidates: Tensor) -> Tensor:
-        """|score|, or -1 outside ``candidates`` when reuse is restricted."""
-        magnitude = score.abs()
-        if not self.restricted:
-            return magnitude
-        return torch.where(candidates, magnitude, magnitude.new_full((), -1.0))
-
     @torch.no_grad()
     def update_masks(self) -> None:
         """Set the mask (what ``density`` and the committed task see) to the current top-k."""
         self.set_masks(
             [
-                top_k_mask(self.ranked(s, c), k)
+                top_k_mask(among(s.abs(), c if self.restricted else None), k)
                 for s, c, k in zip(self.scores, self.candidates, self.keep, strict=True)
             ]
         )

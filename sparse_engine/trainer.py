@@ -44,7 +44,7 @@ class TaskTrainer(nn.Module):
 
     ``candidates``: per layer, the weights the task's mask may ever cover (free ones and
     those of the earlier tasks it may read, ``reuse.candidates``); None = every weight. The
-    mask starts as them and only shrinks, so no other weight is read or chosen."""
+    mask starts as them and every method chooses within them, so no other weight is read."""
 
     def __init__(
         self,
