@@ -189,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retrain", default="finetune")
     parser.add_argument("--prune-rounds", type=int, default=2)
     parser.add_argument("--boost-strength", type=float, default=1.0)
+    parser.add_argument(
+        "--reuse",
+        default="all",
+        help="which earlier tasks' weights a task may read: all, none, similar, or one per "
+        "hidden layer (none,all: layer 1 reads no earlier weight)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     device_option(parser)
     parser.add_argument(
@@ -220,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         retrain=args.retrain,
         prune_rounds=args.prune_rounds,
         boost_strength=args.boost_strength,
+        reuse=reuse[0] if len(reuse := tuple(args.reuse.split(","))) == 1 else reuse,
     )
     BackboneSpec.parse(args.backbone)  # fail early on a bad spec
     device = chosen_device(parser, args.device)  # fail early without the GPU asked for
