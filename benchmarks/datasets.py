@@ -34,7 +34,7 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -304,56 +304,76 @@ def summary(rows: list[Row]) -> str:
         "dense | epochs/task before / after / dense |"
     )
     out = [head, "|---|---:|---:|---:|---:|---:|---:|---|---|---|"]
-    for name in [n for n in DATASETS if any(r.dataset == n for r in rows)] + sorted(
-        {r.dataset for r in rows} - set(DATASETS)
-    ):
-        for backbone in sorted({r.backbone for r in rows if r.dataset == name}):
-            mine = [r for r in rows if (r.dataset, r.backbone) == (name, backbone)]
-            by = {c: [r for r in mine if r.column == c] for c in COLUMNS}
+    for name, backbone in sorted({(r.dataset, r.backbone) for r in rows}, key=order):
+        mine = [r for r in rows if (r.dataset, r.backbone) == (name, backbone)]
+        by = {c: [r for r in mine if r.column == c] for c in COLUMNS}
 
-            def mean(
-                column: str, value: Callable[[Row], float | None], by: dict[str, list[Row]] = by
-            ) -> str:
-                vals = [v for r in by[column] if (v := value(r)) is not None]
-                if not vals:  # not run, or (accuracy) no task of it committed
-                    return "none" if by[column] else ""
-                return f"{statistics.fmean(vals):.2f}"
+        def mean(
+            column: str, value: Callable[[Row], float | None], by: dict[str, list[Row]] = by
+        ) -> str:
+            vals = [v for r in by[column] if (v := value(r)) is not None]
+            if not vals:  # not run, or (accuracy) no task of it committed
+                return "none" if by[column] else ""
+            return f"{statistics.fmean(vals):.2f}"
 
-            def worst(column: str, by: dict[str, list[Row]] = by) -> str:
-                """The task whose mean gap (over the seeds both columns ran) is lowest."""
-                dense = {r.seed: r for r in by["dense"]}
-                pairs = [(r, dense[r.seed]) for r in by[column] if r.seed in dense]
-                if not pairs:
-                    return ""
-                names = pairs[0][0].tasks
-                lost = [names[j] for r, _ in pairs for j, v in enumerate(r.test) if v is None]
-                if lost:  # a task not committed is the worst there is
-                    return f"not committed ({', '.join(sorted(set(lost)))})"
-                gaps = [
-                    statistics.fmean(r.test[j] - d.test[j] for r, d in pairs)  # type: ignore[operator]
-                    for j in range(len(names))
-                ]
-                j = min(range(len(gaps)), key=lambda j: gaps[j])
-                return f"{gaps[j]:+.2f} ({names[j]})"
+        def worst(column: str, by: dict[str, list[Row]] = by) -> str:
+            """The task whose mean gap (over the seeds both columns ran) is lowest."""
+            dense = {r.seed: r for r in by["dense"]}
+            pairs = [(r, dense[r.seed]) for r in by[column] if r.seed in dense]
+            if not pairs:
+                return ""
+            names = pairs[0][0].tasks
+            lost = [names[j] for r, _ in pairs for j, v in enumerate(r.test) if v is None]
+            if lost:  # a task not committed is the worst there is
+                return f"not committed ({', '.join(sorted(set(lost)))})"
+            gaps = [
+                statistics.fmean(r.test[j] - d.test[j] for r, d in pairs)  # type: ignore[operator]
+                for j in range(len(names))
+            ]
+            j = min(range(len(gaps)), key=lambda j: gaps[j])
+            return f"{gaps[j]:+.2f} ({names[j]})"
 
-            seeds = len({r.seed for r in mine})
-            out.append(
-                f"| {name} ({backbone}) | {seeds} | "
-                + " | ".join(mean(c, lambda r: r.acc) for c in COLUMNS)
-                + f" | {worst('before')} | {worst('after')} | "
-                + " / ".join(mean(c, lambda r: r.bwt) for c in ("before", "after"))
-                + " | "
-                + " / ".join(mean(c, lambda r: statistics.fmean(r.seconds)) for c in COLUMNS)
-                + " | "
-                + " / ".join(mean(c, lambda r: mean_of(r.epochs)) for c in COLUMNS)
-                + " |"
-            )
+        seeds = len({r.seed for r in mine})
+        out.append(
+            f"| {name} ({backbone}) | {seeds} | "
+            + " | ".join(mean(c, lambda r: r.acc) for c in COLUMNS)
+            + f" | {worst('before')} | {worst('after')} | "
+            + " / ".join(mean(c, lambda r: r.bwt) for c in ("before", "after"))
+            + " | "
+            + " / ".join(mean(c, lambda r: statistics.fmean(r.seconds)) for c in COLUMNS)
+            + " | "
+            + " / ".join(mean(c, lambda r: mean_of(r.epochs)) for c in COLUMNS)
+            + " |"
+        )
     for r in rows:
         out += [f"\n{r.dataset} {r.column} seed {r.seed}: not committed: {f}" for f in r.failed]
     return "\n".join(out)
 
 
-def mean_of(values: list[int | None]) -> float | None:
+def per_task(rows: list[Row]) -> str:
+    """A markdown table of each task's test accuracy (mean over seeds) in each column, and
+    after − dense ("" where a column lacks the task or never committed it)."""
+    out = ["| data set (backbone) | task | before % | after % | dense % | after − dense |"]
+    out.append("|---|---|---:|---:|---:|---:|")
+    for name, backbone in sorted({(r.dataset, r.backbone) for r in rows}, key=order):
+        mine = [r for r in rows if (r.dataset, r.backbone) == (name, backbone)]
+        for j, task in enumerate(mine[0].tasks):
+            means = {c: mean_of([r.test[j] for r in mine if r.column == c]) for c in COLUMNS}
+            cells = [f"{v:.2f}" if v is not None else "" for v in means.values()]
+            after, dense = means["after"], means["dense"]
+            gap = f"{after - dense:+.2f}" if after is not None and dense is not None else ""
+            out.append(f"| {name} ({backbone}) | {task} | " + " | ".join(cells) + f" | {gap} |")
+    return "\n".join(out)
+
+
+def order(dataset_backbone: tuple[str, str]) -> tuple[int, str, str]:
+    """Data sets in DATASETS' order (unknown ones last), then by name and backbone."""
+    names = list(DATASETS)
+    name = dataset_backbone[0]
+    return (names.index(name) if name in names else len(names), *dataset_backbone)
+
+
+def mean_of(values: Sequence[float | None]) -> float | None:
     """The mean of the values that are there (None: none is)."""
     kept = [v for v in values if v is not None]
     return statistics.fmean(kept) if kept else None
@@ -381,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out or RESULTS / ("datasets-quick.json" if args.quick else "datasets.json")
     if args.summary:
-        print(summary([as_row(r) for r in load(out)]))
+        rows = [as_row(r) for r in load(out)]
+        print(summary(rows) + "\n\n" + per_task(rows))
         return 0
     unknown = set(args.datasets.split(",")) - set(DATASETS)
     if unknown or set(args.columns.split(",")) - set(COLUMNS):

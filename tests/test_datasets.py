@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.datasets import BEFORE, COLUMNS, Row, as_row, main, summary
+from benchmarks.datasets import BEFORE, COLUMNS, Row, as_row, main, per_task, summary
 from sparse_engine.kwta import auto_k
 
 
@@ -82,6 +82,11 @@ def test_the_table_means_over_seeds_and_names_the_worst_task(made_up: list[Row])
     # before: task a 75 − 96 = −21; after: task b (98 − 98.5 = −0.5) is below a (+0.0)
     assert cells[5:7] == ["-21.00 (a)", "-0.50 (b)"]
     assert cells[7:] == ["0.00 / 0.00", "2.00 / 2.00 / 2.00", "4.00 / 20.00 / 5.00"]
+    tasks = per_task(made_up).splitlines()[2:]
+    assert tasks == [
+        "| digits (mlp:64-8-8) | a | 75.00 | 96.00 | 96.00 | +0.00 |",
+        "| digits (mlp:64-8-8) | b | 90.00 | 98.00 | 98.50 | -0.50 |",
+    ]
 
 
 def test_a_task_not_committed_is_the_worst_and_is_listed(made_up: list[Row]) -> None:
