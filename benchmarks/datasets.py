@@ -126,7 +126,7 @@ DATASETS: dict[str, Dataset] = {
         permuted,
         "mlp:784-100-100",
         "mlp:784-32-32",
-        "0",
+        "0,1,2",
         "flat, large: 5 tasks of 10 classes, 18,000 train / 2,000 val / 10,000 test each",
     ),
     "split-mnist": Dataset(
@@ -140,7 +140,7 @@ DATASETS: dict[str, Dataset] = {
         split_images,
         "cnn:1x28x28-c16-c32-128",
         "cnn:1x28x28-c4-c8-16",
-        "0",
+        "0,1,2",
         "image-shaped 1×28×28: 5 tasks of 2 digits, 1,800 train / 200 val / ~2,000 test each",
     ),
 }
@@ -388,7 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seeds", default="", help="seeds for every data set (default: each data set's own)"
     )
-    parser.add_argument("--quick", action="store_true", help="2 small tasks each, seed 0")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 tasks each (MNIST: 500-1,000 images a task), small backbones, seed 0",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     device_option(parser)
     parser.add_argument(
