@@ -89,9 +89,14 @@ def load(path: Path) -> list[dict[str, Any]]:
     return json.loads(path.read_text())["rows"] if path.exists() else []
 
 
-def save(path: Path, meta: dict[str, Any], row: dict[str, Any]) -> None:
-    """Add ``row`` to the file under a lock, so that runs side by side (one per data set)
-    share it; the meta of each command is kept."""
+def save(
+    path: Path,
+    meta: dict[str, Any],
+    row: dict[str, Any],
+    key: Callable[[dict[str, Any]], tuple[Any, ...]] = key,
+) -> None:
+    """Add ``row`` to the file under a lock, replacing the row of the same ``key``, so that
+    runs side by side (one per data set) share it; the meta of each command is kept."""
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = json.loads(path.read_text()) if path.exists() else {"runs": [], "rows": []}
