@@ -66,6 +66,7 @@ def task_info(
         seconds=record.seconds,
         hyper_parameters=hyper_parameters(config),
         plan_bytes=plan_bytes,
+        learned_as=record.learned_as,
     )
 
 

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from .config import TaskConfig
 from .kwta import KWinnersState
-from .task import Task, TaskRecord
+from .task import LEARNED_AS, LearnedAs, Task, TaskRecord
 from .taskfree import TaskIdentity
 
 IDENTITY = ("mean", "basis", "variances", "noise")  # TaskIdentity's fields, in order
@@ -57,7 +57,16 @@ def _record_from(data: dict[str, Any]) -> TaskRecord:
         free_capacity=tuple(float(f) for f in data["free_capacity"]),
         seconds=float(data["seconds"]),
         history=tuple(dict(h) for h in data.get("history", ())),
+        learned_as=_learned_as(data.get("learned_as", "free")),
     )
+
+
+def _learned_as(value: Any) -> LearnedAs:
+    """A stored ``learned_as`` (absent in tasks stored before capacity.py: "free")."""
+    for known in LEARNED_AS:
+        if value == known:
+            return known
+    raise ValueError(f"learned_as {value!r} is not one of {LEARNED_AS}")
 
 
 def config_from_dict(data: dict[str, Any]) -> TaskConfig:

@@ -32,11 +32,21 @@ def top_k_mask(score: Tensor, keep: int) -> Tensor:
     return mask.reshape(score.shape)
 
 
-def straight_through(score: Tensor, keep: int) -> Tensor:
-    """The top-``keep`` mask of |score| as 0/1 floats whose gradient flows to the scores
-    as if the mask were |score| (edge-popup); the value is exactly the 0/1 mask."""
+def scored_mask(score: Tensor, keep: int, forced: Tensor | None = None) -> Tensor:
+    """The ``forced`` positions (None: none) plus the ``keep`` largest |score| among the
+    others, as a bool mask."""
     magnitude = score.abs()
-    hard = top_k_mask(magnitude.detach(), keep).to(score.dtype)
+    if forced is None:
+        return top_k_mask(magnitude, keep)
+    # |score| >= 0, so a forced position (ranked -1) is never among the top ``keep`` others
+    return forced | top_k_mask(magnitude.masked_fill(forced, -1.0), keep)
+
+
+def straight_through(score: Tensor, keep: int, forced: Tensor | None = None) -> Tensor:
+    """``scored_mask`` as 0/1 floats whose gradient flows to the scores as if the mask were
+    |score| (edge-popup); the value is exactly the 0/1 mask."""
+    magnitude = score.abs()
+    hard = scored_mask(score.detach(), keep, forced).to(score.dtype)
     return hard + (magnitude - magnitude.detach())
 
 
@@ -62,21 +72,31 @@ class SupermaskTrainer(TaskTrainer):
         self.scores = nn.ParameterList(
             nn.Parameter(init_weight(w.shape, generator).to(w.device)) for w in self.constants
         )
-        self.keep = [keep_count(config.density, w.numel()) for w in self.constants]
+        self.forced, self.keep = self.budgets(config.density)
         self.update_masks()
+
+    def budgets(self, density: float) -> tuple[list[Tensor | None], list[int]]:
+        """Per layer, the positions every mask holds (None: none) and how many more the
+        scores pick: here none, and ``density`` of the layer."""
+        return [None] * len(self.constants), [
+            keep_count(density, w.numel()) for w in self.constants
+        ]
 
     @torch.no_grad()
     def update_masks(self) -> None:
         """Set the mask (what ``density`` and the committed task see) to the current top-k."""
         self.set_masks(
-            [top_k_mask(s.abs(), k) for s, k in zip(self.scores, self.keep, strict=True)]
+            [
+                scored_mask(s, k, f)
+                for s, k, f in zip(self.scores, self.keep, self.forced, strict=True)
+            ]
         )
 
     def weights(self) -> list[Tensor]:
         """Backbone values (never trained) times the straight-through top-k mask."""
         return [
-            c * straight_through(s, k)
-            for c, s, k in zip(self.constants, self.scores, self.keep, strict=True)
+            c * straight_through(s, k, f)
+            for c, s, k, f in zip(self.constants, self.scores, self.keep, self.forced, strict=True)
         ]
 
 
