@@ -33,7 +33,9 @@ def test_a_run_past_capacity_keeps_bwt_zero_and_rows_per_checkpoint(
     assert all(r["bwt"] == 0.0 for r in rows)
     assert all(0 < r["acc"] <= 100 for r in rows)
     assert all(
-        r["identity_bytes_per_task"] < r["bytes_per_task_compressed"] <= r["bytes_per_task"]
+        r["identity_bytes_per_task"] + r["owned_bytes_per_task"]
+        < r["bytes_per_task"]
+        < r["bytes_per_task_packed"]
         for r in rows
     )
     out = tmp_path / "capacity.json"

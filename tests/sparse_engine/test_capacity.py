@@ -4,20 +4,17 @@ frozen weights of earlier tasks (supermask), or over them plus the free ones lef
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 
 from sparse_engine.capacity import CapacityTrainer, learned_as
 from sparse_engine.data import TaskData
 from sparse_engine.engine import InferenceEngine
 from sparse_engine.model import SparseCL
 from sparse_engine.saliency import keep_count
-from sparse_engine.state import dumps, loads, metadata
+from sparse_engine.state import dumps, loads
 from sparse_engine.task import TaskNet
 
 from .conftest import FAST, TINY
@@ -143,16 +140,3 @@ def test_deleting_the_task_whose_weights_a_supermask_task_reads_leaves_it_bit_id
     assert sum(deletion.retired) == sum(int(m.sum()) for m in model.task("t2").masks)
     fresh = InferenceEngine(model.spec).logits(model.task("t2"), model.backbone.weights, probe.x)
     assert torch.equal(fresh, t2)
-
-
-def test_a_task_stored_before_capacity_fallbacks_loads_as_learned_free(
-    three_tasks: list[TaskData],
-) -> None:
-    model = SparseCL(TINY)
-    model.learn_task("t1", three_tasks[0], config=FAST)
-    blob = dumps(model.task("t1"))
-    meta = metadata(blob)
-    record = json.loads(meta["record"])
-    del record["learned_as"]
-    old = st_save(st_load(blob), metadata=meta | {"record": json.dumps(record)})
-    assert loads(old).record.learned_as == "free"
