@@ -273,6 +273,52 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def plot(results: list[dict[str, Any]], path: Path) -> Path:
+    """Each run's per-task test accuracy right after learning (marked by how the task was
+    learned) and ACC at its checkpoints, with the anchors' points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    markers = {"free": ".", "mix": "x", "supermask": "^"}
+    for i, r in enumerate(results):
+        color = f"C{i}"
+        for how, marker in markers.items():
+            points = [
+                (t, a)
+                for t, (a, h) in enumerate(zip(r["task_acc"], r["learned_as"], strict=True), 1)
+                if h == how
+            ]
+            if points:
+                ax.scatter(
+                    [t for t, _ in points],
+                    [a for _, a in points],
+                    s=12,
+                    marker=marker,
+                    color=color,
+                    alpha=0.6,
+                    label=f"{r['label']}: task ({how})",
+                )
+        rows = r["rows"]
+        ax.plot(
+            [x["tasks"] for x in rows],
+            [x["acc"] for x in rows],
+            color=color,
+            label=f"{r['label']}: ACC",
+        )
+    for j, (name, points) in enumerate(ANCHORS.items()):
+        ax.plot(list(points), list(points.values()), "k--" if j else "k:", marker="s", label=name)
+    ax.set_xlabel("task")
+    ax.set_ylabel("test accuracy %")
+    ax.legend(fontsize=6, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def parse(argv: list[str] | None = None) -> tuple[Settings, Path]:
     """The command line as ``Settings`` and the output file."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -316,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     where = machine()
     done = run(s, load_mnist(), sys.stderr, lambda partial: save(out, partial | where))
     save(out, done | where)
+    runs = json.loads(out.read_text())["runs"]
+    print(f"plot: {plot(list(runs.values()), out.with_suffix('.png'))}")
     print(table(done))
     print(f"falls_from: {done['falls_from']}, seconds per task: {done['seconds_per_task']}")
     return 0
