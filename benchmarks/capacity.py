@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
-from sparse_engine.config import AUTO, Epochs, KValue, TaskConfig  # noqa: E402
+from sparse_engine.config import AUTO, DEVICES, Device, Epochs, KValue, TaskConfig  # noqa: E402
 from sparse_engine.data import TaskData  # noqa: E402
 from sparse_engine.mnist import (  # noqa: E402
     Mnist,
@@ -79,6 +79,7 @@ class Settings:
     retrain_epochs: Epochs = 2
     lr: float = 1e-3
     seed: int = 0
+    device: Device = "cpu"  # where tasks train (auto: a CUDA GPU when torch sees one)
     label: str = "full"
 
 
@@ -147,7 +148,7 @@ def run(
     """Learn ``s.tasks`` tasks; rows at each checkpoint (and after the last task), each
     also handed to ``on_checkpoint`` with the result so far (a cut-off run keeps them)."""
     torch.manual_seed(s.seed)
-    model = SparseCL(s.backbone, seed=s.seed, device="cpu")
+    model = SparseCL(s.backbone, seed=s.seed, device=s.device)
     cfg = config(s)
     perms = list(permutations(s.tasks, s.seed))
     first: list[float] = []  # each task's test accuracy right after it was learned
@@ -335,12 +336,22 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, Path]:
     p.add_argument("--retrain-epochs", help="retraining epochs per task (or auto)")
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=DEVICES, help="where tasks train (default cpu)")
     p.add_argument("--label", help="the run's key in the results file")
     p.add_argument("--out", type=Path, default=RESULTS / "capacity.json")
     args = p.parse_args(argv)
     s = QUICK if args.quick else Settings()
     given: dict[str, Any] = {}
-    for name in ("tasks", "backbone", "train_limit", "test_limit", "density", "lr", "seed"):
+    for name in (
+        "tasks",
+        "backbone",
+        "train_limit",
+        "test_limit",
+        "density",
+        "lr",
+        "seed",
+        "device",
+    ):
         if getattr(args, name) is not None:
             given[name] = getattr(args, name)
     for name in ("epochs", "retrain_epochs"):
