@@ -507,7 +507,8 @@ def _add_task(args: argparse.Namespace) -> int:
     print(
         f"task {info.name!r} committed: id {info.id}, classes {list(info.classes)}, "
         f"val accuracy {info.val_accuracy:.4f}, density "
-        f"{sum(info.density) / len(info.density):.3f}, owns {info.weights_owned} weights, "
+        f"{sum(info.density) / len(info.density):.3f}, owns {info.weights_owned} weights "
+        f"(learned as {info.learned_as}), "
         f"MLflow run {info.mlflow_run_id} (model {info.model_name} v{info.model_version})"
     )
     if info.reuse is not None:
@@ -630,7 +631,7 @@ def _tasks(args: argparse.Namespace) -> int:
         return 0
     print(
         f"{'id':>3}  {'name':<20} {'state':<10} {'classes':<16} {'val_acc':>7} "
-        f"{'density':>7} {'owned':>9} {'plan':>9}  mlflow"
+        f"{'density':>7} {'owned':>9} {'learned':>9} {'plan':>9}  mlflow"
     )
     for t in tasks:
         density = f"{sum(t.density) / len(t.density):.3f}" if t.density else "-"
@@ -644,7 +645,7 @@ def _tasks(args: argparse.Namespace) -> int:
         classes = ",".join(map(str, t.classes)) or "-"
         print(
             f"{t.id or '-':>3}  {t.name:<20} {t.state:<10} {classes:<16} {acc:>7} "
-            f"{density:>7} {t.weights_owned:>9} {plan:>9}  {where}"
+            f"{density:>7} {t.weights_owned:>9} {t.learned_as or '-':>9} {plan:>9}  {where}"
         )
     return 0
 

@@ -136,6 +136,7 @@ class TaskInfo:
     seconds: float
     error: str
     plan_bytes: int  # memory of the task's inference plan on the server (0 unless committed)
+    learned_as: str  # free | mix | supermask (capacity.py); '' unless committed
     hyper_parameters: dict[str, Any] = field(default_factory=dict)
     reuse: TaskReuse | None = None  # what it could read of earlier tasks and reads
 

@@ -67,6 +67,7 @@ def task_info(
         hyper_parameters=hyper_parameters(config),
         plan_bytes=plan_bytes,
         reuse=task_reuse(record.reuse) if record.reuse is not None else None,
+        learned_as=record.learned_as,
     )
 
 

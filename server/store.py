@@ -65,6 +65,7 @@ MLFLOW_MODEL = "sparsecl.mlflow_model"  # set once the run's task/ is an MLflow 
 STOPPED = "sparsecl.stopped"  # + ".train"/".retrain": why each phase stopped, in order
 BACKBONE_TAG, SEED_TAG = "sparsecl.backbone", "sparsecl.seed"
 DEVICE_TAG = "sparsecl.device"  # where the task trained (cpu, cuda): provenance only
+LEARNED_AS_TAG = "sparsecl.learned_as"  # free | mix | supermask (sparse_engine/capacity.py)
 # MLflow 3's UI shows an experiment by its kind: model training, not the GenAI views
 KIND_TAG, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 ANALYSIS_TAG, PARENT_TAG = "sparsecl.analysis", "mlflow.parentRunId"
@@ -418,7 +419,7 @@ class TaskStore:
         metrics += [Metric(k, float(v), now, 0) for k, v in summary.items()]
 
         def write() -> None:
-            tags = stop_tags(events)
+            tags = [*stop_tags(events), RunTag(LEARNED_AS_TAG, record.learned_as)]
             if record.reuse is not None:
                 tags += [RunTag(k, v) for k, v in reuse_tags(record.reuse).items()]
             if tune is not None:
@@ -512,6 +513,7 @@ class TaskStore:
             "accuracy": f"{record.val_accuracy:.4f}",
             "capacity_used": f"{1 - self.spec.overall(record.free_capacity):.4f}",
             "weights_owned": str(record.weights_owned),
+            "learned_as": record.learned_as,
             "state": COMMITTED,
         }
         try:

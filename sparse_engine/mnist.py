@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -90,6 +91,37 @@ def split_mnist(
     return stream
 
 
+def permutations(tasks: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """Permuted MNIST's pixel permutations, one per task, in order (drawn from ``seed``)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(tasks):
+        yield rng.permutation(28 * 28)
+
+
+def permuted_task(
+    mnist: Mnist,
+    perm: np.ndarray,
+    number: int,
+    val_fraction: float = 0.1,
+    train_limit: int | None = None,
+    seed: int = 0,
+) -> StreamTask:
+    """Permuted MNIST's task ``number`` (1-based): every image under pixel permutation
+    ``perm``."""
+    x_train, y_train = mnist.x_train, mnist.y_train
+    if train_limit is not None:
+        x_train, y_train = x_train[:train_limit], y_train[:train_limit]
+    px = x_train.reshape(len(x_train), -1)[:, perm]
+    train, val = normalize(from_numpy(px, y_train)).split(val_fraction, seed=seed)
+    return StreamTask(f"permuted-{number}", train, val, permuted_test(mnist, perm))
+
+
+def permuted_test(mnist: Mnist, perm: np.ndarray, limit: int | None = None) -> TaskData:
+    """The test split (its first ``limit`` images) under pixel permutation ``perm``."""
+    x, y = mnist.x_test[:limit], mnist.y_test[:limit]
+    return normalize(from_numpy(x.reshape(len(x), -1)[:, perm], y))
+
+
 def permuted_mnist(
     mnist: Mnist | None = None,
     tasks: int = 10,
@@ -97,20 +129,13 @@ def permuted_mnist(
     train_limit: int | None = None,
     seed: int = 0,
 ) -> list[StreamTask]:
-    """Permuted MNIST: the same 10 digits, each task under its own fixed pixel permutation."""
+    """Permuted MNIST: the same 10 digits, each task under its own fixed pixel permutation
+    (every task in memory at once: ``permuted_task`` builds one at a time)."""
     mnist = mnist or load_mnist()
-    rng = np.random.default_rng(seed)
-    x_train, y_train = mnist.x_train, mnist.y_train
-    if train_limit is not None:
-        x_train, y_train = x_train[:train_limit], y_train[:train_limit]
-    stream = []
-    for t in range(tasks):
-        perm = rng.permutation(28 * 28)
-        px = x_train.reshape(len(x_train), -1)[:, perm]
-        pxt = mnist.x_test.reshape(len(mnist.x_test), -1)[:, perm]
-        train, val, test = _carve(px, y_train, pxt, mnist.y_test, val_fraction, seed)
-        stream.append(StreamTask(f"permuted-{t + 1}", train, val, test))
-    return stream
+    return [
+        permuted_task(mnist, perm, t + 1, val_fraction, train_limit, seed)
+        for t, perm in enumerate(permutations(tasks, seed))
+    ]
 
 
 def digits_task(
@@ -132,6 +157,9 @@ __all__ = [
     "load_mnist",
     "mnist_path",
     "normalize",
+    "permutations",
     "permuted_mnist",
+    "permuted_task",
+    "permuted_test",
     "split_mnist",
 ]

@@ -341,7 +341,9 @@ class SparseCL:
         self, name: str, train_y: Tensor, val_y: Tensor | None, config: TaskConfig
     ) -> None:
         """The checks of ``check_new_task`` that need no inputs: the name, the backbone's
-        room, the label sets and the hold-out split, k for every layer, free capacity."""
+        room for task ids, the label sets and the hold-out split, k for every layer. Free
+        weights are not needed: a task they cannot cover is learned over frozen ones
+        (capacity.py)."""
         check_name(name)
         if name in self.tasks:
             raise TaskExistsError(f"task {name!r} already exists; choose another name")
@@ -382,12 +384,6 @@ class SparseCL:
                 )
                 raise InvalidInputError(f"{e}{extra}") from None
         reuse.check_room(self.spec, self.owners, config)
-        empty = [i for i, n in enumerate(self.owners.free_count()) if n == 0]
-        if empty:
-            raise NoFreeCapacityError(
-                f"no free weights left in layer(s) {empty} of the backbone "
-                f"(free capacity {self.free_capacity()}); start a larger backbone"
-            )
 
     def check_shape(self, shape: tuple[int, ...]) -> None:
         """Inputs must be N × (backbone input)."""

@@ -32,20 +32,27 @@ def top_k_mask(score: Tensor, keep: int) -> Tensor:
     return mask.reshape(score.shape)
 
 
-def among(magnitude: Tensor, candidates: Tensor | None) -> Tensor:
-    """``magnitude`` (>= 0) with -1 outside ``candidates`` (None: everywhere as it is), so
-    a top-k never picks a non-candidate while there are enough candidates."""
-    if candidates is None:
-        return magnitude
-    return torch.where(candidates, magnitude, magnitude.new_full((), -1.0))
+def scored_mask(
+    score: Tensor, keep: int, forced: Tensor | None = None, candidates: Tensor | None = None
+) -> Tensor:
+    """The ``forced`` positions (None: none) plus the ``keep`` largest |score| among the
+    other ``candidates`` (None: every position), as a bool mask."""
+    rank = score.abs()
+    if candidates is not None:  # |score| >= 0: a non-candidate (-1) never outranks one
+        rank = torch.where(candidates, rank, rank.new_full((), -1.0))
+    if forced is None:
+        return top_k_mask(rank, keep)
+    # a forced position (ranked -2) is never among the top ``keep`` others
+    return forced | top_k_mask(rank.masked_fill(forced, -2.0), keep)
 
 
-def straight_through(score: Tensor, keep: int, candidates: Tensor | None = None) -> Tensor:
-    """The top-``keep`` mask of |score| (among ``candidates`` when given) as 0/1 floats
-    whose gradient flows to the scores as if the mask were |score| (edge-popup); the value
-    is exactly the 0/1 mask."""
+def straight_through(
+    score: Tensor, keep: int, forced: Tensor | None = None, candidates: Tensor | None = None
+) -> Tensor:
+    """``scored_mask`` as 0/1 floats whose gradient flows to the scores as if the mask were
+    |score| (edge-popup); the value is exactly the 0/1 mask."""
     magnitude = score.abs()
-    hard = top_k_mask(among(magnitude.detach(), candidates), keep).to(score.dtype)
+    hard = scored_mask(score.detach(), keep, forced, candidates).to(score.dtype)
     return hard + (magnitude - magnitude.detach())
 
 
@@ -72,33 +79,51 @@ class SupermaskTrainer(TaskTrainer):
         self.scores = nn.ParameterList(
             nn.Parameter(init_weight(w.shape, generator).to(w.device)) for w in self.constants
         )
-        self.keep = [keep_count(config.density, w.numel()) for w in self.constants]
+        self.forced, self.keep = self.budgets(config.density)
         # reuse restricted: a weight outside the candidates never enters the top-k (its
         # |score| is ranked below every candidate's) and its value is never read
-        self.restricted = candidates is not None
-        if self.restricted:
+        self.allowed = list(self.candidates) if candidates is not None else None
+        if self.allowed is not None:
             self.constants = [
                 torch.where(c, w, torch.zeros((), device=w.device))
-                for c, w in zip(self.candidates, self.constants, strict=True)
+                for c, w in zip(self.allowed, self.constants, strict=True)
             ]
         self.update_masks()
+
+    def allowed_per_layer(self) -> list[Tensor | None]:
+        """Per layer, the weights the mask may cover (None: every one)."""
+        return list(self.allowed) if self.allowed is not None else [None] * len(self.scores)
+
+    def budgets(self, density: float) -> tuple[list[Tensor | None], list[int]]:
+        """Per layer, the positions every mask holds (None: none) and how many more the
+        scores pick: here none, and ``density`` of the layer."""
+        return [None] * len(self.constants), [
+            keep_count(density, w.numel()) for w in self.constants
+        ]
 
     @torch.no_grad()
     def update_masks(self) -> None:
         """Set the mask (what ``density`` and the committed task see) to the current top-k."""
         self.set_masks(
             [
-                top_k_mask(among(s.abs(), c if self.restricted else None), k)
-                for s, c, k in zip(self.scores, self.candidates, self.keep, strict=True)
+                scored_mask(s, k, f, a)
+                for s, k, f, a in zip(
+                    self.scores, self.keep, self.forced, self.allowed_per_layer(), strict=True
+                )
             ]
         )
 
     def weights(self) -> list[Tensor]:
         """Backbone values (never trained) times the straight-through top-k mask."""
         return [
-            c * straight_through(s, k, a if self.restricted else None)
-            for c, s, k, a in zip(
-                self.constants, self.scores, self.keep, self.candidates, strict=True
+            c * straight_through(s, k, f, a)
+            for c, s, k, f, a in zip(
+                self.constants,
+                self.scores,
+                self.keep,
+                self.forced,
+                self.allowed_per_layer(),
+                strict=True,
             )
         ]
 

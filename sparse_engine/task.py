@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -14,6 +14,12 @@ from .backbone import BackboneSpec, forward_layers
 from .config import TaskConfig
 from .kwta import KWinners, KWinnersState
 from .taskfree import TaskIdentity
+
+# How a task was learned (capacity.py): "free" = as configured, with the free weights its
+# budget needs; "mix" = the free weights left plus a supermask over earlier tasks' frozen
+# weights; "supermask" = a supermask over frozen weights only (it owns and writes nothing).
+LearnedAs = Literal["free", "mix", "supermask"]
+LEARNED_AS: tuple[LearnedAs, ...] = get_args(LearnedAs)
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class TaskRecord:
     history: tuple[dict[str, float | int | str], ...] = field(default=(), repr=False)
     # which earlier tasks it could read and did; None for a task stored before reuse choices
     reuse: ReuseReport | None = None
+    learned_as: LearnedAs = "free"  # tasks stored before capacity.py were all "free"
 
     @property
     def epochs_run(self) -> int | None:

@@ -247,7 +247,7 @@ class AddTaskEvent(_message.Message):
     def __init__(self, queued: _Optional[_Union[Queued, _Mapping]] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., task: _Optional[_Union[TaskInfo, _Mapping]] = ...) -> None: ...
 
 class TaskInfo(_message.Message):
-    __slots__ = ("name", "state", "id", "classes", "density", "weights_owned", "weights_read", "val_accuracy", "free_capacity", "mlflow_run_id", "model_name", "model_version", "created_unix_ms", "seconds", "error", "hyper_parameters", "plan_bytes", "reuse")
+    __slots__ = ("name", "state", "id", "classes", "density", "weights_owned", "weights_read", "val_accuracy", "free_capacity", "mlflow_run_id", "model_name", "model_version", "created_unix_ms", "seconds", "error", "hyper_parameters", "plan_bytes", "reuse", "learned_as")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
@@ -266,6 +266,7 @@ class TaskInfo(_message.Message):
     HYPER_PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     PLAN_BYTES_FIELD_NUMBER: _ClassVar[int]
     REUSE_FIELD_NUMBER: _ClassVar[int]
+    LEARNED_AS_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: TaskState
     id: int
@@ -284,7 +285,8 @@ class TaskInfo(_message.Message):
     hyper_parameters: HyperParameters
     plan_bytes: int
     reuse: TaskReuse
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., id: _Optional[int] = ..., classes: _Optional[_Iterable[int]] = ..., density: _Optional[_Iterable[float]] = ..., weights_owned: _Optional[int] = ..., weights_read: _Optional[int] = ..., val_accuracy: _Optional[float] = ..., free_capacity: _Optional[_Iterable[float]] = ..., mlflow_run_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., seconds: _Optional[float] = ..., error: _Optional[str] = ..., hyper_parameters: _Optional[_Union[HyperParameters, _Mapping]] = ..., plan_bytes: _Optional[int] = ..., reuse: _Optional[_Union[TaskReuse, _Mapping]] = ...) -> None: ...
+    learned_as: str
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[TaskState, str]] = ..., id: _Optional[int] = ..., classes: _Optional[_Iterable[int]] = ..., density: _Optional[_Iterable[float]] = ..., weights_owned: _Optional[int] = ..., weights_read: _Optional[int] = ..., val_accuracy: _Optional[float] = ..., free_capacity: _Optional[_Iterable[float]] = ..., mlflow_run_id: _Optional[str] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., created_unix_ms: _Optional[int] = ..., seconds: _Optional[float] = ..., error: _Optional[str] = ..., hyper_parameters: _Optional[_Union[HyperParameters, _Mapping]] = ..., plan_bytes: _Optional[int] = ..., reuse: _Optional[_Union[TaskReuse, _Mapping]] = ..., learned_as: _Optional[str] = ...) -> None: ...
 
 class TaskReuse(_message.Message):
     __slots__ = ("choice", "chosen", "baseline", "scores", "margin", "read_from", "claimed")

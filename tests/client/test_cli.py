@@ -76,7 +76,7 @@ def test_tasks_json_lists_the_task(cli: Cli) -> None:
 def test_tasks_table_shows_the_plan_memory(cli: Cli) -> None:
     done = cli.run("tasks")
     header, row = done.stdout.splitlines()[:2]
-    assert header.split()[:8] == [
+    assert header.split()[:9] == [
         "id",
         "name",
         "state",
@@ -84,10 +84,17 @@ def test_tasks_table_shows_the_plan_memory(cli: Cli) -> None:
         "val_acc",
         "density",
         "owned",
+        "learned",
         "plan",
     ]
     plan_bytes = json.loads(cli.run("tasks", "--json").stdout)[0]["plan_bytes"]
     assert f"{plan_bytes / 1e6:.2f} MB" in row and plan_bytes > 0
+
+
+def test_tasks_table_and_json_show_how_each_task_was_learned(cli: Cli) -> None:
+    row = cli.run("tasks").stdout.splitlines()[1]
+    assert row.split()[7] == "free"
+    assert json.loads(cli.run("tasks", "--json").stdout)[0]["learned_as"] == "free"
 
 
 def test_predict_saves_labels_equal_to_the_client_api(cli: Cli, tmp_path: Path) -> None:

@@ -108,18 +108,6 @@ def test_the_name_of_a_failed_task_can_be_learned_again(restarted: Restarted) ->
     assert after == restarted.before
 
 
-def test_no_free_capacity_is_resource_exhausted_and_changes_nothing(restarted: Restarted) -> None:
-    restarted.client.learn("full", digits(restarted.mnist, [6, 7]), **{**FAST, "density": 1.0})
-    tasks = restarted.client.tasks()
-    with pytest.raises(ClientError) as info:
-        restarted.client.learn("more", digits(restarted.mnist, [8, 9]), **FAST)
-    assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
-    assert "free" in info.value.message
-    assert restarted.client.tasks() == tasks
-    after = {n: restarted.client.predict(n, restarted.probe).scores.tobytes() for n in ("A", "B")}
-    assert after == restarted.before
-
-
 def test_sigterm_shuts_down_gracefully(restarted: Restarted) -> None:
     assert restarted.server.terminate() == 0
     assert any("shutting down" in line for line in restarted.server.output)

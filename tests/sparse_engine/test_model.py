@@ -14,7 +14,6 @@ from sparse_engine.data import TaskData
 from sparse_engine.engine import InferenceEngine
 from sparse_engine.errors import (
     InvalidInputError,
-    NoFreeCapacityError,
     TaskExistsError,
     UnknownTaskError,
 )
@@ -249,19 +248,6 @@ def test_task_owns_only_weights_in_its_own_mask(three_tasks: list[TaskData]) -> 
             assert bool(mask[owners == t].all())
             # a mask reads only weights owned by itself or by earlier tasks
             assert bool(((owners[mask] >= 1) & (owners[mask] <= t)).all())
-
-
-def test_no_free_capacity_raises_and_changes_nothing(
-    three_tasks: list[TaskData], probe: TaskData
-) -> None:
-    model = SparseCL(TINY)
-    model.learn_task("t1", three_tasks[0], config=dataclasses.replace(FAST, density=1.0))
-    assert model.free_capacity() == [0.0, 0.0]
-    before, logits = snapshot(model), model.logits("t1", probe.x)
-    with pytest.raises(NoFreeCapacityError, match="no free weights"):
-        model.learn_task("t2", three_tasks[1], config=FAST)
-    assert_unchanged(model, before)
-    assert torch.equal(logits, model.logits("t1", probe.x))
 
 
 def test_taken_name_is_refused_and_changes_nothing(three_tasks: list[TaskData]) -> None:
