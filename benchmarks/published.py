@@ -178,22 +178,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--train-limit", type=int, default=None, help="examples per task")
     parser.add_argument("--backbone", default=BACKBONE)
-    parser.add_argument("--density", type=float, default=0.2)
+    parser.add_argument("--density", type=float, default=0.1)
     parser.add_argument("--k", type=float, default=0.5)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--retrain-epochs", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--retrain-epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=BATCH)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
     parser.add_argument("--saliency", default="taylor", choices=("magnitude", "obd", "taylor"))
     parser.add_argument("--retrain", default="finetune")
-    parser.add_argument("--prune-rounds", type=int, default=2)
+    parser.add_argument("--prune-rounds", type=int, default=1)
     parser.add_argument("--boost-strength", type=float, default=1.0)
     parser.add_argument(
         "--reuse",
-        default="all",
+        default="none,all",
         help="which earlier tasks' weights a task may read: all, none, similar, or one per "
-        "hidden layer (none,all: layer 1 reads no earlier weight)",
+        "hidden layer (default none,all: layer 1 reads no earlier weight, layer 2 all)",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     device_option(parser)
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         retrain=args.retrain,
         prune_rounds=args.prune_rounds,
         boost_strength=args.boost_strength,
-        reuse=reuse[0] if len(reuse := tuple(args.reuse.split(","))) == 1 else reuse,
+        reuse=reuses[0] if len(reuses := tuple(args.reuse.split(","))) == 1 else reuses,
     )
     BackboneSpec.parse(args.backbone)  # fail early on a bad spec
     device = chosen_device(parser, args.device)  # fail early without the GPU asked for
