@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -44,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.sizes import machine as cpu_name  # noqa: E402
 from sparse_engine.config import AUTO, DEVICES, Device, Epochs, KValue, TaskConfig  # noqa: E402
 from sparse_engine.data import TaskData  # noqa: E402
 from sparse_engine.mnist import (  # noqa: E402
@@ -233,16 +232,8 @@ def result(
 
 def machine() -> dict[str, str]:
     """Where and when the run was made."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        cpu = next(
-            (line.split(":", 1)[1].strip() for line in out.splitlines() if "Model name" in line),
-            platform.processor(),
-        )
-    except OSError:
-        cpu = platform.processor()
     return {
-        "cpu": cpu,
+        "cpu": cpu_name(),
         "torch_threads": str(torch.get_num_threads()),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": " ".join(["python", *sys.argv]),

@@ -659,7 +659,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     reference = json.loads(args.reference.read_text()) if args.reference else {}
     for r in results:
         alone = reference.get(r.task)
-        transfer = f"  transfer {100 * (r.accuracy - alone):+.2f} points" if alone else ""
+        transfer = (
+            f"  transfer {100 * (r.accuracy - alone):+.2f} points" if alone is not None else ""
+        )
         print(f"{r.task:<24} accuracy {r.accuracy:.4f}  ({r.examples} examples){transfer}")
     if len(results) > 1:
         print(f"{'mean':<24} accuracy {sum(r.accuracy for r in results) / len(results):.4f}")

@@ -26,7 +26,7 @@ from sparse_engine.standalone import dumps_weights, read_values
 
 from .errors import CancelledError, LimitExceededError, QueueFullError, TrainingTimeError
 from .faults import crash_point
-from .store import CommittedTask, Reuse, TaskStore
+from .store import CommittedTask, OwnerCounts, TaskStore
 from .uploads import Examples, Reservation
 
 log = logging.getLogger("sparsecl.server")
@@ -254,7 +254,7 @@ class Trainer:
                 raise CancelledError(job.cancelled)
             weights = dumps_weights(self.model.spec, read_values(self.model, state))
             names = {t.record.id: t.name for t in self.model.tasks.values()}
-            owners = Reuse(names, reuse.counts_after(self.model.owners, state))
+            owners = OwnerCounts(names, reuse.counts_after(self.model.owners, state))
             stored = self.store.commit(
                 job.run_id, state, events, job.steps_per_epoch, created, weights, report, owners
             )

@@ -189,7 +189,7 @@ def event_metrics(events: Sequence[ProgressEvent], steps_per_epoch: int) -> list
 
 
 @dataclass(frozen=True)
-class Reuse:
+class OwnerCounts:
     """What a task's owner artifacts need beyond the task: the served tasks' names by id and
     the owner map after its commit (per layer, owner id → weights: ``reuse.counts_after``)."""
 
@@ -388,7 +388,7 @@ class TaskStore:
         created_ms: int,
         weights: bytes | None = None,
         tune: TuneReport | None = None,
-        owners: Reuse | None = None,
+        owners: OwnerCounts | None = None,
     ) -> CommittedTask:
         """Write everything of the task, then mark it committed (see the module docstring).
 

@@ -19,7 +19,7 @@ from server.store import (
     MODEL_TRAINING,
     STATE,
     TASK_ID,
-    Reuse,
+    OwnerCounts,
     StoreCorruptError,
     TaskStore,
     WriterConflictError,
@@ -294,7 +294,7 @@ def test_a_task_run_shows_whose_weights_its_mask_holds(root: Path, mnist: Mnist)
     state = model.prepare_task("B", digits_task([2, 3], 200, mnist), None, CONFIG, events.append)
     store = open_store(root, "owners")
     run_id, created = store.start("B", 2, CONFIG, TINY, {"train_examples": 180})
-    owners = Reuse({1: "A"}, reuse.counts_after(model.owners, state))
+    owners = OwnerCounts({1: "A"}, reuse.counts_after(model.owners, state))
     store.commit(run_id, state, events, 3, created, owners=owners)
     store.describe_backbone(TINY, 0, 2, 0.8, last_run=run_id)
     report = state.record.reuse
