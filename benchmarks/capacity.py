@@ -30,7 +30,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -119,9 +119,7 @@ def storage(task: Task) -> dict[str, int]:
     stored = len(dumps(task))
     packed = sum(pack_mask(m).numel() - compress_mask(m).numel() for m in task.masks)
     identity = task.identity
-    identity_bytes = (
-        0 if identity is None else sum(getattr(identity, f.name).nbytes for f in fields(identity))
-    )
+    identity_bytes = 0 if identity is None else identity.nbytes
     owned = sum(v.nbytes for v in task.own_values)
     return {"stored": stored, "packed": stored + packed, "identity": identity_bytes, "owned": owned}
 

@@ -179,7 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-limit", type=int, default=None, help="examples per task")
     parser.add_argument("--backbone", default=BACKBONE)
     parser.add_argument("--density", type=float, default=0.1)
-    parser.add_argument("--k", type=float, default=0.5)
+    parser.add_argument(
+        "--k",
+        type=lambda v: v if v == "auto" else float(v),
+        default=0.5,
+        help="k-WTA winners: a fraction of a layer's units, or auto (default 0.5)",
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--retrain-epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=BATCH)

@@ -69,7 +69,7 @@ def warm_up(backbone: str, task: StreamTask) -> None:
     """One tiny learn and evaluation first, so one-off start-up costs (thread pools, JIT
     of the inference engine) are not charged to the first mode."""
     model = SparseCL(backbone)
-    small = TaskConfig(density=0.1, k=0.1, epochs=1, retrain_epochs=0)
+    small = TaskConfig(density=0.1, k=0.1, epochs=1, retrain_epochs=0, lr=1e-3)
     train = task.train.split(0.9, seed=0)[0]
     model.learn_task("warm-up", train, task.val, small)
     model.accuracy("warm-up", task.test)

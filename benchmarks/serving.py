@@ -19,9 +19,18 @@ replicas; each sends prebuilt requests of ``--batch`` float32 examples (the same
 for both servers), warms up, then is timed for ``--seconds``. Before the load, the
 answers are checked to agree: MLServer's argmax equals sparsecl's labels on a probe batch.
 
+A second load generator, ``h2load`` (nghttp2's HTTP/2 benchmark tool, written in C; Debian's
+``nghttp2-client``), sends the same gRPC calls as raw HTTP/2 requests: one prebuilt framed
+message per cell, ``--clients`` connections with one call in flight each, one h2load
+process per replica. It costs a fraction of the Python generator's CPU per call, which on a
+2-core machine is CPU the servers get back; both generators' rows are kept side by side
+(``--loadgen``). h2load does not read gRPC trailers, so a cell counts as answered only if
+every request got a 2xx and the reply bytes cover a full answer per call.
+
     python benchmarks/serving.py                  # 10 s a cell, writes benchmarks/results/
     python benchmarks/serving.py --quick          # 3 s a cell, 1 s warm-up
     python benchmarks/serving.py --no-mlserver    # sparsecl only
+    python benchmarks/serving.py --loadgen h2load # only the h2load generator
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -194,6 +204,104 @@ def loadgen(args: argparse.Namespace) -> dict[str, Any]:
         "p50_ms": percentile_ms(flat, 50),
         "p99_ms": percentile_ms(flat, 99),
         "mean_ms": round(1e3 * float(np.mean(flat)), 3) if flat else float("nan"),
+    }
+
+
+# ---- the h2load generator (nghttp2's C client, gRPC calls as raw HTTP/2 requests) ----------
+LOADGENS = ("python", "h2load")
+H2LOAD_COUNTS = re.compile(
+    r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+    r"(\d+) errored, (\d+) timeout"
+)
+H2LOAD_2XX = re.compile(r"status codes: (\d+) 2xx")
+H2LOAD_DATA = re.compile(r"traffic: .*\((\d+)\) data")
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """One gRPC length-prefixed message, uncompressed (the body of a unary call)."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def grpc_call(kind: str, x: np.ndarray) -> tuple[str, bytes]:
+    """The HTTP/2 path and framed body of one call: sparsecl's Predict or KServe v2
+    ModelInfer, the same fields and bytes as the Python generator's prebuilt requests."""
+    from sparsecl import tensors
+    from sparsecl.kserve import open_inference_pb2 as kv
+    from sparsecl.v1 import sparsecl_pb2 as pb
+
+    if kind == "sparsecl":
+        body = pb.PredictRequest(task=MODEL, x=tensors.encode(x)).SerializeToString()
+        return "/sparsecl.v1.ContinualLearner/Predict", grpc_frame(body)
+    tensor = kv.ModelInferRequest.InferInputTensor(name="x", datatype="FP32", shape=x.shape)
+    request = kv.ModelInferRequest(
+        model_name=MODEL, inputs=[tensor], raw_input_contents=[x.tobytes()]
+    )
+    return "/inference.GRPCInferenceService/ModelInfer", grpc_frame(request.SerializeToString())
+
+
+def h2load_report(stdout: str) -> dict[str, int]:
+    """The request counts, 2xx replies and DATA bytes of one h2load run's summary."""
+    counts, ok, data = (p.search(stdout) for p in (H2LOAD_COUNTS, H2LOAD_2XX, H2LOAD_DATA))
+    if counts is None or ok is None or data is None:
+        raise RuntimeError(f"h2load printed no summary:\n{stdout[-2000:]}")
+    done, failed, errored, timeout = (int(counts.group(i)) for i in (3, 5, 6, 7))
+    return {
+        "done": done,
+        "failed": failed + errored + timeout,
+        "ok": int(ok.group(1)),
+        "data": int(data.group(1)),
+    }
+
+
+def h2load_cell(
+    targets: list[str], call: tuple[str, bytes], batch: int, floor: int, a: argparse.Namespace
+) -> dict[str, Any]:
+    """One cell under h2load: ``a.clients`` connections spread round-robin over the replicas
+    (one h2load process per replica, started together), each with one ``call`` (path, framed
+    body) in flight.
+
+    ``floor`` is the fewest DATA bytes a full answer has (its scores); a gRPC error comes
+    back as a 2xx with trailers and no message, so data below done x floor means some call
+    failed, and then every call of the cell is counted as an error."""
+    path, body = call
+    with tempfile.TemporaryDirectory(prefix="sparsecl-h2load-") as folder:
+        work = Path(folder)
+        (work / "body").write_bytes(body)
+        procs = []
+        for i, target in enumerate(targets):
+            clients = len(range(i, a.clients, len(targets)))
+            if clients == 0:
+                continue
+            cmd = ["h2load", "--clients", str(clients), "--max-concurrent-streams", "1"]
+            cmd += ["--threads", "1", "--duration", f"{round(a.seconds * 1000)}ms"]
+            cmd += ["--warm-up-time", f"{round(a.warmup * 1000)}ms", "--data", str(work / "body")]
+            cmd += ["--header", "content-type: application/grpc", "--header", "te: trailers"]
+            cmd += ["--log-file", str(work / f"log-{i}"), f"http://{target}{path}"]
+            procs.append(
+                (i, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+            )
+        reports, latencies = [], []
+        for i, proc in procs:
+            out, _ = proc.communicate(timeout=a.seconds + a.warmup + 120)
+            reports.append(h2load_report(out.decode()))
+            log = work / f"log-{i}"
+            if log.stat().st_size:
+                # columns: start (us since the epoch), HTTP status, us until the reply ended
+                latencies.append(np.loadtxt(log, usecols=2, ndmin=1) / 1e6)
+    flat = np.concatenate(latencies) if latencies else np.zeros(0)
+    done = sum(r["done"] for r in reports)
+    short = sum(r["data"] for r in reports) < done * floor
+    errors = sum(r["failed"] + r["done"] - r["ok"] for r in reports) + (done if short else 0)
+    values = flat.tolist()
+    return {
+        "calls": len(values),
+        "errors": errors,
+        "error_examples": ["replies shorter than a full answer"] if short else [],
+        "calls_per_s": round(len(values) / a.seconds, 1),
+        "examples_per_s": round(len(values) * batch / a.seconds, 1),
+        "p50_ms": percentile_ms(values, 50),
+        "p99_ms": percentile_ms(values, 99),
+        "mean_ms": round(1e3 * float(np.mean(flat)), 3) if values else float("nan"),
     }
 
 
@@ -406,18 +514,31 @@ def visibility(root: Path, uri: str, a: argparse.Namespace) -> list[float]:
 
 # ---- the run ------------------------------------------------------------------------------
 def run_load(
-    python: Path, kind: str, targets: list[str], inputs: Path, batch: int, a: argparse.Namespace
+    python: Path,
+    kind: str,
+    targets: list[str],
+    inputs: Path,
+    batch: int,
+    a: argparse.Namespace,
+    loadgen: str = "python",
+    classes: int = 2,
 ) -> dict[str, Any]:
-    cmd = [str(python), __file__, "loadgen", "--kind", kind, "--targets", ",".join(targets)]
-    cmd += ["--inputs", str(inputs), "--batch", str(batch), "--clients", str(a.clients)]
-    cmd += ["--seconds", str(a.seconds), "--warmup", str(a.warmup)]
+    """One cell: ``loadgen`` drives ``targets`` with ``batch`` examples a call."""
     before = cpu_times()
-    done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    if loadgen == "h2load":
+        x = np.ascontiguousarray(np.load(inputs)[:batch])
+        row = h2load_cell(targets, grpc_call(kind, x), batch, 5 + 4 * batch * classes, a)
+    else:
+        cmd = [str(python), __file__, "loadgen", "--kind", kind, "--targets", ",".join(targets)]
+        cmd += ["--inputs", str(inputs), "--batch", str(batch), "--clients", str(a.clients)]
+        cmd += ["--seconds", str(a.seconds), "--warmup", str(a.warmup)]
+        done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+        row = json.loads(done.stdout)
     after = cpu_times()
-    row: dict[str, Any] = json.loads(done.stdout)
     busy = 1 - (after[0] - before[0]) / max(1, after[1] - before[1])
     return {
         "server": kind,
+        "loadgen": loadgen,
         "replicas": len(targets),
         "batch": batch,
         **row,
@@ -465,28 +586,29 @@ def machine() -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| server | replicas | examples/call | calls/s | examples/s | p50 ms | p99 ms | errors "
-        "| CPUs busy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| server | load generator | replicas | examples/call | calls/s | examples/s | p50 ms "
+        "| p99 ms | errors | CPUs busy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['server']} | {r['replicas']} | {r['batch']} | {r['calls_per_s']:,.0f} | "
-            f"{r['examples_per_s']:,.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['errors']} | "
-            f"{r['cpu_busy']:.0%} |"
+            f"| {r['server']} | {r.get('loadgen', 'python')} | {r['replicas']} | {r['batch']} | "
+            f"{r['calls_per_s']:,.0f} | {r['examples_per_s']:,.0f} | {r['p50_ms']:.2f} | "
+            f"{r['p99_ms']:.2f} | {r['errors']} | {r['cpu_busy']:.0%} |"
         )
     return "\n".join(lines)
 
 
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """sparsecl over MLServer per (replicas, batch): calls/s, examples/s, p99."""
-    cell = {(r["server"], r["replicas"], r["batch"]): r for r in rows}
+    """sparsecl over MLServer per (load generator, replicas, batch): calls/s and p99."""
+    cell = {(r["server"], r.get("loadgen", "python"), r["replicas"], r["batch"]): r for r in rows}
     out = []
-    for (server, n, b), r in cell.items():
-        other = cell.get(("mlserver", n, b))
+    for (server, gen, n, b), r in cell.items():
+        other = cell.get(("mlserver", gen, n, b))
         if server == "sparsecl" and other is not None and other["calls_per_s"] > 0:
             out.append(
                 {
+                    "loadgen": gen,
                     "replicas": n,
                     "batch": b,
                     "throughput_ratio": round(r["calls_per_s"] / other["calls_per_s"], 2),
@@ -543,8 +665,23 @@ def main(argv: list[str] | None = None) -> int:
         help="then learn this many more tasks on the trainer while 2 replicas serve, timing "
         "each until both replicas serve it (0: skip)",
     )
+    parser.add_argument(
+        "--loadgen",
+        default=",".join(LOADGENS),
+        help="load generators, comma-separated: python (this file's closed-loop gRPC "
+        "threads) and h2load (nghttp2's C client; left out, with a note, where it is not "
+        "installed)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "serving.json")
     a = parser.parse_args(argv)
+    loadgens = [g for g in a.loadgen.split(",") if g]
+    if unknown := sorted(set(loadgens) - set(LOADGENS)):
+        parser.error(f"--loadgen: unknown {unknown}; choose from {', '.join(LOADGENS)}")
+    if "h2load" in loadgens and shutil.which("h2load") is None:
+        if loadgens == ["h2load"]:
+            parser.error("--loadgen h2load: h2load is not installed (Debian: nghttp2-client)")
+        print("h2load is not installed (Debian: nghttp2-client): python generator only")
+        loadgens.remove("h2load")
     if a.quick:
         a.seconds, a.warmup = 3.0, 1.0
     counts = [int(n) for n in a.replicas.split(",")]
@@ -581,10 +718,20 @@ def main(argv: list[str] | None = None) -> int:
                     with Client(targets[0]) as c:
                         labels = c.predict(MODEL, np.load(inputs)[:64]).labels
                     for b in batches:
-                        rows.append(
-                            run_load(Path(sys.executable), "sparsecl", targets, inputs, b, a)
-                        )
-                        print(json.dumps(rows[-1]), flush=True)
+                        for gen in loadgens:
+                            rows.append(
+                                run_load(
+                                    Path(sys.executable),
+                                    "sparsecl",
+                                    targets,
+                                    inputs,
+                                    b,
+                                    a,
+                                    gen,
+                                    len(classes),
+                                )
+                            )
+                            print(json.dumps(rows[-1]), flush=True)
                 if ml_python is None:
                     continue
                 with contextlib.ExitStack() as stack:
@@ -608,8 +755,13 @@ def main(argv: list[str] | None = None) -> int:
                     if agreement["labels_equal"] != len(labels):
                         raise SystemExit("MLServer and sparsecl disagree: not the same model")
                     for b in batches:
-                        rows.append(run_load(ml_python, "mlserver", targets, inputs, b, a))
-                        print(json.dumps(rows[-1]), flush=True)
+                        for gen in loadgens:
+                            rows.append(
+                                run_load(
+                                    ml_python, "mlserver", targets, inputs, b, a, gen, len(classes)
+                                )
+                            )
+                            print(json.dumps(rows[-1]), flush=True)
             visible = visibility(root, uri, a) if a.visibility else []
     result = {
         "date": dt.date.today().isoformat(),
@@ -617,6 +769,7 @@ def main(argv: list[str] | None = None) -> int:
         "backbone": a.backbone,
         "task": {"name": MODEL, "digits": [0, 1], "examples": a.examples, **FAST},
         "clients": a.clients,
+        "loadgens": loadgens,
         "seconds": a.seconds,
         "warmup": a.warmup,
         "poll_seconds": a.poll_seconds,

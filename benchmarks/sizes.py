@@ -51,7 +51,7 @@ DATASETS: dict[str, tuple[Callable[[int], StreamTask], int, dict[str, Any]]] = {
     "mnist": (
         lambda seed: permuted_mnist(tasks=1, train_limit=12000, val_fraction=0.2, seed=seed)[0],
         784,
-        {"epochs": 2, "retrain_epochs": 2},
+        {"epochs": 2, "retrain_epochs": 2, "lr": 1e-3},
     ),
     # 1,797 images: 60 % train, 30 % validation (539 images), 10 % test (unused)
     # (10 steps an epoch at batch 128: lr 1e-3 leaves it far from converged)

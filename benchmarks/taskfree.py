@@ -16,6 +16,10 @@ Calibration: expected calibration error (15 bins) of the confidence on the test 
 and the task-posterior temperature that minimises the negative log-likelihood of the
 right task on the validation split (the library's TEMPERATURE was chosen that way).
 
+Identity-model storage: side by side on the same learned tasks, the identity models
+refitted at each ``--identities`` precision and number of directions (``float32:20``,
+``float16:20``, ``float16:10``): task inference, accuracy, ECE and bytes per task.
+
     python benchmarks/taskfree.py          # full training sets (~15-25 min on 2 cores)
     python benchmarks/taskfree.py --quick  # 6 000 / 2 000 training examples per task
 """
@@ -42,9 +46,16 @@ from benchmarks.continual import body, machine  # noqa: E402
 from sparse_engine import SparseCL, TaskConfig  # noqa: E402
 from sparse_engine.backbone import BackboneSpec  # noqa: E402
 from sparse_engine.mnist import StreamTask, load_mnist, permuted_mnist, split_mnist  # noqa: E402
-from sparse_engine.taskfree import TEMPERATURE, expected_calibration_error  # noqa: E402
+from sparse_engine.taskfree import (  # noqa: E402
+    COMPONENTS,
+    PRECISION,
+    TEMPERATURE,
+    expected_calibration_error,
+    fit_identity,
+)
 
 BASELINES = ("naive", "replay", "gdumb", "der")
+IDENTITIES = ("float32:20", "float16:20", "float16:10")  # precision:directions
 GDUMB_EPOCHS = 30
 
 
@@ -115,6 +126,30 @@ def without_identity(model: SparseCL) -> SparseCL:
     return other
 
 
+def refitted(model: SparseCL, stream: list[StreamTask], variant: str) -> SparseCL:
+    """The same model with its tasks' identity models refitted at ``variant``
+    (``precision:directions``, e.g. ``float16:20``); the model itself at the library's."""
+    precision, components = getattr(torch, variant.split(":")[0]), int(variant.split(":")[1])
+    if (precision, components) == (PRECISION, COMPONENTS):
+        return model
+    other = SparseCL(model.spec, seed=model.seed)
+    other.backbone, other.owners, other.last_id = model.backbone, model.owners, model.last_id
+    trains = {t.name: t.train for t in stream}
+    other.tasks = {
+        n: dataclasses.replace(
+            t, identity=fit_identity(trains[n].x, trains[n].y, components, precision)
+        )
+        for n, t in model.tasks.items()
+    }
+    return other
+
+
+def identity_bytes(model: SparseCL) -> float:
+    """The mean bytes of a task's identity model (as stored: the same tensors)."""
+    sizes = [t.identity.nbytes for t in model.tasks.values() if t.identity is not None]
+    return sum(sizes) / len(sizes)
+
+
 def task_aware(model: SparseCL, stream: list[StreamTask], limit: int | None) -> float:
     correct = sum(
         int((model.predict(t.name, t.test.x[:limit]) == t.test.y[:limit]).sum()) for t in stream
@@ -144,6 +179,14 @@ def sparsecl_rows(
         "identity": task_free(model, x, y, tid),
         "entropy": task_free(without_identity(model), x, y, tid),
         "task_aware_accuracy": task_aware(model, stream, args.test_limit),
+        "identities": {
+            variant: {
+                **task_free((other := refitted(model, stream, variant)), x, y, tid),
+                "identity_bytes_per_task": identity_bytes(other),
+            }
+            for variant in args.identities.split(",")
+            if variant
+        },
         "temperature": TEMPERATURE,
         "temperature_on_val": temperatures(model, vx, vy, vtid),
     }
@@ -213,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-limit", type=int, default=None, help="test examples per task")
     parser.add_argument("--baselines", default=",".join(BASELINES))
+    parser.add_argument(
+        "--identities", default=",".join(IDENTITIES), help="precision:directions, side by side"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     mnist = load_mnist()

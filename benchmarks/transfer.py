@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     train_limit, test_limit = (600, 500) if args.quick else (2000, 2000)
     train_limit = args.train_limit or train_limit
     epochs = args.epochs or (1 if args.quick else 2)
-    config = TaskConfig(density=0.1, epochs=epochs, retrain_epochs=epochs, batch_size=64)
+    config = TaskConfig(density=0.1, epochs=epochs, retrain_epochs=epochs, batch_size=64, lr=1e-3)
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     for seed in range(seeds):

@@ -27,6 +27,16 @@ def _k(text: str) -> int | float | str | tuple[int | float | str, ...]:
     return values[0] if len(values) == 1 else tuple(values)
 
 
+def _pair(text: str) -> tuple[float, int | float | str | tuple[int | float | str, ...]]:
+    """--tune-pairs: DENSITY[:K], K as --k takes it (default 'auto'): '0.05', '0.1:0.25',
+    '0.2:20,auto'."""
+    density, _, k = text.partition(":")
+    try:
+        return float(density), _k(k) if k else "auto"
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{density!r} is not a density") from None
+
+
 def _per_layer(choices: tuple[str, ...]) -> Any:
     """A parser of one of ``choices``, or one per layer ('none,all'), as --reuse takes."""
 
@@ -316,6 +326,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         metavar="FRACTION",
         help=f"--tune: validation accuracy a smaller density may lose (default {TOLERANCE:g})",
     )
+    add.add_argument(
+        "--tune-pairs",
+        type=_pair,
+        nargs="+",
+        default=None,
+        metavar="DENSITY[:K]",
+        help="--tune over these (density, k) pairs instead, 1 to 9 (K as --k takes it, "
+        "default auto; e.g. 0.05 0.1:0.25 0.2:20,auto); implies --tune",
+    )
     hyper_flags(add)
     predict = client_command(
         "predict", "predict labels (or scores) of one task, or, without NAME, infer the task"
@@ -455,7 +474,11 @@ def _add_task(args: argparse.Namespace) -> int:
     bar: Any = None
     info: TaskInfo | None = None
     report: TuneReport | None = None
-    tune = {"tune": args.tune, "tune_tolerance": args.tune_tolerance}
+    tune = {
+        "tune": args.tune,
+        "tune_tolerance": args.tune_tolerance,
+        "tune_pairs": args.tune_pairs,
+    }
     with _client(args) as client:
         try:
             for event in client.add_task(args.name, train, val, **tune, **hyper_values(args)):

@@ -98,6 +98,17 @@ class Progress:
         return _record(cls, m, tune=tune_report(m.tune) if m.HasField("tune") else None)
 
 
+def tune_request(
+    tolerance: float | None, pairs: Sequence[tuple[float, Any]] | None
+) -> pb.TuneRequest:
+    """A tune request: ``pairs`` of (density, k), k as the hyper-parameters carry it (None:
+    the server's pairs), and the tolerance (None: the server's)."""
+    return pb.TuneRequest(
+        tolerance=tolerance,
+        pairs=[pb.TunePair(density=float(d), k=hyper.message({"k": k}).k) for d, k in pairs or ()],
+    )
+
+
 def tune_report(m: pb.TuneReport) -> TuneReport:
     """A tune search's report from its message (k as the hyper-parameters carry it)."""
     trials = tuple(
@@ -387,6 +398,7 @@ class Client:
         *,
         tune: bool = False,
         tune_tolerance: float | None = None,
+        tune_pairs: Sequence[tuple[float, Any]] | None = None,
         **hyper_parameters: Any,
     ) -> Iterator[Event]:
         """Upload a task and follow its learning: yields Queued, Progress..., then TaskInfo.
@@ -399,7 +411,9 @@ class Client:
         an unknown name raises TypeError. ``tune``: first try the server's few (density, k)
         pairs on the validation split and keep the smallest density within
         ``tune_tolerance`` (default 0.005) of the best; the "tune" Progress events report
-        every trial, the last one the choice and the seconds spent.
+        every trial, the last one the choice and the seconds spent. ``tune_pairs``: the
+        (density, k) pairs to try instead of the server's (1 to 9; k as ``k`` takes it);
+        giving them implies ``tune``.
         The data and the names are checked here; the upload starts with the iteration.
         """
         x, y = arrays.examples(train)
@@ -410,7 +424,7 @@ class Client:
             labels=sorted({int(v) for v in np.unique(y)}),
             train_examples=len(x),
             val_examples=len(vx) if vx is not None else 0,
-            tune=pb.TuneRequest(tolerance=tune_tolerance) if tune else None,
+            tune=tune_request(tune_tolerance, tune_pairs) if tune or tune_pairs else None,
         )
 
         def requests() -> Iterator[pb.AddTaskRequest]:
@@ -453,12 +467,19 @@ class Client:
         *,
         tune: bool = False,
         tune_tolerance: float | None = None,
+        tune_pairs: Sequence[tuple[float, Any]] | None = None,
         **hyper_parameters: Any,
     ) -> TaskInfo:
         """``add_task`` without following progress: returns the committed task."""
         last: Event | None = None
         events = self.add_task(
-            name, train, val, tune=tune, tune_tolerance=tune_tolerance, **hyper_parameters
+            name,
+            train,
+            val,
+            tune=tune,
+            tune_tolerance=tune_tolerance,
+            tune_pairs=tune_pairs,
+            **hyper_parameters,
         )
         for last in events:  # noqa: B007
             pass

@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from sparse_engine.config import BACKENDS, DEVICES
+from sparse_engine.config import BACKENDS, DEVICES, PERIOD_STEPS
 
 DEFAULT_PORT = 50051
 DEFAULT_DATA_DIR = Path("sparsecl-data")
@@ -27,7 +27,8 @@ LIMITS: dict[str, str] = {
     "max_classes": "labels of one task",
     "max_batch": "examples per Predict/Evaluate call, and a task's largest batch_size",
     "max_epochs": "epochs one task may train (epochs + retrain_epochs × prune_rounds; an auto "
-    "phase counts as its max_epochs)",
+    "phase counts as its max_epochs, periods that are epochs unless one makes under "
+    f"{PERIOD_STEPS} steps)",
     "max_train_seconds": "seconds one task may train; past them it stops, not committed",
     "max_queue": "training jobs queued, training or uploading",
     "upload_timeout": "seconds an upload may wait for its header or its next chunk",

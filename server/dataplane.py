@@ -49,6 +49,10 @@ from .uploads import BufferPool, Chunk, Examples, Header, Reservation, Upload, u
 
 log = logging.getLogger("sparsecl.server")
 RESERVED_NAMES = frozenset({"backbone"})
+# The Open Inference Protocol's model that routes each example to its inferred task
+# (task-free inference): '~' is URL-safe unencoded (RFC 3986's unreserved characters) and
+# no task name can hold it (check_name), so no task, stored or future, is ever shadowed.
+TASK_FREE_MODEL = "~taskfree"
 # the parameters each analysis takes (AnalysisOptions' fields); others given are refused
 PARAMETERS = {
     "weight-agnostic": {"weights", "keep_sign", "draws", "seed"},
@@ -121,6 +125,7 @@ class InferenceModel:
     version: str  # its registered model's version in MLflow ("" when the store has none)
     input_shape: tuple[int, ...]  # one example's: the backbone's input
     classes: tuple[int, ...]  # the label values, in the column order of the scores
+    task_free: bool = False  # TASK_FREE_MODEL: each example's task inferred (no classes)
 
 
 @dataclass(frozen=True)
@@ -313,7 +318,10 @@ class DataPlane:
         """The committed task ``name`` as a model, at ``version`` ("" = the latest, the one
         version a committed task has). UnknownTaskError for a name that is no task, a
         failed task (not a model) or another version; NotReadyError for a task that is not
-        committed (queued, training, damaged); InvalidInputError for a malformed name."""
+        committed (queued, training, damaged); InvalidInputError for a malformed name.
+        ``TASK_FREE_MODEL``: the task-free model, NotReadyError while no task is committed."""
+        if name == TASK_FREE_MODEL:
+            return self._task_free_model(version)
         view = self.task(name)
         if view.state == "failed":
             raise UnknownTaskError(f"unknown model {name!r}: its task failed ({view.error})")
@@ -330,6 +338,19 @@ class DataPlane:
         return InferenceModel(
             name, view.model_version, self.model.spec.input_shape, view.record.classes
         )
+
+    def _task_free_model(self, version: str) -> InferenceModel:
+        """The task-free model (it has no version), once a task is committed."""
+        if version:
+            raise UnknownTaskError(
+                f"model {TASK_FREE_MODEL!r} has no version {brief(version)} (it has none)"
+            )
+        with self.lock:
+            if not self.model.tasks:
+                raise NotReadyError(
+                    f"model {TASK_FREE_MODEL!r} is not ready: no committed task to infer from yet"
+                )
+        return InferenceModel(TASK_FREE_MODEL, "", self.model.spec.input_shape, (), True)
 
     def model_ready(self, name: str, version: str = "") -> bool:
         """Whether ``inference_model(name, version)`` would answer (never raises)."""
@@ -383,10 +404,13 @@ class DataPlane:
 
     async def infer(
         self, name: str, version: str, x: ArrayLike
-    ) -> tuple[InferenceModel, Prediction]:
+    ) -> tuple[InferenceModel, Prediction | InferredPrediction]:
         """The Open Inference Protocol's inference: the model ``name`` at ``version`` ("" =
-        the latest; see inference_model), looked up once, and its prediction for ``x``."""
+        the latest; see inference_model), looked up once, and its prediction for ``x``:
+        task-free Predict's for ``TASK_FREE_MODEL``, the task's Predict's for a task."""
         model = self.inference_model(name, version)
+        if model.task_free:
+            return model, await self.predict_task_free(x)
         return model, await self._predict(name, x)
 
     async def _predict(self, task: str, x: ArrayLike) -> Prediction:
@@ -641,7 +665,9 @@ class DataPlane:
                     return
                 if isinstance(event, Failed):
                     raise event.error
-                yield Progress(event, job.config.total_epochs, job.steps_per_epoch)
+                yield Progress(
+                    event, job.config.most_epochs(job.steps_per_epoch), job.steps_per_epoch
+                )
         finally:
             self.trainer.cancel(job, "AddTask was cancelled by the client (or its deadline passed)")
 

@@ -138,8 +138,8 @@ class InferenceApi:
         payload = json_object(header)
         x = input_of(payload, raw)
         asked = listed(payload, "outputs")
-        names = tensors.requested([str(output.get("name")) for output in asked])
-        binary = binary_outputs(payload, asked)
+        names = tensors.requested(name, [str(output.get("name")) for output in asked])
+        binary = binary_outputs(payload, asked, names)
         model, prediction = await self.plane.infer(name, version, x)
         reply: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
         if "id" in payload:
@@ -149,10 +149,10 @@ class InferenceApi:
             shape = list(array.shape)
             described: dict[str, Any] = {"name": output, "datatype": datatype, "shape": shape}
             if binary[output]:
-                chunks.append(array.tobytes())
+                chunks.append(tensors.raw(array))
                 described["parameters"] = {"binary_data_size": len(chunks[-1])}
             else:
-                described["data"] = array.ravel().tolist()
+                described["data"] = tensors.values(array)
             reply["outputs"].append(described)
         if not chunks:
             return JSONResponse(reply)
@@ -212,11 +212,14 @@ def listed(obj: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return value
 
 
-def binary_outputs(payload: dict[str, Any], asked: list[dict[str, Any]]) -> dict[str, bool]:
-    """Whether each output goes as raw bytes after the JSON (the binary tensor extension):
-    as its request asks, else as the request's binary_data_output says (default JSON)."""
+def binary_outputs(
+    payload: dict[str, Any], asked: list[dict[str, Any]], names: tuple[str, ...]
+) -> dict[str, bool]:
+    """Whether each output of ``names`` goes as raw bytes after the JSON (the binary tensor
+    extension): as its request asks, else as the request's binary_data_output says (default
+    JSON)."""
     default = bool(parameters(payload).get("binary_data_output", False))
-    binary = dict.fromkeys(tensors.OUTPUTS, default)
+    binary = dict.fromkeys(names, default)
     for output in asked:
         binary[str(output.get("name"))] = bool(parameters(output).get("binary_data", default))
     return binary

@@ -15,10 +15,11 @@ from sparse_engine.errors import InvalidInputError
 from sparsecl.kserve import open_inference_pb2 as pb
 
 from . import inference_tensors as tensors
-from .dataplane import InferenceModel, Prediction, TaskView
+from .dataplane import InferenceModel, InferredPrediction, Prediction, TaskView
 
-# the typed contents field of each input datatype
+# the typed contents field of each input datatype, and of each output datatype
 CONTENTS = {"FP32": "fp32_contents", "UINT8": "uint_contents"}
+OUTPUT_CONTENTS = {"FP32": "fp32_contents", "INT64": "int64_contents", "BYTES": "bytes_contents"}
 
 
 def input_array(request: pb.ModelInferRequest) -> np.ndarray:
@@ -49,11 +50,13 @@ def input_array(request: pb.ModelInferRequest) -> np.ndarray:
 
 def requested_outputs(request: pb.ModelInferRequest) -> tuple[str, ...]:
     """The outputs the request asks for, in its order (none asked: every output)."""
-    return tensors.requested([output.name for output in request.outputs])
+    return tensors.requested(request.model_name, [output.name for output in request.outputs])
 
 
 def infer_response(
-    request: pb.ModelInferRequest, model: InferenceModel, prediction: Prediction
+    request: pb.ModelInferRequest,
+    model: InferenceModel,
+    prediction: Prediction | InferredPrediction,
 ) -> pb.ModelInferResponse:
     """The requested outputs of ``prediction``: raw bytes when the request sent raw bytes,
     typed contents when it sent typed contents."""
@@ -64,11 +67,9 @@ def infer_response(
     for name, datatype, array in tensors.outputs(prediction, requested_outputs(request)):
         output = response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
         if raw:
-            response.raw_output_contents.append(array.tobytes())
-        elif datatype == "FP32":
-            output.contents.fp32_contents.extend(array.ravel().tolist())
+            response.raw_output_contents.append(tensors.raw(array))
         else:
-            output.contents.int64_contents.extend(array.ravel().tolist())
+            getattr(output.contents, OUTPUT_CONTENTS[datatype]).extend(array.ravel().tolist())
     return response
 
 

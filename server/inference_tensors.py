@@ -7,7 +7,10 @@ transports only move these between their own messages and the data plane.
 A model (a committed task) takes one input ``x``, FP32 or UINT8 (scaled by 1/255, as
 everywhere else), of shape ``[-1, …backbone input…]``, and gives ``scores`` (FP32,
 ``[-1, classes]``, the logits in the order of the task's classes) and ``label`` (INT64,
-``[-1]``, in the task's own label values). A malformed tensor is InvalidInputError here;
+``[-1]``, in the task's own label values). The task-free model (``TASK_FREE_MODEL``,
+``~taskfree``) takes the same input and gives, per example, ``task`` (BYTES, the inferred
+task's name), ``label`` (INT64, in that task's values) and ``confidence`` (FP32), as the
+task-free Predict and ``sparsecl predict``'s .npz. A malformed tensor is InvalidInputError here;
 what its values mean (shape against the backbone, NaN, batch limits) the data plane
 checks, as for Predict.
 """
@@ -22,11 +25,14 @@ import numpy as np
 
 from sparse_engine.errors import InvalidInputError, brief
 
-from .dataplane import InferenceModel, Prediction, TaskView
+from .dataplane import TASK_FREE_MODEL, InferenceModel, InferredPrediction, Prediction, TaskView
 
 INPUT = "x"
-SCORES, LABEL = "scores", "label"
+SCORES, LABEL, TASK, CONFIDENCE = "scores", "label", "task", "confidence"
 OUTPUTS = (SCORES, LABEL)
+TASK_FREE_OUTPUTS = (TASK, LABEL, CONFIDENCE)  # the task-free model's
+DATATYPES = {SCORES: "FP32", LABEL: "INT64", TASK: "BYTES", CONFIDENCE: "FP32"}  # per output
+LENGTH = np.dtype("<u4")  # a BYTES element's length, before its bytes in raw form
 PLATFORM = "sparsecl"
 # the datatypes of the input, as little-endian dtypes; the metadata states FP32
 INPUT_TYPES: dict[str, np.dtype] = {"FP32": np.dtype("<f4"), "UINT8": np.dtype("u1")}
@@ -80,43 +86,82 @@ def from_values(values: Sequence[Any], datatype: str, shape: Sequence[int]) -> n
     return array.astype(np.float32).reshape(tuple(shape))
 
 
-def requested(names: Sequence[str]) -> tuple[str, ...]:
-    """The outputs a request asks for, in its order (none asked: every output)."""
-    unknown = [name for name in names if name not in OUTPUTS]
+def model_outputs(model: str) -> tuple[str, ...]:
+    """The outputs of the model named ``model``: a task's, or the task-free model's."""
+    return TASK_FREE_OUTPUTS if model == TASK_FREE_MODEL else OUTPUTS
+
+
+def requested(model: str, names: Sequence[str]) -> tuple[str, ...]:
+    """The outputs a request to ``model`` asks for, in its order (none asked: every output)."""
+    known = model_outputs(model)
+    unknown = [name for name in names if name not in known]
     if unknown:
         raise InvalidInputError(
-            f"the model has no output {brief(unknown[0])}; its outputs are {', '.join(OUTPUTS)}"
+            f"the model has no output {brief(unknown[0])}; its outputs are {', '.join(known)}"
         )
     if len(set(names)) != len(names):
         raise InvalidInputError(f"an output is asked for twice: {', '.join(names)}")
-    return tuple(names) or OUTPUTS
+    return tuple(names) or known
 
 
-def outputs(prediction: Prediction, names: Sequence[str]) -> list[tuple[str, str, np.ndarray]]:
-    """The outputs ``names`` of a prediction: (name, datatype, little-endian array)."""
-    arrays = {
-        SCORES: ("FP32", np.ascontiguousarray(prediction.scores, dtype="<f4")),
-        LABEL: ("INT64", np.ascontiguousarray(prediction.labels, dtype="<i8")),
-    }
-    return [(name, *arrays[name]) for name in names]
+def outputs(
+    prediction: Prediction | InferredPrediction, names: Sequence[str]
+) -> list[tuple[str, str, np.ndarray]]:
+    """The outputs ``names`` of a prediction: (name, datatype, array), numbers little-endian,
+    BYTES as an object array of bytes."""
+    arrays = {LABEL: np.ascontiguousarray(prediction.labels, dtype="<i8")}
+    if isinstance(prediction, InferredPrediction):
+        arrays[TASK] = np.array([t.encode() for t in prediction.tasks], dtype=object)
+        arrays[CONFIDENCE] = np.ascontiguousarray(prediction.confidence, dtype="<f4")
+    else:
+        arrays[SCORES] = np.ascontiguousarray(prediction.scores, dtype="<f4")
+    return [(name, DATATYPES[name], arrays[name]) for name in names]
+
+
+def raw(array: np.ndarray) -> bytes:
+    """An output's raw bytes: numbers as they are (little-endian); BYTES elements each after
+    its length as 4 little-endian bytes (the protocol's raw and binary layout)."""
+    if array.dtype != object:
+        return array.tobytes()
+    return b"".join(LENGTH.type(len(item)).tobytes() + item for item in array.ravel())
+
+
+def values(array: np.ndarray) -> list[Any]:
+    """An output's values as JSON takes them, row-major (BYTES elements as text)."""
+    if array.dtype != object:
+        return array.ravel().tolist()
+    return [item.decode() for item in array.ravel()]
 
 
 def metadata(model: InferenceModel) -> dict[str, Any]:
     """A model's versions, input and outputs, as the protocol's metadata object."""
+    described = [
+        {
+            "name": name,
+            "datatype": DATATYPES[name],
+            "shape": [-1, len(model.classes)] if name == SCORES else [-1],
+        }
+        for name in (TASK_FREE_OUTPUTS if model.task_free else OUTPUTS)
+    ]
     return {
         "name": model.name,
         "versions": [model.version] if model.version else [],
         "platform": PLATFORM,
         "inputs": [{"name": INPUT, "datatype": INPUT_DATATYPE, "shape": [-1, *model.input_shape]}],
-        "outputs": [
-            {"name": SCORES, "datatype": "FP32", "shape": [-1, len(model.classes)]},
-            {"name": LABEL, "datatype": "INT64", "shape": [-1]},
-        ],
+        "outputs": described,
     }
 
 
 def index(views: Sequence[TaskView], ready_only: bool) -> list[dict[str, str]]:
-    """The models: committed tasks READY, the others UNAVAILABLE with their state as reason."""
+    """The models: committed tasks READY, the others UNAVAILABLE with their state as reason;
+    last, the task-free model, READY once a task is committed."""
+    committed = any(view.state == "committed" for view in views)
+    task_free = {
+        "name": TASK_FREE_MODEL,
+        "version": "",
+        "state": "READY" if committed else "UNAVAILABLE",
+        "reason": "" if committed else "no committed task to infer from yet",
+    }
     return [
         {
             "name": view.name,
@@ -126,4 +171,4 @@ def index(views: Sequence[TaskView], ready_only: bool) -> list[dict[str, str]]:
         }
         for view in views
         if view.state == "committed" or not ready_only
-    ]
+    ] + ([task_free] if committed or not ready_only else [])

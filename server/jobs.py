@@ -23,6 +23,7 @@ from sparse_engine.config import HOLD_OUT, ProgressEvent, TaskConfig
 from sparse_engine.data import TaskData
 from sparse_engine.model import SparseCL
 from sparse_engine.standalone import dumps_weights, read_values
+from sparse_engine.tune import Search
 
 from .errors import CancelledError, LimitExceededError, QueueFullError, TrainingTimeError
 from .faults import crash_point
@@ -62,7 +63,7 @@ class Job:
     val: Examples | None
     listener: Callable[[JobEvent], None]
     reservation: Reservation | None = None
-    tune: float | None = None  # tune (density, k) first, with this tolerance; None = no
+    tune: Search | None = None  # tune (density, k) first; None = no
     created_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     state: str = "queued"  # queued | training | committed | failed
     error: str = ""
@@ -247,7 +248,13 @@ class Trainer:
                 state = self.model.prepare_task(job.name, train, val, job.config, progress)
             else:
                 state, report = self.model.prepare_tuned(
-                    job.name, train, val, job.config, progress, tolerance=job.tune
+                    job.name,
+                    train,
+                    val,
+                    job.config,
+                    progress,
+                    candidates=job.tune.candidates,
+                    tolerance=job.tune.tolerance,
                 )
             del train, val
             if job.cancelled:  # the last chance: after the store's commit the task is kept

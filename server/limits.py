@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sparse_engine.config import TaskConfig
+from sparse_engine.config import PERIOD_STEPS, TaskConfig
 
 from .config import ServerConfig
 from .errors import LimitExceededError
@@ -31,7 +31,8 @@ def check_task_config(config: TaskConfig, server: ServerConfig) -> None:
     if config.total_epochs > server.max_epochs:
         raise LimitExceededError(
             f"the task would train up to {config.total_epochs} epochs (epochs + retrain_epochs "
-            f"× prune_rounds, max_epochs for an auto one), over the server's --max-epochs of "
+            "× prune_rounds; an auto phase counts as its max_epochs periods, epochs unless one "
+            f"makes under {PERIOD_STEPS} steps), over the server's --max-epochs of "
             f"{server.max_epochs}; train fewer"
         )
     if config.batch_size > server.max_batch:

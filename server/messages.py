@@ -6,11 +6,18 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from sparse_engine.analysis import AnalysisTable
-from sparse_engine.config import ProgressEvent, TaskConfig
+from sparse_engine.config import AUTO, ProgressEvent, TaskConfig
 from sparse_engine.errors import InvalidInputError
 from sparse_engine.owners import MAX_TASKS
 from sparse_engine.task import ReuseReport, TaskRecord
-from sparse_engine.tune import TOLERANCE, TuneReport, check_tolerance
+from sparse_engine.tune import (
+    CANDIDATES,
+    TOLERANCE,
+    Search,
+    TuneReport,
+    check_candidates,
+    trial_configs,
+)
 from sparsecl import hyper
 from sparsecl.v1 import sparsecl_pb2 as pb
 
@@ -26,11 +33,18 @@ def task_config(hp: pb.HyperParameters) -> TaskConfig:
     return TaskConfig(**hyper.values(hp))
 
 
-def tune_tolerance(header: pb.AddTaskHeader) -> float:
-    """The tolerance of a header's tune request (unset: tune.TOLERANCE); InvalidInputError
-    when it lies outside [0, 1]."""
+def tune_search(header: pb.AddTaskHeader, config: TaskConfig) -> Search:
+    """A header's tune request (unset: tune.CANDIDATES, tune.TOLERANCE); InvalidInputError,
+    before any upload, for a tolerance outside [0, 1], a count of pairs outside 1 to
+    MAX_TRIALS, or a pair that is not a valid density and k for ``config``."""
     t = header.tune
-    return check_tolerance(t.tolerance if t.HasField("tolerance") else TOLERANCE)
+    pairs = tuple(
+        (p.density, hyper.values(pb.HyperParameters(k=p.k)).get("k", AUTO)) for p in t.pairs
+    )
+    tolerance = t.tolerance if t.HasField("tolerance") else TOLERANCE
+    candidates = check_candidates(pairs or CANDIDATES, tolerance)
+    trial_configs(config, candidates)
+    return Search(candidates, tolerance)
 
 
 def hyper_parameters(config: TaskConfig) -> pb.HyperParameters:

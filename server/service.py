@@ -277,7 +277,7 @@ def upload_item(request: pb.AddTaskRequest) -> Header | Chunk:
     if request.WhichOneof("item") == "header":
         h = request.header
         config = messages.task_config(h.hyper_parameters)
-        tune = messages.tune_tolerance(h) if h.HasField("tune") else None
+        tune = messages.tune_search(h, config) if h.HasField("tune") else None
         return Header(h.name, config, tuple(h.labels), h.train_examples, h.val_examples, tune)
     chunk = request.chunk
     return Chunk(

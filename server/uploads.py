@@ -25,6 +25,7 @@ import torch
 from sparse_engine.config import TaskConfig
 from sparse_engine.data import TaskData, as_inputs
 from sparse_engine.errors import InvalidInputError, brief
+from sparse_engine.tune import Search
 
 from . import inputs
 from .config import ServerConfig
@@ -45,7 +46,7 @@ class Header:
     labels: tuple[int, ...] = ()  # exactly the training labels' distinct values; () = unsaid
     train_examples: int = 0  # 0 = not announced
     val_examples: int = 0
-    tune: float | None = None  # tune (density, k) first, with this tolerance; None = no
+    tune: Search | None = None  # tune (density, k) first; None = no
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ ReuseValue = Reuse | tuple[Reuse, ...]  # one choice for every hidden layer, or 
 # tune: one (density, k) trial of a tuned task (tune.py), before the chosen one's phases
 Phase = Literal["tune", "train", "prune", "retrain", "commit"]
 # an epoch count, or "auto": train until the validation accuracy has not improved for
-# ``patience`` epochs, at most ``max_epochs``, and keep the best epoch's iterate
+# ``patience`` periods, at most ``max_epochs`` periods, and keep the best epoch's iterate
 Epochs = int | Literal["auto"]
 AUTO: Literal["auto"] = "auto"
 # k of one k-WTA layer: a count, a fraction of its units, or "auto" (kwta.auto_k: about
@@ -38,6 +38,7 @@ AUTO: Literal["auto"] = "auto"
 KSize = int | float | Literal["auto"]
 KValue = KSize | tuple[KSize, ...]  # k of every hidden layer, or one per layer
 # why a training phase stopped: its fixed count ran out, or (auto) a plateau or max_epochs
+# (periods: see PERIOD_STEPS)
 Stopped = Literal["fixed", "plateau", "max_epochs"]
 # the inference engine's backends (engine.py): auto = the native kernel, else torch.sparse
 Backend = Literal["auto", "native", "torch"]
@@ -58,6 +59,11 @@ DEFAULT_BACKBONE = "mlp:784-1000-1000"  # an MLP for 28×28 inputs (MNIST-sized)
 # fraction of the training examples held out for validation when none is given (a seeded,
 # deterministic split: TaskConfig.seed); auto epochs stop on this validation accuracy
 HOLD_OUT = 0.1
+# auto epochs count ``patience`` and ``max_epochs`` in periods: a period is one epoch, or, when
+# an epoch makes fewer optimizer steps than this (a small data set), the fewest whole epochs
+# that make this many; counted in epochs, a 540-image task at batch 128 stopped after a few
+# dozen steps (benchmarks/RESULTS.md, "Defaults on five data sets")
+PERIOD_STEPS = 50
 
 
 class Range(NamedTuple):
@@ -115,10 +121,11 @@ HELP: dict[str, str] = {
     "retrain_epochs": "epochs of retraining after each pruning round (rigl: with the mask "
     "fixed); auto = until validation accuracy plateaus, the lr cut 10x at each plateau, "
     "keeping the best epoch",
-    "patience": "auto epochs: epochs without a better validation accuracy that end a phase (or "
-    "cut retraining's lr); validation = the val split, else "
+    "patience": "auto epochs: periods without a better validation accuracy that end a phase (or "
+    f"cut retraining's lr); a period is an epoch, or enough epochs to make {PERIOD_STEPS} "
+    "optimizer steps on small data; validation = the val split, else "
     f"{HOLD_OUT:.0%} of train held out (seeded)",
-    "max_epochs": "auto epochs: the most epochs one phase may run",
+    "max_epochs": "auto epochs: the most periods one phase may run (a period: see patience)",
     "batch_size": "examples per optimizer step",
     "lr": "learning rate",
     "optimizer": "the optimizer (it never touches weights owned by earlier tasks)",
@@ -228,7 +235,10 @@ class TaskConfig:
     patience: int = 3
     max_epochs: int = 30
     batch_size: int = 128
-    lr: float = 1e-3
+    # 1e-2 by default: at 1e-3 the sparse net stayed 5-6 points below a dense one on the 8×8
+    # digits; 1e-2 brings four of five data sets within 1 point and is better on validation
+    # on four (benchmarks/RESULTS.md, "Defaults on five data sets", 2026-12-01)
+    lr: float = 1e-2
     optimizer: Optimizer = "adam"
     momentum: float = 0.9
     weight_decay: float = 0.0
@@ -280,21 +290,35 @@ class TaskConfig:
         if problems:
             raise InvalidInputError("; ".join(problems))
 
-    def bound(self, epochs: Epochs) -> int:
-        """The most epochs a phase of ``epochs`` runs: the count, or ``max_epochs`` for auto."""
-        return self.max_epochs if epochs == AUTO else int(epochs)
+    def epochs_per_period(self, steps_per_epoch: int = PERIOD_STEPS) -> int:
+        """Auto epochs' period on data of ``steps_per_epoch`` batches: one epoch, or the
+        fewest whole epochs that make ``PERIOD_STEPS`` optimizer steps."""
+        return max(1, -(-PERIOD_STEPS // steps_per_epoch))
 
-    @property
-    def total_epochs(self) -> int:
-        """Epochs the learner runs (at most, with auto phases): supermask trains only
-        ``epochs``; rigl adds one block of ``retrain_epochs``; prune retrains after each of
-        its ``prune_rounds``."""
-        epochs, retrain = self.bound(self.epochs), self.bound(self.retrain_epochs)
+    def bound(self, epochs: Epochs, steps_per_epoch: int = PERIOD_STEPS) -> int:
+        """The most epochs a phase of ``epochs`` runs on data of ``steps_per_epoch`` batches:
+        the count, or ``max_epochs`` periods for auto (the default: periods of one epoch)."""
+        if epochs != AUTO:
+            return int(epochs)
+        return self.max_epochs * self.epochs_per_period(steps_per_epoch)
+
+    def most_epochs(self, steps_per_epoch: int = PERIOD_STEPS) -> int:
+        """Epochs the learner runs (at most, with auto phases) on data of ``steps_per_epoch``
+        batches: supermask trains only ``epochs``; rigl adds one block of
+        ``retrain_epochs``; prune retrains after each of its ``prune_rounds``."""
+        epochs = self.bound(self.epochs, steps_per_epoch)
+        retrain = self.bound(self.retrain_epochs, steps_per_epoch)
         if self.method == "supermask":
             return epochs
         if self.method == "rigl":
             return epochs + retrain
         return epochs + retrain * self.prune_rounds
+
+    @property
+    def total_epochs(self) -> int:
+        """``most_epochs`` in periods (epochs on data of ``PERIOD_STEPS`` batches or more): an
+        auto phase counts as ``max_epochs``."""
+        return self.most_epochs()
 
     def k_per_layer(self, layers: int) -> tuple[KSize, ...]:
         """k for each of ``layers`` hidden layers."""
@@ -403,8 +427,9 @@ class ProgressEvent:
     free_capacity: float
     extra: dict[str, float] = field(default_factory=dict)
     # on the event of a train/retrain phase's last epoch: why the phase stopped; its extra
-    # then holds the epochs it ran ("epochs") and the epoch whose iterate it kept
-    # ("best_epoch", 1-based within the phase) with that epoch's validation accuracy
+    # then holds the epochs it ran ("epochs"), the epoch whose iterate it kept ("kept_epoch",
+    # 1-based within the phase) with that epoch's validation accuracy ("kept_accuracy"), and
+    # auto epochs' period ("period_epochs": epochs per period of patience and max_epochs)
     stopped: Stopped | None = None
     # phase tune: the search so far (its chosen index is -1 until the last trial's event)
     tune: TuneReport | None = None

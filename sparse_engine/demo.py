@@ -25,7 +25,8 @@ def run_demo(
     start = time.perf_counter()
     print(f"backbone {model.spec}, mask density {config.density:.0%} per layer, k-WTA k={config.k}")
     for i, task in enumerate(stream):
-        steps = config.total_epochs * -(-len(task.train) // config.batch_size)
+        per_epoch = -(-len(task.train) // config.batch_size)
+        steps = config.most_epochs(per_epoch) * per_epoch
         with tqdm(total=steps, desc=f"task {i + 1}/{len(stream)} {task.name}", unit="step") as bar:
 
             def progress(event: ProgressEvent, bar: tqdm = bar, steps: int = steps) -> None:

@@ -38,6 +38,7 @@ from torch import Tensor
 from . import native
 from .backbone import BackboneSpec
 from .config import BACKENDS, Backend
+from .errors import UnknownTaskError, brief
 from .kwta import kwinners
 from .plan import LayerPlan, Plan, PlanMemory, compile_task
 from .task import Task
@@ -138,6 +139,7 @@ class InferenceEngine:
     def __init__(self, spec: BackboneSpec, settings: EngineSettings | None = None) -> None:
         self.spec = spec
         self._plans: dict[str, _CacheEntry] = {}
+        self._dropped: set[int] = set()  # ids of deleted tasks (ids are never reused)
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self.settings = EngineSettings()
@@ -182,6 +184,9 @@ class InferenceEngine:
         if entry is not None and entry.task is task:
             return entry.plan
         with self._lock:
+            if task.record.id in self._dropped:  # looked up before its delete: never compile
+                # it from weights the delete may already have re-initialised
+                raise UnknownTaskError(f"task {brief(task.name)} was deleted")
             entry = self._plans.get(task.name)
             if entry is None or entry.task is not task:
                 entry = _CacheEntry(task, compile_task(self.spec, weights, task))
@@ -189,10 +194,15 @@ class InferenceEngine:
                 self.builds += 1
         return entry.plan
 
-    def drop(self, name: str) -> None:
-        """Forget a task's plan (the task was removed)."""
+    def drop(self, task: Task) -> None:
+        """Forget a deleted task's plan, and refuse to compile it from now on. Once this
+        returns no compile of it is under way, so the caller may rewrite its free weights;
+        a plan handed out before keeps answering from its own copy of the values."""
         with self._lock:
-            self._plans.pop(name, None)
+            self._dropped.add(task.record.id)
+            entry = self._plans.get(task.name)
+            if entry is not None and entry.task is task:
+                del self._plans[task.name]
 
     def memory(self) -> dict[str, PlanMemory]:
         """Bytes held per cached plan."""

@@ -214,6 +214,7 @@ class SparseCL:
         tasks: list[Task] = []
         unsound: UnsoundTaskError | None = None
         replays: list[list[ProgressEvent]] = []
+        sent: TuneReport | None = None  # the last report progress was given: the final one
 
         def report(chosen: int) -> TuneReport:
             return TuneReport(tuple(trials), chosen, tolerance, time.perf_counter() - start)
@@ -244,7 +245,7 @@ class SparseCL:
             replays.append(events)
             if progress is not None:
                 last = i == len(configs) - 1
-                so_far = report(choose(trials, tolerance) if last else -1)
+                so_far = sent = report(choose(trials, tolerance) if last else -1)
                 progress(
                     ProgressEvent(
                         "tune",
@@ -264,7 +265,8 @@ class SparseCL:
         if progress is not None:
             for event in replays[chosen]:
                 progress(event)
-        return tasks[chosen], report(chosen)
+        # the report the last tune event carried, so that the stored one is the same
+        return tasks[chosen], sent if sent is not None else report(chosen)
 
     def commit_event(self, record: TaskRecord) -> ProgressEvent:
         """The progress event that reports a task's commit (overall density, free capacity)."""
@@ -440,7 +442,7 @@ class SparseCL:
         task_id = task.record.id
         del self.tasks[name]
         self._nets.pop(name, None)
-        self.engine.drop(name)
+        self.engine.drop(task)
         self.retired.add(task_id)
         freed = self.owners.release(self.retired, self.reading())
         self._reinit_free_pool()

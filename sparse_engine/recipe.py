@@ -156,11 +156,15 @@ class Run:
         phase ends at a settled iterate rather than wherever the last constant-rate
         steps left it.
 
-        ``epochs="auto"``: epochs run until the validation accuracy has not improved for
-        ``config.patience`` epochs (never before ``min_epochs``), at most
-        ``config.max_epochs``, and the phase ends at its best epoch's iterate (of equal
-        ones, the latest). Annealed, the lr is cut by ``LR_CUT`` at each plateau instead of
-        following the cosine, and the phase stops at the plateau after ``LR_CUTS`` cuts.
+        ``epochs="auto"``: epochs run until the validation accuracy (measured after every
+        epoch) has not improved for ``config.patience`` periods (never before
+        ``min_epochs``), at most ``config.max_epochs`` periods, and the phase ends at its
+        best epoch's iterate (of equal ones, the latest). A period is one epoch, or on a
+        small data set the fewest epochs that make ``PERIOD_STEPS`` optimizer steps
+        (``TaskConfig.epochs_per_period``): counted in epochs, a 540-example task stopped
+        after a few dozen steps, 3-15 points short of a dense network (RESULTS.md).
+        Annealed, the lr is cut by ``LR_CUT`` at each plateau instead of following the
+        cosine, and the phase stops at the plateau after ``LR_CUTS`` cuts.
         Why: the cosine needs the phase's length in advance; over max_epochs it is still
         near ``lr`` where a plateau stops the phase, so the kept iterate is not annealed,
         and cutting at plateaus ends at lr × LR_CUT**LR_CUTS whenever a plateau stops it;
@@ -170,12 +174,12 @@ class Run:
             return
         net, config = self.trainer, self.config
         auto = epochs == AUTO
-        limit = config.bound(epochs)
+        per_epoch = self.steps_per_epoch()
+        periods = config.epochs_per_period(per_epoch) if auto else 1
+        limit = config.bound(epochs, per_epoch)
         optimizer = make_optimizer(net.trainable_parameters(), config)
         schedule = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(
-                optimizer, T_max=limit * self.steps_per_epoch()
-            )
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=limit * per_epoch)
             if anneal and not auto
             else None
         )
@@ -194,7 +198,8 @@ class Run:
             if acc >= kept[1]:
                 kept = (done, acc, net.checkpoint() if auto else None)
             stopped: Stopped | None = ("max_epochs" if auto else "fixed") if done == limit else None
-            if auto and waited >= config.patience and done >= min_epochs and stopped is None:
+            plateau = waited >= config.patience * periods and done >= min_epochs
+            if auto and plateau and stopped is None:
                 if anneal and cuts < LR_CUTS:
                     cuts, waited = cuts + 1, 0
                     for group in optimizer.param_groups:
@@ -206,7 +211,12 @@ class Run:
                 continue
             if not auto:
                 kept = (done, acc, None)  # a fixed count keeps its last iterate
-            extra = {"epochs": float(done), "kept_epoch": float(kept[0]), "kept_accuracy": kept[1]}
+            extra = {
+                "epochs": float(done),
+                "kept_epoch": float(kept[0]),
+                "kept_accuracy": kept[1],
+                "period_epochs": float(periods),
+            }
             self.emit(phase, 0, loss, acc, extra, stopped)
             break
         if kept[2] is not None:

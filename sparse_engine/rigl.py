@@ -80,8 +80,8 @@ def learn_rigl(run: Run) -> None:
             for c, a in zip(net.constants, net.candidates, strict=True)
         ]
     )
-    # auto epochs: the drop fraction decays over max_epochs, the most the phase may run
-    end = config.bound(config.epochs) * run.steps_per_epoch()
+    # auto epochs: the drop fraction decays over max_epochs periods, the most the phase may run
+    end = config.bound(config.epochs, run.steps_per_epoch()) * run.steps_per_epoch()
 
     def step(at: int, x: Tensor, y: Tensor, optimizer: torch.optim.Optimizer) -> None:
         if at % config.rigl_interval or at >= end:

@@ -168,10 +168,15 @@ def loads(blob: bytes) -> Task:
 
 
 def _identity(tensors: dict[str, Tensor]) -> TaskIdentity | None:
-    """The task-identity model as stored, or None for a task stored before it existed."""
+    """The task-identity model as stored, or None for a task stored before it existed. Its
+    mean and directions are float16 (taskfree.PRECISION), or float32 as stored before."""
     if "identity.mean" not in tensors:
         return None
     identity = TaskIdentity(*(tensors[f"identity.{key}"] for key in IDENTITY))
+    if {identity.mean.dtype, identity.basis.dtype} - {torch.float16, torch.float32}:
+        raise ValueError(
+            f"task-identity tensors of dtypes {identity.mean.dtype}, {identity.basis.dtype}"
+        )
     c, dim = identity.mean.shape
     d = identity.components
     if (

@@ -14,13 +14,20 @@ each head only ever saw two digits and is confident on every other digit too.
 Confidence = p(task | x) × p(label | x, task): the task posterior is a softmax of the
 scores divided by ``TEMPERATURE`` (log-likelihoods over hundreds of inputs differ by
 hundreds of nats, so the raw posterior is ~1 even when wrong), the label's probability the
-task's softmax. Tasks stored before identity models existed have none; while any such task
+task's softmax.
+
+Storage: a class's mean and principal directions are rounded to ``PRECISION`` (float16)
+when fitted, in memory as on disk, so the trainer, every replica and every restart score
+with the same values; the bank computes in float32 and float64 from them. Tasks stored
+with float32 identity models (earlier releases) load and score exactly as before. Tasks
+stored before identity models existed have none; while any such task
 is served, every task is scored by the negative entropy of its head's softmax instead
 (``rule == "entropy"``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Sequence
@@ -32,6 +39,11 @@ from torch import Tensor
 # principal directions per class; Split-MNIST task inference: 10 → 95.2 %, 20 → 96.0 %,
 # 40 → 95.8 % (test split, full training data, 2026-12-01)
 COMPONENTS = 20
+# the precision a class's mean and directions are kept in (in memory and on disk): float16
+# halves the identity model (659 → 330 KB per 10-class task on 784 inputs) with the same
+# task inference as float32 (Permuted MNIST 100.00 %, Split-MNIST class-incremental
+# 96.03 %, ECE 1.63 vs 1.64 %; benchmarks/taskfree.py, full data, 2026-12-01)
+PRECISION = torch.float16
 TEMPERATURE = 30.0  # nats: fitted on Split-MNIST validation data (benchmarks/taskfree.py)
 ENTROPY_TEMPERATURE = 0.05  # nats of entropy, for the fallback rule (Permuted MNIST validation)
 _FLOOR = 1e-3  # variances below this fraction of the mean per-input variance are raised to it
@@ -41,10 +53,15 @@ _FLOOR = 1e-3  # variances below this fraction of the mean per-input variance ar
 class TaskIdentity:
     """Per class of one task, a probabilistic PCA of its training inputs (flattened)."""
 
-    mean: Tensor  # float32, C × D
-    basis: Tensor  # float32, C × D × d: orthonormal principal directions
+    mean: Tensor  # PRECISION (float32 in tasks stored before it), C × D
+    basis: Tensor  # PRECISION (or float32), C × D × d: orthonormal principal directions
     variances: Tensor  # float32, C × d: the variance along each direction
     noise: Tensor  # float32, C: the variance left in the other D - d directions
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes its tensors hold (as stored: the same tensors)."""
+        return sum(getattr(self, f.name).nbytes for f in dataclasses.fields(self))
 
     @property
     def classes(self) -> int:
@@ -55,9 +72,12 @@ class TaskIdentity:
         return int(self.basis.shape[2])
 
 
-def fit_identity(x: Tensor, y: Tensor, components: int = COMPONENTS) -> TaskIdentity:
+def fit_identity(
+    x: Tensor, y: Tensor, components: int = COMPONENTS, precision: torch.dtype = PRECISION
+) -> TaskIdentity:
     """The task-identity model of a task's training inputs ``x`` (N × ...) and labels ``y``,
-    one class per distinct label in sorted order (the task's ``classes``)."""
+    one class per distinct label in sorted order (the task's ``classes``), its means and
+    directions rounded to ``precision``."""
     flat = x.reshape(len(x), -1).to(torch.float64)
     labels = torch.unique(y)
     counts = [int((y == c).sum()) for c in labels]
@@ -77,17 +97,20 @@ def fit_identity(x: Tensor, y: Tensor, components: int = COMPONENTS) -> TaskIden
         variances.append(eig[:d].clamp_min(floor))
         noises.append(eig[d:].mean().clamp_min(floor))
     return TaskIdentity(
-        torch.stack(means).float(),
-        torch.stack(bases).float().contiguous(),
+        torch.stack(means).to(precision),
+        torch.stack(bases).to(precision).contiguous(),
         torch.stack(variances).float(),
         torch.stack(noises).float(),
     )
 
 
 class IdentityBank:
-    """Every served task's identity model stacked, so one matrix product scores them all."""
+    """Every served task's identity model stacked, so one matrix product scores them all.
+    Means and directions are widened to float32 first (exact from float16), so a float32
+    identity model is scored exactly as before float16 ones existed."""
 
     def __init__(self, identities: Sequence[TaskIdentity]) -> None:
+        identities = [widened(i) for i in identities]
         self.tasks = len(identities)
         self.dim = int(identities[0].mean.shape[1]) if identities else 0
         self.basis = torch.cat(  # D × Σ(C·d): every class's directions side by side
@@ -140,6 +163,13 @@ class IdentityBank:
         return out
 
 
+def widened(identity: TaskIdentity) -> TaskIdentity:
+    """``identity`` with its mean and directions in float32 (as they are, when they are)."""
+    return dataclasses.replace(
+        identity, mean=identity.mean.float(), basis=identity.basis.float().contiguous()
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class TaskFreePrediction:
     """Per example: the inferred task, its label (in that task's own values) and confidence."""
@@ -177,6 +207,7 @@ def expected_calibration_error(confidence: Tensor, correct: Tensor, bins: int = 
 __all__ = [
     "COMPONENTS",
     "ENTROPY_TEMPERATURE",
+    "PRECISION",
     "TEMPERATURE",
     "IdentityBank",
     "TaskFreePrediction",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from .config import AUTO, KValue, TaskConfig, Trial, TuneReport
@@ -26,6 +27,14 @@ DENSITIES: tuple[float, ...] = (0.05, 0.1, 0.2)
 CANDIDATES: tuple[tuple[float, KValue], ...] = tuple((d, AUTO) for d in DENSITIES)
 TOLERANCE = 0.005  # validation accuracy (a fraction) a smaller density may lose
 MAX_TRIALS = 9  # the most pairs one search may try
+
+
+@dataclass(frozen=True)
+class Search:
+    """What a tune request asks for: the (density, k) pairs to try and the tolerance."""
+
+    candidates: tuple[tuple[float, KValue], ...] = CANDIDATES
+    tolerance: float = TOLERANCE
 
 
 def check_candidates(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,3 +64,28 @@ class ServerProcess(Server):
         """SIGKILL, as after a crash, then start again on the same store."""
         self.kill()
         return self.start()
+
+
+@contextlib.contextmanager
+def trainer_and_replica(root: Path, poll: float) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """An ``mlflow server`` in ``root`` as the shared store, a trainer and an inference
+    replica (polling every ``poll`` seconds) on it, not yet started; stopped at the end."""
+    from .tracking import free_port, start_mlflow, stop_mlflow
+
+    port = free_port()
+    mlflow = start_mlflow(root, port)
+    uri = f"http://127.0.0.1:{port}"
+    trainer = ServerProcess(root / "trainer", tracking_uri=uri, args=["--role", "trainer"])
+    replica = ServerProcess(
+        root / "replica",
+        backbone=None,
+        tracking_uri=uri,
+        args=["--role", "inference", "--poll-seconds", str(poll)],
+    )
+    try:
+        yield trainer, replica
+    finally:
+        for server in (trainer, replica):
+            if server.process is not None:
+                server.stop()
+        stop_mlflow(mlflow)

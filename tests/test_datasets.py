@@ -98,3 +98,23 @@ def test_a_task_not_committed_is_the_worst_and_is_listed(made_up: list[Row]) -> 
     assert cells[3] == "97.50"  # after: seed 0's 97.0, seed 1's committed task alone: 98.0
     assert cells[6] == "not committed (b)"
     assert "digits after seed 1: not committed: b: no better than chance" in table
+
+
+def test_archived_defaults_are_shown_beside_the_current_ones(made_up: list[Row]) -> None:
+    """Rows of an earlier default (after-epochs) get their columns, gaps to dense included."""
+    old = [
+        row("after-epochs", 0, [90.0, 92.0], [8, 8]),
+        row("after-epochs", 1, [92.0, 90.0], [9, 9]),
+    ]
+    table = summary(made_up + old).splitlines()
+    head = [c.strip() for c in table[0].strip("|").split("|")]
+    cells = dict(zip(head, (c.strip() for c in table[2].strip("|").split("|")), strict=True))
+    assert cells["after-epochs %"] == "91.00" and cells["after %"] == "97.00"
+    # after-epochs: task a 91 − 96 = −5, task b 91 − 98.5 = −7.5
+    assert cells["worst task: after-epochs − dense"] == "-7.50 (b)"
+    assert cells["worst task: after − dense"] == "-0.50 (b)"
+    assert cells["s/task before / after-epochs / after / dense"] == "2.00 / 2.00 / 2.00 / 2.00"
+    tasks = per_task(made_up + old).splitlines()
+    assert tasks[0].endswith("| after-epochs − dense | after − dense |")
+    assert tasks[3] == "| digits (mlp:64-8-8) | b | 90.00 | 91.00 | 98.00 | 98.50 | -7.50 | -0.50 |"
+    assert "after-epochs" not in summary(made_up)  # shown only where it has rows

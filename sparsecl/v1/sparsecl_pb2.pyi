@@ -149,10 +149,20 @@ class AddTaskHeader(_message.Message):
     def __init__(self, name: _Optional[str] = ..., hyper_parameters: _Optional[_Union[HyperParameters, _Mapping]] = ..., labels: _Optional[_Iterable[int]] = ..., train_examples: _Optional[int] = ..., val_examples: _Optional[int] = ..., tune: _Optional[_Union[TuneRequest, _Mapping]] = ...) -> None: ...
 
 class TuneRequest(_message.Message):
-    __slots__ = ("tolerance",)
+    __slots__ = ("tolerance", "pairs")
     TOLERANCE_FIELD_NUMBER: _ClassVar[int]
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
     tolerance: float
-    def __init__(self, tolerance: _Optional[float] = ...) -> None: ...
+    pairs: _containers.RepeatedCompositeFieldContainer[TunePair]
+    def __init__(self, tolerance: _Optional[float] = ..., pairs: _Optional[_Iterable[_Union[TunePair, _Mapping]]] = ...) -> None: ...
+
+class TunePair(_message.Message):
+    __slots__ = ("density", "k")
+    DENSITY_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    density: float
+    k: _containers.RepeatedCompositeFieldContainer[KSize]
+    def __init__(self, density: _Optional[float] = ..., k: _Optional[_Iterable[_Union[KSize, _Mapping]]] = ...) -> None: ...
 
 class TuneTrial(_message.Message):
     __slots__ = ("density", "k", "k_units", "val_accuracy", "seconds", "error")

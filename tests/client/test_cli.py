@@ -394,3 +394,42 @@ def test_add_task_tune_reports_the_choice_and_its_cost_and_stores_it(
         assert stored["chosen"] == report.chosen and len(stored["trials"]) == 3
     finally:
         server.terminate()
+
+
+def test_add_task_tune_pairs_tries_exactly_the_pairs_given(
+    cli: Cli, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """--tune-pairs travels over gRPC: the trials are the pairs asked for, in order, with
+    their k; a bad pair is refused before the upload and adds no task."""
+    server = ServerProcess(tmp_path_factory.mktemp("pairs")).start()
+    fast = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items() if k not in ("density", "k")]
+    train = str(cli.files / "train.npz")
+    try:
+        done = sparsecl(
+            *("add-task", "paired", "--train", train, "--tune-pairs", "0.3:0.25", "0.1"),
+            *("--address", server.address, "--quiet", *fast),
+        )
+        assert done.returncode == 0, done.stderr
+        assert "tune: 2 trial(s)" in done.stdout
+        with Client(server.address) as client:
+            (info,) = client.tasks()
+            assert info.name == "paired"
+            data = np.load(cli.files / "train.npz")
+            events = client.add_task(
+                "paired-2",
+                (data["x"], data["y"]),
+                tune_pairs=[(0.3, 0.25), (0.1, "auto")],
+                **{k: v for k, v in FAST.items() if k not in ("density", "k")},
+            )
+            reports = [e.tune for e in events if isinstance(e, Progress) and e.tune is not None]
+            assert [(t.density, t.k) for t in reports[-1].trials] == [(0.3, 0.25), (0.1, "auto")]
+        refused = sparsecl(
+            *("add-task", "bad", "--train", train, "--tune-pairs", "0.1", "1.5:auto"),
+            *("--address", server.address, "--quiet", *fast),
+        )
+        assert refused.returncode != 0
+        assert "INVALID_ARGUMENT" in refused.stderr and "density" in refused.stderr
+        with Client(server.address) as client:
+            assert sorted(t.name for t in client.tasks()) == ["paired", "paired-2"]
+    finally:
+        server.terminate()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -15,8 +14,7 @@ import pytest
 from client import Client, ClientError
 from sparse_engine.mnist import Mnist
 
-from ..serving import FAST, ServerProcess, digits
-from ..tracking import free_port, start_mlflow, stop_mlflow
+from ..serving import FAST, ServerProcess, digits, trainer_and_replica
 
 POLL = 0.5
 
@@ -25,24 +23,8 @@ POLL = 0.5
 def servers(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    root: Path = tmp_path_factory.mktemp("delete-replica")
-    port = free_port()
-    mlflow = start_mlflow(root, port)
-    uri = f"http://127.0.0.1:{port}"
-    trainer = ServerProcess(root / "trainer", tracking_uri=uri, args=["--role", "trainer"])
-    replica = ServerProcess(
-        root / "replica",
-        backbone=None,
-        tracking_uri=uri,
-        args=["--role", "inference", "--poll-seconds", str(POLL)],
-    )
-    try:
-        yield trainer, replica
-    finally:
-        for server in (trainer, replica):
-            if server.process is not None:
-                server.stop()
-        stop_mlflow(mlflow)
+    with trainer_and_replica(tmp_path_factory.mktemp("delete-replica"), POLL) as servers:
+        yield servers
 
 
 def until(check: Callable[[], bool], seconds: float = 60) -> None:

@@ -118,7 +118,10 @@ def test_metadata(served: Served) -> None:
     ]
     assert served.triton.get_model_metadata("A", "1", headers=served.read) == metadata
     index = served.triton.get_model_repository_index(headers=served.read)
-    assert [(m["name"], m["version"], m["state"]) for m in index] == [("A", "1", "READY")]
+    assert [(m["name"], m["version"], m["state"]) for m in index] == [
+        ("A", "1", "READY"),
+        ("~taskfree", "", "READY"),  # the task-free model (tests/server/test_kserve_taskfree.py)
+    ]
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from client.client import TaskReuse
-from server.messages import hyper_parameters, task_config, task_reuse
+from client.client import TaskReuse, tune_request
+from server.messages import hyper_parameters, task_config, task_reuse, tune_search
 from sparse_engine.config import SETTINGS, TaskConfig
 from sparse_engine.errors import InvalidInputError
 from sparse_engine.task import ReuseReport
+from sparse_engine.tune import CANDIDATES, MAX_TRIALS, TOLERANCE, Search
 from sparsecl.v1 import sparsecl_pb2 as pb
 
 
@@ -68,3 +69,33 @@ def test_the_reuse_report_reaches_the_client_per_earlier_task_and_layer() -> Non
         read_from={1: (0, 3), 2: (5, 4)},
         claimed=(70, 10),
     )
+
+
+def header_with(tune: pb.TuneRequest) -> pb.AddTaskHeader:
+    return pb.AddTaskHeader(name="t", tune=tune)
+
+
+def test_a_tune_request_without_pairs_takes_the_servers() -> None:
+    search = tune_search(header_with(pb.TuneRequest()), TaskConfig())
+    assert search == Search(CANDIDATES, TOLERANCE)
+
+
+def test_tune_pairs_travel_with_their_k_kind_and_per_layer() -> None:
+    pairs = [(0.05, "auto"), (0.1, 0.25), (0.3, (20, "auto"))]
+    search = tune_search(header_with(tune_request(0.02, pairs)), TaskConfig())
+    assert search.candidates == ((0.05, "auto"), (0.1, 0.25), (0.3, (20, "auto")))
+    assert isinstance(search.candidates[2][1][0], int)
+    assert search.tolerance == 0.02
+
+
+@pytest.mark.parametrize(
+    ("pairs", "message"),
+    [
+        ([(1.5, "auto")], "density"),
+        ([(0.0, "auto")], "density"),
+        ([(0.1, "auto")] * (MAX_TRIALS + 1), "1 to 9"),
+    ],
+)
+def test_a_bad_tune_pair_is_invalid_input(pairs: list[tuple[float, object]], message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        tune_search(header_with(tune_request(None, pairs)), TaskConfig())

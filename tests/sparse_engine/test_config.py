@@ -5,7 +5,14 @@ import json
 
 import pytest
 
-from sparse_engine.config import HELP, RANGES, SETTINGS, ProgressEvent, TaskConfig
+from sparse_engine.config import (
+    HELP,
+    PERIOD_STEPS,
+    RANGES,
+    SETTINGS,
+    ProgressEvent,
+    TaskConfig,
+)
 from sparse_engine.errors import InvalidInputError
 from sparse_engine.mnist import Mnist, digits_task
 from sparse_engine.model import SparseCL
@@ -147,6 +154,23 @@ def test_epochs_are_auto_by_default_and_bounded_by_max_epochs() -> None:
     )
     assert TaskConfig(epochs=2, retrain_epochs=2).total_epochs == 4
     assert [s.name for s in SETTINGS.values() if s.auto] == ["epochs", "retrain_epochs"]
+
+
+def test_auto_epochs_count_periods_of_at_least_period_steps_on_small_data() -> None:
+    """An epoch of fewer than PERIOD_STEPS steps makes auto's period several epochs; fixed
+    counts and epochs of PERIOD_STEPS steps or more are untouched."""
+    config = TaskConfig(epochs=3, retrain_epochs="auto", max_epochs=7)
+    steps = (1, 5, PERIOD_STEPS - 1, PERIOD_STEPS, 3 * PERIOD_STEPS)
+    assert [config.epochs_per_period(s) for s in steps] == [
+        PERIOD_STEPS,
+        -(-PERIOD_STEPS // 5),
+        2,
+        1,
+        1,
+    ]
+    assert config.bound("auto", 5) == 7 * -(-PERIOD_STEPS // 5) and config.bound(3, 5) == 3
+    assert config.most_epochs(5) == 3 + 7 * -(-PERIOD_STEPS // 5)
+    assert config.most_epochs(PERIOD_STEPS) == config.total_epochs == 3 + 7
 
 
 @pytest.mark.parametrize(

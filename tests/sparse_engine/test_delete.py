@@ -81,6 +81,34 @@ def test_delete_frees_exactly_the_unread_weights_and_changes_no_other_task(
     assert torch.equal(model.logits("t1", probe.x), logits["t1"])
 
 
+def test_a_request_that_looked_the_task_up_before_its_delete_compiles_no_plan(
+    three_tasks: list[TaskData], probe: TaskData
+) -> None:
+    """A Predict holding the Task from before the delete must not compile it from weights
+    the delete re-initialised (nor cache a plan for a task that is gone)."""
+    learned = SparseCL(TINY)
+    learned.learn_task("t1", three_tasks[0], config=FAST)
+    learned.learn_task("t2", three_tasks[1], config=FAST)
+    model = replay(TINY, [learned.tasks["t1"], learned.tasks["t2"]])  # as after a restart
+    stale = model.task("t2")
+    assert "t2" not in model.engine.memory()  # never predicted: no plan compiled yet
+    model.delete_task("t2")
+    with pytest.raises(UnknownTaskError, match="was deleted"):
+        model.engine.logits(stale, model.backbone.weights, probe.x)
+    assert "t2" not in model.engine.memory()
+
+
+def test_a_plan_handed_out_before_the_delete_keeps_its_own_values(
+    three_tasks: list[TaskData], probe: TaskData
+) -> None:
+    model = SparseCL(TINY)
+    model.learn_task("t1", three_tasks[0], config=FAST)
+    before = model.logits("t1", probe.x)
+    plan = model.plan("t1")
+    model.delete_task("t1")  # frees and re-initialises every weight t1 owned
+    assert torch.equal(model.engine.run(plan, probe.x), before)
+
+
 def replay(spec: str, events: list[Task | str]) -> SparseCL:
     """A model rebuilt from stored states and deletes, in their order (what a restart does)."""
     model = SparseCL(spec)

@@ -425,8 +425,9 @@ def test_plans_are_cached_and_rebuilt_only_when_the_task_changes() -> None:
     replaced = synthetic_task(bb, "a", 0.2, 0.1, seed=9)  # same name, a new task
     assert engine.plan(replaced, bb.weights) is not plan_a
     assert engine.builds == 3
-    engine.drop("b")
+    engine.drop(b)
     assert set(engine.memory()) == {"a"}
+    assert engine.plan(replaced, bb.weights) is engine.plan(replaced, bb.weights)
 
 
 def test_concurrent_callers_get_their_own_answers() -> None:

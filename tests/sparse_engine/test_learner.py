@@ -9,7 +9,7 @@ import torch
 
 from sparse_engine import recipe
 from sparse_engine.backbone import Backbone, BackboneSpec
-from sparse_engine.config import ProgressEvent, Retrain, TaskConfig
+from sparse_engine.config import PERIOD_STEPS, ProgressEvent, Retrain, TaskConfig
 from sparse_engine.data import TaskData
 from sparse_engine.kwta import auto_k
 from sparse_engine.mnist import Mnist, digits_task
@@ -229,8 +229,12 @@ def test_auto_epochs_stop_on_a_plateau_and_say_why(
     assert set(ended) == {"train", "retrain"}
     assert all(e.stopped == "plateau" for e in ended.values())
     train_epochs, retrain_epochs = (int(ended[p].extra["epochs"]) for p in ("train", "retrain"))
-    assert config.patience < train_epochs < config.max_epochs
-    assert (recipe.LR_CUTS + 1) * config.patience < retrain_epochs < config.max_epochs
+    period = int(ended["train"].extra["period_epochs"])  # 270 examples: 5 steps an epoch
+    assert period == config.epochs_per_period(5) > 1
+    assert ended["retrain"].extra["period_epochs"] == period
+    assert config.patience * period < train_epochs < config.max_epochs * period
+    patience = config.patience * period
+    assert (recipe.LR_CUTS + 1) * patience < retrain_epochs < config.max_epochs * period
     epochs = [e.epoch for e in events if e.step == 0 and e.phase in ("train", "retrain")]
     assert epochs == list(range(1, train_epochs + retrain_epochs + 1))
     per_epoch = len(rates) // (train_epochs + retrain_epochs)
@@ -241,6 +245,30 @@ def test_auto_epochs_stop_on_a_plateau_and_say_why(
     assert sorted(set(retrain_rates), reverse=True) == pytest.approx(levels)
     assert retrain_rates[-1] == pytest.approx(levels[-1])  # ended at the annealed rate
     assert all(a >= b for a, b in itertools.pairwise(retrain_rates))
+
+
+@pytest.mark.parametrize("batch_size", [64, 5], ids=["5-steps-an-epoch", "54-steps-an-epoch"])
+def test_auto_patience_counts_periods_of_at_least_period_steps(
+    three_tasks: list[TaskData], batch_size: int
+) -> None:
+    """270 training examples at batch 64 are 5 steps an epoch: the phase waits ``patience``
+    periods of PERIOD_STEPS steps (⌈PERIOD_STEPS / 5⌉ epochs) after its last better epoch,
+    not ``patience`` epochs, and says so; at batch 5 (54 steps) a period is one epoch."""
+    config = dataclasses.replace(
+        FAST, epochs="auto", retrain_epochs=1, patience=2, max_epochs=40, batch_size=batch_size
+    )
+    events: list[ProgressEvent] = []
+    SparseCL(TINY).learn_task("t", three_tasks[0], config=config, progress=events.append)
+    end = stops(events)["train"]
+    per_epoch = -(-270 // batch_size)
+    period = config.epochs_per_period(per_epoch)
+    assert period == (-(-PERIOD_STEPS // per_epoch) if per_epoch < PERIOD_STEPS else 1)
+    assert (end.stopped, end.extra["period_epochs"]) == ("plateau", period)
+    val = [e.accuracy for e in events if e.phase == "train" and e.step == 0]
+    better = [i for i, a in enumerate(val, 1) if a > max(val[: i - 1], default=-1.0)]
+    assert len(val) == end.extra["epochs"] == better[-1] + config.patience * period
+    assert end.extra["kept_epoch"] == max(i for i, a in enumerate(val, 1) if a == max(val))
+    assert stops(events)["retrain"].stopped == "fixed"
 
 
 def test_auto_retraining_commits_its_best_epoch_not_its_last(mnist: Mnist) -> None:

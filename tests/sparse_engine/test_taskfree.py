@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,9 +13,16 @@ from sparse_engine import SparseCL, TaskConfig
 from sparse_engine.errors import UnknownTaskError
 from sparse_engine.mnist import Mnist, permuted_mnist
 from sparse_engine.state import dumps, loads
-from sparse_engine.taskfree import expected_calibration_error, fit_identity
+from sparse_engine.taskfree import (
+    PRECISION,
+    IdentityBank,
+    expected_calibration_error,
+    fit_identity,
+)
 
 from .conftest import TINY
+
+OLD_BLOBS = Path(__file__).resolve().parent.parent / "data" / "identity32.npz"
 
 CONFIG = TaskConfig(density=0.1, k=0.25, epochs=2, retrain_epochs=2, batch_size=64, lr=3e-3)
 
@@ -72,8 +80,10 @@ def test_identity_survives_storage_and_old_blobs_have_none(
     assert task.identity is not None
     back = loads(dumps(task))
     assert back.identity is not None
-    assert torch.equal(back.identity.basis, task.identity.basis)
-    assert torch.equal(back.identity.noise, task.identity.noise)
+    assert task.identity.basis.dtype == task.identity.mean.dtype == PRECISION == torch.float16
+    for field in dataclasses.fields(task.identity):  # the values in memory are those stored
+        kept, stored = getattr(task.identity, field.name), getattr(back.identity, field.name)
+        assert kept.dtype == stored.dtype and torch.equal(kept, stored), field.name
     assert loads(dumps(dataclasses.replace(task, identity=None))).identity is None
 
 
@@ -84,3 +94,51 @@ def test_identity_of_tiny_classes_and_no_task() -> None:
     assert bool((identity.noise > 0).all()) and bool((identity.variances > 0).all())
     with pytest.raises(UnknownTaskError, match="no committed task"):
         SparseCL(TINY).predict(None, x)
+
+
+def test_a_learned_task_scores_with_its_stored_identity_bit_for_bit(
+    permuted: tuple[SparseCL, torch.Tensor, torch.Tensor, list[str]],
+) -> None:
+    """The trainer's answer (identity in memory since learning) is a replica's (loaded)."""
+    model, x, _, _ = permuted
+    replica = SparseCL(TINY)
+    replica.backbone, replica.owners = model.backbone, model.owners
+    replica.tasks = {n: loads(dumps(t)) for n, t in model.tasks.items()}
+    mine, theirs = model.infer_task(x), replica.infer_task(x)
+    assert mine.tasks == theirs.tasks and torch.equal(mine.labels, theirs.labels)
+    assert mine.confidence.numpy().tobytes() == theirs.confidence.numpy().tobytes()
+    assert mine.task_probs.numpy().tobytes() == theirs.task_probs.numpy().tobytes()
+
+
+def test_float16_rounds_the_means_and_directions_only(mnist: Mnist) -> None:
+    check = SparseCL(TINY).check_inputs
+    x, y = check(mnist.x_train[:600]), torch.from_numpy(mnist.y_train[:600])
+    wide, narrow = fit_identity(x, y, precision=torch.float32), fit_identity(x, y)
+    assert narrow.mean.dtype == narrow.basis.dtype == torch.float16
+    assert torch.equal(narrow.mean, wide.mean.half())
+    assert torch.equal(narrow.basis, wide.basis.half())
+    assert torch.equal(narrow.variances, wide.variances) and torch.equal(narrow.noise, wide.noise)
+    assert narrow.mean.nbytes + narrow.basis.nbytes == (wide.mean.nbytes + wide.basis.nbytes) // 2
+    probe = check(mnist.x_test[:500])
+    scores = [IdentityBank([i]).scores(probe)[:, 0] for i in (wide, narrow)]
+    # log-likelihoods of hundreds of nats move by well under a nat (TEMPERATURE is 30)
+    assert float((scores[0] - scores[1]).abs().max()) < 1.0
+
+
+def test_float32_identities_stored_by_earlier_releases_score_as_before() -> None:
+    """tests/data/identity32.npz: blobs and scores written by the release before float16."""
+    with np.load(OLD_BLOBS) as old:
+        tasks = [loads(old[name].tobytes()) for name in ("low", "high")]
+        probe, want = old["probe"], old["scores"]
+    identities = [t.identity for t in tasks]
+    assert all(i is not None and i.basis.dtype == torch.float32 for i in identities)
+    x = SparseCL(TINY).check_inputs(probe)
+    got = IdentityBank([i for i in identities if i is not None]).scores(x)
+    assert got.numpy().tobytes() == want.tobytes()
+    # a bank of an old float32 task beside a float16 one scores each as it would alone
+    low = identities[0]
+    assert low is not None
+    half = dataclasses.replace(low, mean=low.mean.half(), basis=low.basis.half())
+    mixed = IdentityBank([low, half]).scores(x)
+    assert torch.allclose(mixed[:, 0], IdentityBank([low]).scores(x)[:, 0], rtol=1e-12)
+    assert torch.allclose(mixed[:, 1], IdentityBank([half]).scores(x)[:, 0], rtol=1e-12)
