@@ -144,6 +144,8 @@ class InferenceApi:
         reply: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
         if "id" in payload:
             reply["id"] = str(payload["id"])
+        if given := tensors.parameters(prediction):
+            reply["parameters"] = given
         reply["outputs"], chunks = [], []
         for output, datatype, array in tensors.outputs(prediction, names):
             shape = list(array.shape)

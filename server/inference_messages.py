@@ -58,12 +58,14 @@ def infer_response(
     model: InferenceModel,
     prediction: Prediction | InferredPrediction,
 ) -> pb.ModelInferResponse:
-    """The requested outputs of ``prediction``: raw bytes when the request sent raw bytes,
-    typed contents when it sent typed contents."""
+    """The requested outputs of ``prediction`` and its parameters: raw bytes when the
+    request sent raw bytes, typed contents when it sent typed contents."""
     raw = bool(request.raw_input_contents)
     response = pb.ModelInferResponse(
         model_name=model.name, model_version=model.version, id=request.id
     )
+    for key, value in tensors.parameters(prediction).items():
+        response.parameters[key].string_param = value
     for name, datatype, array in tensors.outputs(prediction, requested_outputs(request)):
         output = response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))
         if raw:

@@ -9,8 +9,10 @@ everywhere else), of shape ``[-1, …backbone input…]``, and gives ``scores`` 
 ``[-1, classes]``, the logits in the order of the task's classes) and ``label`` (INT64,
 ``[-1]``, in the task's own label values). The task-free model (``TASK_FREE_MODEL``,
 ``~taskfree``) takes the same input and gives, per example, ``task`` (BYTES, the inferred
-task's name), ``label`` (INT64, in that task's values) and ``confidence`` (FP32), as the
-task-free Predict and ``sparsecl predict``'s .npz. A malformed tensor is InvalidInputError here;
+task's name), ``label`` (INT64, in that task's values), ``confidence`` (FP32) and
+``task_probs`` (FP32, ``[-1, tasks]``, p(task | x)), whose columns ``task_names`` (BYTES,
+``[tasks]``) names, and the response parameter ``rule`` (which rule inferred the tasks), as
+the task-free Predict and ``sparsecl predict``'s .npz. A malformed tensor is InvalidInputError here;
 what its values mean (shape against the backbone, NaN, batch limits) the data plane
 checks, as for Predict.
 """
@@ -29,9 +31,18 @@ from .dataplane import TASK_FREE_MODEL, InferenceModel, InferredPrediction, Pred
 
 INPUT = "x"
 SCORES, LABEL, TASK, CONFIDENCE = "scores", "label", "task", "confidence"
+TASK_PROBS, TASK_NAMES = "task_probs", "task_names"
 OUTPUTS = (SCORES, LABEL)
-TASK_FREE_OUTPUTS = (TASK, LABEL, CONFIDENCE)  # the task-free model's
-DATATYPES = {SCORES: "FP32", LABEL: "INT64", TASK: "BYTES", CONFIDENCE: "FP32"}  # per output
+TASK_FREE_OUTPUTS = (TASK, LABEL, CONFIDENCE, TASK_PROBS, TASK_NAMES)  # the task-free model's
+DATATYPES = {  # per output
+    SCORES: "FP32",
+    LABEL: "INT64",
+    TASK: "BYTES",
+    CONFIDENCE: "FP32",
+    TASK_PROBS: "FP32",
+    TASK_NAMES: "BYTES",
+}
+RULE = "rule"  # the task-free model's response parameter: the rule that inferred the tasks
 LENGTH = np.dtype("<u4")  # a BYTES element's length, before its bytes in raw form
 PLATFORM = "sparsecl"
 # the datatypes of the input, as little-endian dtypes; the metadata states FP32
@@ -111,11 +122,23 @@ def outputs(
     BYTES as an object array of bytes."""
     arrays = {LABEL: np.ascontiguousarray(prediction.labels, dtype="<i8")}
     if isinstance(prediction, InferredPrediction):
-        arrays[TASK] = np.array([t.encode() for t in prediction.tasks], dtype=object)
+        arrays[TASK] = encoded(prediction.tasks)
         arrays[CONFIDENCE] = np.ascontiguousarray(prediction.confidence, dtype="<f4")
+        arrays[TASK_PROBS] = np.ascontiguousarray(prediction.task_probs, dtype="<f4")
+        arrays[TASK_NAMES] = encoded(prediction.names)
     else:
         arrays[SCORES] = np.ascontiguousarray(prediction.scores, dtype="<f4")
     return [(name, DATATYPES[name], arrays[name]) for name in names]
+
+
+def encoded(texts: Sequence[str]) -> np.ndarray:
+    """Texts as a BYTES output: a 1-D object array of their UTF-8 bytes."""
+    return np.array([text.encode() for text in texts], dtype=object)
+
+
+def parameters(prediction: Prediction | InferredPrediction) -> dict[str, str]:
+    """The response's parameters: the task-free model's ``rule``; none for a task's."""
+    return {RULE: prediction.rule} if isinstance(prediction, InferredPrediction) else {}
 
 
 def raw(array: np.ndarray) -> bytes:
@@ -136,11 +159,7 @@ def values(array: np.ndarray) -> list[Any]:
 def metadata(model: InferenceModel) -> dict[str, Any]:
     """A model's versions, input and outputs, as the protocol's metadata object."""
     described = [
-        {
-            "name": name,
-            "datatype": DATATYPES[name],
-            "shape": [-1, len(model.classes)] if name == SCORES else [-1],
-        }
+        {"name": name, "datatype": DATATYPES[name], "shape": output_shape(model, name)}
         for name in (TASK_FREE_OUTPUTS if model.task_free else OUTPUTS)
     ]
     return {
@@ -150,6 +169,14 @@ def metadata(model: InferenceModel) -> dict[str, Any]:
         "inputs": [{"name": INPUT, "datatype": INPUT_DATATYPE, "shape": [-1, *model.input_shape]}],
         "outputs": described,
     }
+
+
+def output_shape(model: InferenceModel, name: str) -> list[int]:
+    """An output's shape in the metadata: -1 for the batch, and for the number of tasks
+    (``task_probs``' columns, ``task_names``), which grows as tasks are committed."""
+    if name == SCORES:
+        return [-1, len(model.classes)]
+    return [-1, -1] if name == TASK_PROBS else [-1]
 
 
 def index(views: Sequence[TaskView], ready_only: bool) -> list[dict[str, str]]:

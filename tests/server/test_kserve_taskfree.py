@@ -1,8 +1,10 @@
 """Task-free inference over the Open Inference Protocol (KServe v2): the reserved model
 ``~taskfree``, on gRPC ModelInfer and HTTP/REST infer of one real server, called by the
 real tritonclient and by raw messages: per example the inferred task (BYTES), its label
-(INT64) and confidence (FP32), bit for bit the task-free Predict's; its metadata, its
-entry in the repository index; refused with a clear error while no task is committed."""
+(INT64), confidence (FP32) and p(task | x) per committed task (FP32, columns named by
+``task_names``), with the rule that answered as a response parameter, bit for bit the
+task-free Predict's; its metadata, its entry in the repository index; refused with a clear
+error while no task is committed."""
 
 from __future__ import annotations
 
@@ -37,7 +39,10 @@ OUTPUTS = [
     {"name": "task", "datatype": "BYTES", "shape": [-1]},
     {"name": "label", "datatype": "INT64", "shape": [-1]},
     {"name": "confidence", "datatype": "FP32", "shape": [-1]},
+    {"name": "task_probs", "datatype": "FP32", "shape": [-1, -1]},
+    {"name": "task_names", "datatype": "BYTES", "shape": [-1]},
 ]
+NAMES = tuple(output["name"] for output in OUTPUTS)
 
 
 @dataclass
@@ -83,8 +88,7 @@ def grpc_infer(s: Served, x: np.ndarray, outputs: tuple[str, ...] = ()) -> tgrpc
 def http_infer(s: Served, x: np.ndarray, binary: bool) -> thttp.InferResult:
     given = thttp.InferInput("x", list(x.shape), "UINT8" if x.dtype == np.uint8 else "FP32")
     given.set_data_from_numpy(x, binary_data=binary)
-    asked = [thttp.InferRequestedOutput(n, binary_data=binary) for n in ("task", "label")]
-    asked.append(thttp.InferRequestedOutput("confidence", binary_data=binary))
+    asked = [thttp.InferRequestedOutput(name, binary_data=binary) for name in NAMES]
     return s.http.infer(TASK_FREE_MODEL, [given], outputs=asked)
 
 
@@ -93,13 +97,29 @@ def text(tasks: np.ndarray) -> list[str]:
     return [t.decode() if isinstance(t, bytes) else str(t) for t in tasks.ravel()]
 
 
-def same(result: Any, expected: TaskFreePrediction) -> None:
-    """A task-free model's outputs are bit for bit the task-free Predict's."""
+def same(result: Any, expected: TaskFreePrediction, rule: str) -> None:
+    """A task-free model's outputs and rule are bit for bit the task-free Predict's."""
     assert text(result.as_numpy("task")) == expected.tasks.tolist()
     assert result.as_numpy("label").dtype == np.int64
     assert result.as_numpy("label").tobytes() == expected.labels.tobytes()
     assert result.as_numpy("confidence").dtype == np.float32
     assert result.as_numpy("confidence").tobytes() == expected.confidence.tobytes()
+    probs = result.as_numpy("task_probs")
+    assert probs.dtype == np.float32 and probs.shape == expected.task_probs.shape
+    assert probs.tobytes() == expected.task_probs.tobytes()
+    assert np.allclose(probs.sum(1), 1, atol=1e-5)
+    assert tuple(text(result.as_numpy("task_names"))) == expected.task_names
+    assert rule == expected.rule == "identity"
+
+
+def grpc_rule(result: tgrpc.InferResult) -> str:
+    """The response parameter ``rule`` of a gRPC answer."""
+    return str(result.get_response().parameters["rule"].string_param)
+
+
+def http_rule(result: thttp.InferResult) -> str:
+    """The response parameter ``rule`` of an HTTP answer."""
+    return str(result.get_response()["parameters"]["rule"])
 
 
 @pytest.fixture(scope="module")
@@ -174,14 +194,17 @@ def test_grpc_answers_bit_for_bit_as_task_free_predict(served: Served, uint8: bo
     x = served.x if uint8 else flat(served.x)
     expected = served.client.predict(None, x)
     assert (expected.tasks == np.array(["plain"] * 50 + ["permuted"] * 50)).mean() >= 0.95
+    assert expected.task_names == ("plain", "permuted")
     result = grpc_infer(served, x)
-    same(result, expected)
+    same(result, expected, grpc_rule(result))
     response = result.get_response()
     assert (response.model_name, response.model_version) == (TASK_FREE_MODEL, "")
     assert [(o.name, o.datatype, list(o.shape)) for o in response.outputs] == [
         ("task", "BYTES", [100]),
         ("label", "INT64", [100]),
         ("confidence", "FP32", [100]),
+        ("task_probs", "FP32", [100, 2]),
+        ("task_names", "BYTES", [2]),
     ]
 
 
@@ -194,18 +217,24 @@ def test_grpc_typed_contents_are_answered_typed(served: Served) -> None:
     request = service_pb2.ModelInferRequest(model_name=TASK_FREE_MODEL, inputs=[tensor])
     response = served.stub.ModelInfer(request, timeout=30)
     assert not response.raw_output_contents
-    task, label, confidence = response.outputs
+    task, label, confidence, probs, names = response.outputs
     expected = served.client.predict(None, x)
     assert [t.decode() for t in task.contents.bytes_contents] == expected.tasks.tolist()
     assert list(label.contents.int64_contents) == expected.labels.tolist()
     got = np.array(confidence.contents.fp32_contents, dtype=np.float32)
     assert got.tobytes() == expected.confidence.tobytes()
+    assert list(probs.shape) == [7, 2]
+    got = np.array(probs.contents.fp32_contents, dtype=np.float32).reshape(7, 2)
+    assert got.tobytes() == expected.task_probs.tobytes()
+    assert tuple(n.decode() for n in names.contents.bytes_contents) == expected.task_names
+    assert response.parameters["rule"].string_param == expected.rule
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 def test_http_answers_bit_for_bit_as_task_free_predict(served: Served, binary: bool) -> None:
     x = flat(served.x)
-    same(http_infer(served, x, binary), served.client.predict(None, x))
+    result = http_infer(served, x, binary)
+    same(result, served.client.predict(None, x), http_rule(result))
 
 
 def test_plain_json_request(served: Served) -> None:
@@ -220,6 +249,11 @@ def test_plain_json_request(served: Served) -> None:
     assert outputs["label"]["data"] == expected.labels.tolist()
     got = np.array(outputs["confidence"]["data"], dtype=np.float32)
     assert got.tobytes() == expected.confidence.tobytes()
+    assert outputs["task_probs"]["shape"] == [4, 2]
+    got = np.array(outputs["task_probs"]["data"], dtype=np.float32).reshape(4, 2)
+    assert got.tobytes() == expected.task_probs.tobytes()
+    assert tuple(outputs["task_names"]["data"]) == expected.task_names
+    assert answer["parameters"] == {"rule": expected.rule}
 
 
 def test_requested_outputs_are_honoured(served: Served) -> None:
@@ -227,8 +261,24 @@ def test_requested_outputs_are_honoured(served: Served) -> None:
     only = grpc_infer(served, x, ("confidence", "task"))
     assert [o.name for o in only.get_response().outputs] == ["confidence", "task"]
     assert only.as_numpy("label") is None
+    probs = grpc_infer(served, x, ("task_names", "task_probs"))
+    assert [o.name for o in probs.get_response().outputs] == ["task_names", "task_probs"]
+    assert probs.as_numpy("task") is None and probs.as_numpy("confidence") is None
+    expected = served.client.predict(None, x)
+    assert probs.as_numpy("task_probs").tobytes() == expected.task_probs.tobytes()
+    assert tuple(text(probs.as_numpy("task_names"))) == expected.task_names
+    assert grpc_rule(probs) == expected.rule  # whatever outputs are asked for
+    given = thttp.InferInput("x", list(x.shape), "FP32")
+    given.set_data_from_numpy(x)
+    http = served.http.infer(
+        TASK_FREE_MODEL, [given], outputs=[thttp.InferRequestedOutput("task_probs")]
+    )
+    assert [o["name"] for o in http.get_response()["outputs"]] == ["task_probs"]
+    assert http.as_numpy("task_probs").tobytes() == expected.task_probs.tobytes()
+    assert http_rule(http) == expected.rule
     code, message = refused(lambda: grpc_infer(served, x, ("scores",)))
-    assert code == "INVALID_ARGUMENT" and "task, label, confidence" in message
+    assert code == "INVALID_ARGUMENT"
+    assert "task, label, confidence, task_probs, task_names" in message
 
 
 def test_metadata_index_and_readiness_describe_it(served: Served) -> None:
