@@ -144,7 +144,7 @@ class InferenceApi:
         reply: dict[str, Any] = {"model_name": model.name, "model_version": model.version}
         if "id" in payload:
             reply["id"] = str(payload["id"])
-        if given := tensors.parameters(prediction):
+        if given := tensors.response_parameters(prediction):
             reply["parameters"] = given
         reply["outputs"], chunks = [], []
         for output, datatype, array in tensors.outputs(prediction, names):

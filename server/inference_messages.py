@@ -64,7 +64,7 @@ def infer_response(
     response = pb.ModelInferResponse(
         model_name=model.name, model_version=model.version, id=request.id
     )
-    for key, value in tensors.parameters(prediction).items():
+    for key, value in tensors.response_parameters(prediction).items():
         response.parameters[key].string_param = value
     for name, datatype, array in tensors.outputs(prediction, requested_outputs(request)):
         output = response.outputs.add(name=name, datatype=datatype, shape=list(array.shape))

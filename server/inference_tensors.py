@@ -136,7 +136,7 @@ def encoded(texts: Sequence[str]) -> np.ndarray:
     return np.array([text.encode() for text in texts], dtype=object)
 
 
-def parameters(prediction: Prediction | InferredPrediction) -> dict[str, str]:
+def response_parameters(prediction: Prediction | InferredPrediction) -> dict[str, str]:
     """The response's parameters: the task-free model's ``rule``; none for a task's."""
     return {RULE: prediction.rule} if isinstance(prediction, InferredPrediction) else {}
 
