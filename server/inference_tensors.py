@@ -12,9 +12,9 @@ everywhere else), of shape ``[-1, …backbone input…]``, and gives ``scores`` 
 task's name), ``label`` (INT64, in that task's values), ``confidence`` (FP32) and
 ``task_probs`` (FP32, ``[-1, tasks]``, p(task | x)), whose columns ``task_names`` (BYTES,
 ``[tasks]``) names, and the response parameter ``rule`` (which rule inferred the tasks), as
-the task-free Predict and ``sparsecl predict``'s .npz. A malformed tensor is InvalidInputError here;
-what its values mean (shape against the backbone, NaN, batch limits) the data plane
-checks, as for Predict.
+the task-free Predict (``sparsecl predict``'s .npz: task, label, confidence). A malformed
+tensor is InvalidInputError here; what its values mean (shape against the backbone, NaN,
+batch limits) the data plane checks, as for Predict.
 """
 
 from __future__ import annotations
