@@ -513,12 +513,24 @@ class SparseCL:
         Batched: the inputs are checked once; one matrix product scores every task's
         identity model for the whole batch; then the engine runs each task's plan once, on
         the examples it won. Under the entropy rule (some task stored without an identity
-        model) the engine runs every task's plan on the whole batch.
+        model) the engine runs every task's plan on the whole batch. A task deleted while
+        the call runs is left out: the call infers again among the tasks still served.
         """
-        tasks = sorted(self.tasks.values(), key=lambda t: t.record.id)
-        if not tasks:
+        if not self.tasks:
             raise UnknownTaskError("no committed task to infer from yet")
         inputs = self.check_inputs(x)
+        while True:
+            tasks = sorted(self.tasks.values(), key=lambda t: t.record.id)
+            if not tasks:
+                raise UnknownTaskError("no committed task to infer from yet")
+            try:
+                return self._infer(tasks, inputs)
+            except UnknownTaskError:
+                if all(self.tasks.get(t.name) is t for t in tasks):
+                    raise  # not a delete racing this call
+
+    def _infer(self, tasks: list[Task], inputs: Tensor) -> TaskFreePrediction:
+        """``infer_task`` among ``tasks`` (served, in id order) for checked ``inputs``."""
         names = tuple(t.name for t in tasks)
         n = len(inputs)
         labels = torch.zeros(n, dtype=torch.int64)

@@ -98,6 +98,33 @@ def test_a_request_that_looked_the_task_up_before_its_delete_compiles_no_plan(
     assert "t2" not in model.engine.memory()
 
 
+def test_task_free_inference_racing_a_delete_answers_from_the_tasks_still_served(
+    three_tasks: list[TaskData],
+) -> None:
+    """A task-free call whose task list included a task deleted mid-call (its plan never
+    compiled, so the engine refuses it) infers again among the remaining tasks."""
+    learned = SparseCL(TINY)
+    learned.learn_task("t1", three_tasks[0], config=FAST)
+    learned.learn_task("t2", three_tasks[1], config=FAST)
+    x = torch.cat([three_tasks[0].x[:20], three_tasks[1].x[:20]])
+    assert set(learned.infer_task(x).tasks) == {"t1", "t2"}  # both plans are needed
+    model = replay(TINY, [learned.tasks["t1"], learned.tasks["t2"]])  # no plan compiled
+    run = model.engine.logits
+
+    def delete_t2_on_first_call(*args: object) -> torch.Tensor:
+        model.engine.logits = run  # type: ignore[method-assign]
+        model.delete_task("t2")  # lands between the call's task list and t2's plan
+        return run(*args)  # type: ignore[arg-type]
+
+    model.engine.logits = delete_t2_on_first_call  # type: ignore[method-assign]
+    got = model.infer_task(x)
+
+    expected = model.infer_task(x)  # t1 alone, after the delete
+    assert got.names == ("t1",) and set(got.tasks) == {"t1"}
+    assert torch.equal(got.labels, expected.labels)
+    assert torch.equal(got.confidence, expected.confidence)
+
+
 def test_a_plan_handed_out_before_the_delete_keeps_its_own_values(
     three_tasks: list[TaskData], probe: TaskData
 ) -> None:
