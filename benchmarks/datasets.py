@@ -7,6 +7,9 @@ another on one backbone (``SparseCL.learn_task``, ``SparseCL.accuracy``), three 
 - ``after``: ``TaskConfig()`` as it is now (auto epochs, k auto, density 10 %, lr 1e-2); rows
   of earlier defaults stay under their own column (``ARCHIVED``: ``after-epochs``,
   ``after-lr1e-3``) and are shown beside it;
+- ``reuse-auto`` (``CANDIDATES``): ``TaskConfig()`` with one setting changed, a candidate
+  default measured beside ``after`` (reuse auto: each layer learned reading earlier tasks'
+  weights and not, the better on validation kept; ``reuse-none``: no earlier weight read);
 - ``dense``: a dense network of the backbone's shape (``analysis.DenseNet``: ReLU, biases,
   a head) trained per task from scratch to convergence: Adam at ``DENSE_LR`` (1e-3; rows at
   1e-2 are stored as ``dense-lr1e-2``) and the same batch until
@@ -65,7 +68,12 @@ from sparse_engine.model import SparseCL  # noqa: E402
 from sparse_engine.recipe import LR_CUT, LR_CUTS  # noqa: E402
 from sparse_engine.trainer import accuracy, make_optimizer  # noqa: E402
 
-COLUMNS = ("before", "after", "dense")
+# candidate defaults, runnable beside ``after``: TaskConfig() with these settings changed
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "reuse-auto": {"reuse": "auto"},  # issue 17: read earlier weights per layer by a trial
+    "reuse-none": {"reuse": "none"},  # issue 17: read no earlier weight (5 tasks fit at 10 %)
+}
+COLUMNS = ("before", "after", "dense", *CANDIDATES)
 # columns of earlier defaults, kept as stored rows (no longer runnable), shown beside the rest
 ARCHIVED = {
     "after-epochs": "TaskConfig() until 2026-12-01 noon: auto epochs' patience and max_epochs "
@@ -80,6 +88,7 @@ SHOWN = (
     "after-epochs",
     "after-lr1e-3",
     "after",
+    *CANDIDATES,
     "dense-epochs",
     "dense",
     "dense-lr1e-2",
@@ -176,7 +185,7 @@ class Row:
     """One data set learned one way with one seed; accuracies in %, seconds per task."""
 
     dataset: str
-    column: str  # before | after | dense, or an ARCHIVED one
+    column: str  # before | after | dense | a CANDIDATES one, or an ARCHIVED one
     seed: int
     backbone: str
     tasks: list[str]
@@ -252,7 +261,7 @@ def run(dataset: str, column: str, seed: int, quick: bool, device: str = "auto")
     spec = DATASETS[dataset]
     backbone = spec.quick_backbone if quick else spec.backbone
     stream = spec.make(seed, quick)
-    fixed = BEFORE if column == "before" else {"lr": DENSE_LR} if column == "dense" else {}
+    fixed = {"before": BEFORE, "dense": {"lr": DENSE_LR}, **CANDIDATES}.get(column, {})
     config = TaskConfig(seed=seed, **fixed)
     model = SparseCL(backbone, seed=seed, device=device)
     matrix = AccuracyMatrix(len(stream))  # NaN where a task was not committed

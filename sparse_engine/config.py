@@ -23,9 +23,11 @@ Method = Literal["prune", "supermask", "rigl"]
 Structure = Literal["weights", "units"]
 Optimizer = Literal["sgd", "adam", "adamw"]
 # which earlier tasks' weights a new task's mask may read, per hidden layer (reuse.py):
-# all (PackNet: every earlier and retired weight), none (free weights only) or similar
+# all (PackNet: every earlier and retired weight), none (free weights only), similar
 # (those of the earlier tasks whose features a probe on the new task's data finds useful)
-Reuse = Literal["all", "none", "similar"]
+# or auto (the task is learned both ways, all and none, and the one of the higher
+# validation accuracy kept; all without a trial where the layer's free weights are short)
+Reuse = Literal["all", "none", "similar", "auto"]
 ReuseValue = Reuse | tuple[Reuse, ...]  # one choice for every hidden layer, or one per layer
 # tune: one (density, k) trial of a tuned task (tune.py), before the chosen one's phases
 Phase = Literal["tune", "train", "prune", "retrain", "commit"]
@@ -146,9 +148,9 @@ HELP: dict[str, str] = {
     "boost_strength_factor": "boost_strength's decay per epoch",
     "duty_cycle_period": "k-WTA duty cycle's averaging period, in examples",
     "seed": "seed of the task's initialisation, shuffling and held-out split",
-    "reuse": "which earlier tasks' weights the mask may read: all, none (free weights only) or "
-    "similar (tasks whose features a probe on this task's data finds useful); one per layer "
-    "(none,all)",
+    "reuse": "which earlier tasks' weights the mask may read: all, none (free weights only), "
+    "similar (tasks whose features a probe on this task's data finds useful) or auto (learned "
+    "both ways, all and none, the better on validation kept); one per layer (none,all)",
 }
 
 

@@ -10,6 +10,9 @@
   on the other half, against the same probe on a random subnetwork of the backbone's size
   at the new task's density and k (untrained features). A task is chosen when its probe's
   accuracy beats the baseline's by at least ``MARGIN``. Retired weights are never read.
+- ``auto``: learned both ways, ``all`` and ``none``, in a trial on the validation split
+  (``options``; the model keeps the higher validation accuracy, ties reading), ``all``
+  without a trial where the layer's free weights are short of the task's budget.
 
 The trainer's mask starts as the candidates (``candidates``) and only shrinks, so no
 method (prune, supermask, rigl, whole units) can choose or read a weight outside them.
@@ -169,21 +172,50 @@ def mask_owners(
     return tuple(out)
 
 
+def short(spec: BackboneSpec, owners: OwnerMap, config: TaskConfig) -> tuple[bool, ...]:
+    """Per layer, whether its free weights are fewer than the task's budget there (never,
+    for ``structure="units"``, whose budget is whole units)."""
+    return tuple(
+        config.structure == "weights" and free < keep_count(config.density, layer.numel)
+        for layer, free in zip(spec.layers, owners.free_count(), strict=True)
+    )
+
+
 def check_room(spec: BackboneSpec, owners: OwnerMap, config: TaskConfig) -> None:
     """InvalidInputError when ``config.reuse`` does not give one choice or one per hidden
     layer; NoFreeCapacityError when a layer that reads no earlier weight (``none``, and
-    ``similar``, which may choose no task) has fewer free weights than the task's budget."""
+    ``similar``, which may choose no task) has fewer free weights than the task's budget
+    (``auto`` reads there instead: ``options``)."""
     choices = config.reuse_per_layer(len(spec.layers))
-    for i, (layer, choice, free) in enumerate(
-        zip(spec.layers, choices, owners.free_count(), strict=True)
-    ):
-        budget = keep_count(config.density, layer.numel)
-        if choice != "all" and config.structure == "weights" and free < budget:
+    for i, (choice, lacks) in enumerate(zip(choices, short(spec, owners, config), strict=True)):
+        if choice not in ("all", "auto") and lacks:
+            budget = keep_count(config.density, spec.layers[i].numel)
             raise NoFreeCapacityError(
-                f"layer {i} has {free} free weights but reuse {choice!r} needs the task's "
-                f"budget of {budget} (density {config.density}) among them: use reuse 'all' "
-                "there, a lower density, or a larger backbone"
+                f"layer {i} has {owners.free_count()[i]} free weights but reuse {choice!r} "
+                f"needs the task's budget of {budget} (density {config.density}) among them: "
+                "use reuse 'all' or 'auto' there, a lower density, or a larger backbone"
             )
+
+
+def options(
+    spec: BackboneSpec, owners: OwnerMap, config: TaskConfig
+) -> tuple[tuple[Reuse, ...], ...]:
+    """The reuse choices per layer a task of ``config`` is learned with, one per trial: its
+    own when no layer says ``auto``; else the ``auto`` layers as ``all`` and, when it
+    differs, as ``none``. An ``auto`` layer stays ``all`` in both where no earlier task
+    owns a weight (nothing to choose) or where its free weights are short of the budget
+    (reading is the fallback, never NoFreeCapacityError)."""
+    choices = config.reuse_per_layer(len(spec.layers))
+    if "auto" not in choices:
+        return (choices,)
+    reading = tuple("all" if c == "auto" else c for c in choices)
+    apart = tuple(
+        "none" if c == "auto" and bool((m != 0).any()) and not lacks else r
+        for c, r, m, lacks in zip(
+            choices, reading, owners.maps, short(spec, owners, config), strict=True
+        )
+    )
+    return (reading,) if apart == reading else (reading, apart)
 
 
 def counts_after(owners: OwnerMap, task: Task) -> list[dict[int, int]]:

@@ -97,11 +97,9 @@ def _learned_as(value: Any) -> LearnedAs:
 
 
 def config_from_dict(data: dict[str, Any]) -> TaskConfig:
-    """A TaskConfig from its ``dataclasses.asdict`` form (k lists become tuples)."""
-    values = dict(data)
-    if isinstance(values.get("k"), list):
-        values["k"] = tuple(values["k"])
-    return TaskConfig(**values)
+    """A TaskConfig from its ``dataclasses.asdict`` form (lists, per-layer k and reuse,
+    become tuples)."""
+    return TaskConfig(**{n: tuple(v) if isinstance(v, list) else v for n, v in data.items()})
 
 
 def dumps(state: Task) -> bytes:
