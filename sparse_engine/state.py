@@ -99,7 +99,8 @@ def _learned_as(value: Any) -> LearnedAs:
 def config_from_dict(data: dict[str, Any]) -> TaskConfig:
     """A TaskConfig from its ``dataclasses.asdict`` form (lists, per-layer k and reuse,
     become tuples)."""
-    return TaskConfig(**{n: tuple(v) if isinstance(v, list) else v for n, v in data.items()})
+    values: dict[str, Any] = {n: tuple(v) if isinstance(v, list) else v for n, v in data.items()}
+    return TaskConfig(**values)
 
 
 def dumps(state: Task) -> bytes:
