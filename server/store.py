@@ -199,8 +199,7 @@ class OwnerCounts:
 
 def reuse_tags(report: ReuseReport) -> dict[str, str]:
     """A task's reuse as run tags: the choice per layer, the weights read per earlier task id,
-    under similar the ids chosen and every probe score against the baseline, under auto
-    each trial's validation accuracy by its choice."""
+    and under similar the ids chosen and every probe score against the baseline."""
     tags = {
         "sparsecl.reuse": ",".join(report.choice),
         "sparsecl.reuse.read_from": json.dumps(report.read_from()),
@@ -209,9 +208,6 @@ def reuse_tags(report: ReuseReport) -> dict[str, str]:
         tags["sparsecl.reuse.chosen"] = ",".join(map(str, report.chosen))
         tags["sparsecl.reuse.baseline"] = f"{report.baseline:.4f}"
         tags["sparsecl.reuse.scores"] = json.dumps({i: round(a, 4) for i, a in report.scores})
-    if report.trials:
-        trials = {",".join(c): round(a, 4) for c, a in report.trials}
-        tags["sparsecl.reuse.trials"] = json.dumps(trials)
     return tags
 
 

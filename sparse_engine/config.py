@@ -25,8 +25,8 @@ Optimizer = Literal["sgd", "adam", "adamw"]
 # which earlier tasks' weights a new task's mask may read, per hidden layer (reuse.py):
 # all (PackNet: every earlier and retired weight), none (free weights only), similar
 # (those of the earlier tasks whose features a probe on the new task's data finds useful)
-# or auto (the task is learned both ways, all and none, and the one of the higher
-# validation accuracy kept; all without a trial where the layer's free weights are short)
+# or auto (none while the layer's free weights hold the task's budget, all once they do
+# not: reading is the fallback, never NoFreeCapacityError)
 Reuse = Literal["all", "none", "similar", "auto"]
 ReuseValue = Reuse | tuple[Reuse, ...]  # one choice for every hidden layer, or one per layer
 # tune: one (density, k) trial of a tuned task (tune.py), before the chosen one's phases
@@ -149,8 +149,8 @@ HELP: dict[str, str] = {
     "duty_cycle_period": "k-WTA duty cycle's averaging period, in examples",
     "seed": "seed of the task's initialisation, shuffling and held-out split",
     "reuse": "which earlier tasks' weights the mask may read: all, none (free weights only), "
-    "similar (tasks whose features a probe on this task's data finds useful) or auto (learned "
-    "both ways, all and none, the better on validation kept); one per layer (none,all)",
+    "similar (tasks whose features a probe on this task's data finds useful) or auto (none while "
+    "the layer's free weights hold the budget, else all); one per layer (none,all)",
 }
 
 

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from . import reuse
 from .backbone import Backbone, BackboneSpec
-from .config import HOLD_OUT, ProgressCallback, ProgressEvent, Reuse, TaskConfig
+from .config import HOLD_OUT, ProgressCallback, ProgressEvent, TaskConfig
 from .data import TaskData, as_inputs, as_task, split_order
 from .device import resolve_device
 from .engine import InferenceEngine
@@ -309,48 +309,9 @@ class SparseCL:
         """``prepare_task`` after its checks, before its soundness check."""
         if val is None:
             train, val = train.split(HOLD_OUT, seed=config.seed)
-        choices = reuse.options(self.spec, self.owners, config)
-        if len(choices) == 1:
-            task = self._learn_with(name, train, val, config, choices[0], progress)
-        else:  # reuse auto: a trial per choice, the higher validation accuracy kept
-            trials = []
-            for choice in choices:
-                events: list[ProgressEvent] = []
-                trial = self._learn_with(name, train, val, config, choice, events.append)
-                trials.append((trial, events))
-            task, events = max(trials, key=lambda t: t[0].record.val_accuracy)  # ties: first
-            if progress is not None:
-                for event in events:
-                    progress(event)
-            scores = tuple(
-                (c, t.record.val_accuracy) for c, (t, _) in zip(choices, trials, strict=True)
-            )
-            if task.record.reuse is not None:
-                report = dataclasses.replace(task.record.reuse, trials=scores)
-                task = dataclasses.replace(
-                    task, record=dataclasses.replace(task.record, reuse=report)
-                )
-        return dataclasses.replace(task, identity=fit_identity(train.x, train.y))
-
-    def _learn_with(
-        self,
-        name: str,
-        train: TaskData,
-        val: TaskData,
-        config: TaskConfig,
-        choice: tuple[Reuse, ...],
-        progress: ProgressCallback | None,
-    ) -> Task:
-        """Learn the task with reuse ``choice`` per layer (``config`` keeps its own reuse);
-        its record carries the reuse report."""
         served = sorted(self.tasks.values(), key=lambda t: t.record.id)
         report, candidates = reuse.choose(
-            self.spec,
-            self.backbone.weights,
-            self.owners,
-            served,
-            train,
-            dataclasses.replace(config, reuse=choice),
+            self.spec, self.backbone.weights, self.owners, served, train, config
         )
         task = learn_task(
             self.backbone,
@@ -366,7 +327,8 @@ class SparseCL:
             candidates=candidates,
         )
         report = dataclasses.replace(report, owners=reuse.mask_owners(self.owners, task.masks))
-        return dataclasses.replace(task, record=dataclasses.replace(task.record, reuse=report))
+        record = dataclasses.replace(task.record, reuse=report)
+        return dataclasses.replace(task, record=record, identity=fit_identity(train.x, train.y))
 
     def check_new_task(
         self, name: str, train: TaskData, val: TaskData | None, config: TaskConfig

@@ -28,8 +28,7 @@ class ReuseReport:
     hidden layer; under ``similar`` the ids chosen, the probe's accuracy on random features
     (``baseline``), per served task (id, the probe's accuracy on its features) and the
     margin; and per layer (owner id, weights) of its mask by owner at its commit, 0 = the
-    free weights it claimed. Under ``auto`` the choice is the one kept and, when it tried
-    two, ``trials`` holds each one's (choice per layer, validation accuracy), reading first."""
+    free weights it claimed."""
 
     choice: tuple[str, ...]
     chosen: tuple[int, ...] = ()
@@ -37,7 +36,6 @@ class ReuseReport:
     scores: tuple[tuple[int, float], ...] = ()
     margin: float | None = None
     owners: tuple[tuple[tuple[int, int], ...], ...] = ()
-    trials: tuple[tuple[tuple[str, ...], float], ...] = ()
 
     def by_owner(self) -> dict[int, tuple[int, ...]]:
         """Per owner id of the mask's weights (0 = the free ones it claimed), how many per
@@ -60,9 +58,6 @@ class ReuseReport:
             margin=None if data.get("margin") is None else float(data["margin"]),
             owners=tuple(
                 tuple((int(i), int(c)) for i, c in layer) for layer in data.get("owners", ())
-            ),
-            trials=tuple(
-                (tuple(str(c) for c in choice), float(a)) for choice, a in data.get("trials", ())
             ),
         )
 
