@@ -260,8 +260,11 @@ class TaskConfig:
     boost_strength_factor: float = 0.9
     duty_cycle_period: int = 1000
     seed: int = 0
-    # all by default: PackNet's reading of every earlier weight, as before the choice existed
-    reuse: ReuseValue = "all"
+    # auto by default: a task reads no earlier task's weight while a layer's free weights
+    # hold its budget, all of them once they do not; reading every earlier weight (all,
+    # PackNet's, the default until 2026-12-01) cost Permuted MNIST's later tasks up to 2
+    # points and helped on none of five data sets (benchmarks/RESULTS.md, issue 17)
+    reuse: ReuseValue = "auto"
 
     def __post_init__(self) -> None:
         problems = [p for s in SETTINGS.values() if (p := s.problem(getattr(self, s.name)))]

@@ -176,10 +176,9 @@ def mask_owners(
 
 
 def short(spec: BackboneSpec, owners: OwnerMap, config: TaskConfig) -> tuple[bool, ...]:
-    """Per layer, whether its free weights are fewer than the task's budget there (never,
-    for ``structure="units"``, whose budget is whole units)."""
+    """Per layer, whether its free weights are fewer than the task's budget there."""
     return tuple(
-        config.structure == "weights" and free < keep_count(config.density, layer.numel)
+        free < keep_count(config.density, layer.numel)
         for layer, free in zip(spec.layers, owners.free_count(), strict=True)
     )
 
@@ -188,10 +187,11 @@ def check_room(spec: BackboneSpec, owners: OwnerMap, config: TaskConfig) -> None
     """InvalidInputError when ``config.reuse`` does not give one choice or one per hidden
     layer; NoFreeCapacityError when a layer that reads no earlier weight (``none``, and
     ``similar``, which may choose no task) has fewer free weights than the task's budget
-    (``auto`` reads there instead: ``resolve``)."""
+    (``auto`` reads there instead: ``resolve``); never for ``structure="units"``, whose
+    budget is whole units."""
     choices = config.reuse_per_layer(len(spec.layers))
     for i, (choice, lacks) in enumerate(zip(choices, short(spec, owners, config), strict=True)):
-        if choice not in ("all", "auto") and lacks:
+        if choice not in ("all", "auto") and lacks and config.structure == "weights":
             budget = keep_count(config.density, spec.layers[i].numel)
             raise NoFreeCapacityError(
                 f"layer {i} has {owners.free_count()[i]} free weights but reuse {choice!r} "

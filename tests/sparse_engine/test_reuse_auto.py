@@ -98,3 +98,7 @@ def test_a_stored_task_keeps_its_per_layer_reuse(three_tasks: list[TaskData]) ->
 
 def test_auto_is_a_choice_per_layer() -> None:
     assert TaskConfig(reuse=("auto", "none")).reuse_per_layer(2) == ("auto", "none")
+
+
+def test_the_default_is_auto() -> None:
+    assert TaskConfig().reuse == "auto"
