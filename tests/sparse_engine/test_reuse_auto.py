@@ -34,6 +34,12 @@ def test_auto_reads_nothing_in_a_layer_with_room_and_all_in_one_without() -> Non
     assert reuse.resolve(spec, owners, AUTO) == ("all", "none")
 
 
+def test_auto_reads_where_short_with_whole_units_too() -> None:
+    spec, owners = owner_map("mlp:10-10-10", [95, 5])
+    config = dataclasses.replace(AUTO, structure="units", density=0.5)
+    assert reuse.resolve(spec, owners, config) == ("all", "none")
+
+
 def test_auto_resolves_per_layer_and_leaves_other_choices_as_given() -> None:
     spec, owners = owner_map("mlp:10-10-10", [95, 95])
     config = dataclasses.replace(FAST, reuse=("similar", "auto"))
