@@ -99,7 +99,7 @@ def run(variant: str, stream: str, device: str = "auto") -> dict[str, Any]:
     make, backbone, k = STREAMS[stream]
     learner.Run = CosineRun if variant == "cosine" else Run  # type: ignore[misc]
     fixed = {"epochs": 2, "retrain_epochs": 2} if variant == "fixed" else {}
-    config = TaskConfig(k=k, lr=1e-3, **fixed)  # type: ignore[arg-type]
+    config = TaskConfig(k=k, lr=1e-3, reuse="all", **fixed)  # type: ignore[arg-type]
     model = SparseCL(backbone, device=device)
     rows = []
     for task in make():

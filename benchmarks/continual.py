@@ -240,6 +240,7 @@ def make_strategy(
             lr=s.lr,
             saliency=s.saliency,  # type: ignore[arg-type]
             seed=s.seed,
+            reuse="all",  # the default its rows were measured with (now auto)
         )
         strategy = SparseCLStrategy(
             backbone=spec,

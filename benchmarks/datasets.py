@@ -3,10 +3,14 @@
 Each data set is a stream of tasks (task id given), learned in-process one task after
 another on one backbone (``SparseCL.learn_task``, ``SparseCL.accuracy``), three ways:
 
-- ``before``: the defaults before issue 17: 2 + 2 epochs, k-WTA k 10 %, density 10 %, lr 1e-3;
-- ``after``: ``TaskConfig()`` as it is now (auto epochs, k auto, density 10 %, lr 1e-2); rows
-  of earlier defaults stay under their own column (``ARCHIVED``: ``after-epochs``,
-  ``after-lr1e-3``) and are shown beside it;
+- ``before``: the defaults before issue 17: 2 + 2 epochs, k-WTA k 10 %, density 10 %, lr 1e-3,
+  reuse all;
+- ``after``: ``TaskConfig()`` as it is now (auto epochs, k auto, density 10 %, lr 1e-2, reuse
+  auto); rows of earlier defaults stay under their own column (``ARCHIVED``:
+  ``after-epochs``, ``after-lr1e-3``, ``after-reuse-all``) and are shown beside it;
+- ``reuse-none`` (``CANDIDATES``): ``TaskConfig()`` with one setting changed, a candidate
+  default measured beside ``after`` (no earlier task's weight read; on these streams of at
+  most 5 tasks at density 10 % the same as ``after``'s reuse auto, bit for bit);
 - ``dense``: a dense network of the backbone's shape (``analysis.DenseNet``: ReLU, biases,
   a head) trained per task from scratch to convergence: Adam at ``DENSE_LR`` (1e-3; rows at
   1e-2 are stored as ``dense-lr1e-2``) and the same batch until
@@ -65,13 +69,21 @@ from sparse_engine.model import SparseCL  # noqa: E402
 from sparse_engine.recipe import LR_CUT, LR_CUTS  # noqa: E402
 from sparse_engine.trainer import accuracy, make_optimizer  # noqa: E402
 
-COLUMNS = ("before", "after", "dense")
+# candidate defaults, runnable beside ``after``: TaskConfig() with these settings changed
+CANDIDATES: dict[str, dict[str, Any]] = {
+    "reuse-none": {"reuse": "none"},  # issue 17: read no earlier weight (5 tasks fit at 10 %)
+}
+COLUMNS = ("before", "after", "dense", *CANDIDATES)
 # columns of earlier defaults, kept as stored rows (no longer runnable), shown beside the rest
 ARCHIVED = {
     "after-epochs": "TaskConfig() until 2026-12-01 noon: auto epochs' patience and max_epochs "
     "counted in epochs (now in periods of at least PERIOD_STEPS optimizer steps)",
     "dense-epochs": "the dense column until 2026-12-01 noon: patience and max_epochs in epochs",
     "after-lr1e-3": "TaskConfig() until 2026-12-01 13:00, with lr 1e-3 (now 1e-2)",
+    "after-reuse-all": "TaskConfig() until 2026-12-01 16:00, with reuse all (now auto: no "
+    "earlier task's weight read while a layer has room for the budget)",
+    "reuse-trial": "reuse auto as first built (commit 9ed0885): each task learned twice, "
+    "reading earlier weights (all) and not (none), the higher validation accuracy kept",
     "dense-lr1e-2": "the dense column trained at lr 1e-2 instead of DENSE_LR (a stricter "
     "reference where it is better)",
 }
@@ -79,13 +91,23 @@ SHOWN = (
     "before",
     "after-epochs",
     "after-lr1e-3",
+    "after-reuse-all",
     "after",
+    *CANDIDATES,
+    "reuse-trial",
     "dense-epochs",
     "dense",
     "dense-lr1e-2",
 )  # the tables' order
 # the defaults before issue 17 (fixed counts); "after" is TaskConfig() as it is
-BEFORE: dict[str, Any] = {"epochs": 2, "retrain_epochs": 2, "k": 0.1, "density": 0.1, "lr": 1e-3}
+BEFORE: dict[str, Any] = {
+    "epochs": 2,
+    "retrain_epochs": 2,
+    "k": 0.1,
+    "density": 0.1,
+    "lr": 1e-3,
+    "reuse": "all",
+}
 # the dense reference's lr: Adam's usual 1e-3 (at 1e-2, stored as dense-lr1e-2, it is no
 # better on validation on three of the five data sets)
 DENSE_LR = 1e-3
@@ -176,7 +198,7 @@ class Row:
     """One data set learned one way with one seed; accuracies in %, seconds per task."""
 
     dataset: str
-    column: str  # before | after | dense, or an ARCHIVED one
+    column: str  # before | after | dense | a CANDIDATES one, or an ARCHIVED one
     seed: int
     backbone: str
     tasks: list[str]
@@ -252,7 +274,7 @@ def run(dataset: str, column: str, seed: int, quick: bool, device: str = "auto")
     spec = DATASETS[dataset]
     backbone = spec.quick_backbone if quick else spec.backbone
     stream = spec.make(seed, quick)
-    fixed = BEFORE if column == "before" else {"lr": DENSE_LR} if column == "dense" else {}
+    fixed = {"before": BEFORE, "dense": {"lr": DENSE_LR}, **CANDIDATES}.get(column, {})
     config = TaskConfig(seed=seed, **fixed)
     model = SparseCL(backbone, seed=seed, device=device)
     matrix = AccuracyMatrix(len(stream))  # NaN where a task was not committed
@@ -324,9 +346,10 @@ def as_row(data: dict[str, Any]) -> Row:
 
 
 def shown(rows: list[Row]) -> list[str]:
-    """The columns the tables show: every runnable one, and archived ones that have rows."""
+    """The columns the tables show: before, after and dense, and candidate and archived ones
+    that have rows."""
     present = {r.column for r in rows}
-    return [c for c in SHOWN if c in COLUMNS or c in present]
+    return [c for c in SHOWN if c in ("before", "after", "dense") or c in present]
 
 
 def summary(rows: list[Row]) -> str:

@@ -93,7 +93,7 @@ def run_stream(
     """Learn the stream's tasks on one backbone, then analyse each; checks nothing moved."""
     model = SparseCL(BACKBONE)
     # the recipe RESEARCH.md reports: the defaults before auto epochs (issue 17), 2 + 2
-    config = TaskConfig(epochs=2, retrain_epochs=2, lr=1e-3)
+    config = TaskConfig(epochs=2, retrain_epochs=2, lr=1e-3, reuse="all")
     seconds = {}
     for task in stream:
         start = time.perf_counter()

@@ -59,9 +59,13 @@ def settings(quick: bool) -> Settings:
     Two epochs of dense training in both, so that late rewinding (to the iterate after
     epoch 1) differs from fine-tuning (which starts from the iterate after epoch 2)."""
     if quick:
-        base = TaskConfig(density=0.1, k=0.1, epochs=2, retrain_epochs=1, batch_size=128, lr=1e-3)
+        base = TaskConfig(
+            density=0.1, k=0.1, epochs=2, retrain_epochs=1, batch_size=128, lr=1e-3, reuse="all"
+        )
         return Settings("mlp:784-300-300", tasks=2, train_limit=800, base=base)
-    base = TaskConfig(density=0.1, k=0.1, epochs=2, retrain_epochs=2, batch_size=128, lr=1e-3)
+    base = TaskConfig(
+        density=0.1, k=0.1, epochs=2, retrain_epochs=2, batch_size=128, lr=1e-3, reuse="all"
+    )
     return Settings("mlp:784-500-500", tasks=3, train_limit=2000, base=base)
 
 
@@ -69,7 +73,7 @@ def warm_up(backbone: str, task: StreamTask) -> None:
     """One tiny learn and evaluation first, so one-off start-up costs (thread pools, JIT
     of the inference engine) are not charged to the first mode."""
     model = SparseCL(backbone)
-    small = TaskConfig(density=0.1, k=0.1, epochs=1, retrain_epochs=0, lr=1e-3)
+    small = TaskConfig(density=0.1, k=0.1, epochs=1, retrain_epochs=0, lr=1e-3, reuse="all")
     train = task.train.split(0.9, seed=0)[0]
     model.learn_task("warm-up", train, task.val, small)
     model.accuracy("warm-up", task.test)

@@ -168,6 +168,7 @@ def sparsecl_rows(
         batch_size=128,
         lr=1e-3,
         seed=args.seed,
+        reuse="all",  # the default its rows were measured with (now auto)
     )
     model, seconds = learn(stream, args.backbone, config)
     x, y, tid = concat(stream, "test", args.test_limit)

@@ -23,9 +23,11 @@ Method = Literal["prune", "supermask", "rigl"]
 Structure = Literal["weights", "units"]
 Optimizer = Literal["sgd", "adam", "adamw"]
 # which earlier tasks' weights a new task's mask may read, per hidden layer (reuse.py):
-# all (PackNet: every earlier and retired weight), none (free weights only) or similar
+# all (PackNet: every earlier and retired weight), none (free weights only), similar
 # (those of the earlier tasks whose features a probe on the new task's data finds useful)
-Reuse = Literal["all", "none", "similar"]
+# or auto (none while the layer's free weights hold the task's budget, all once they do
+# not: reading is the fallback, never NoFreeCapacityError)
+Reuse = Literal["all", "none", "similar", "auto"]
 ReuseValue = Reuse | tuple[Reuse, ...]  # one choice for every hidden layer, or one per layer
 # tune: one (density, k) trial of a tuned task (tune.py), before the chosen one's phases
 Phase = Literal["tune", "train", "prune", "retrain", "commit"]
@@ -146,9 +148,9 @@ HELP: dict[str, str] = {
     "boost_strength_factor": "boost_strength's decay per epoch",
     "duty_cycle_period": "k-WTA duty cycle's averaging period, in examples",
     "seed": "seed of the task's initialisation, shuffling and held-out split",
-    "reuse": "which earlier tasks' weights the mask may read: all, none (free weights only) or "
-    "similar (tasks whose features a probe on this task's data finds useful); one per layer "
-    "(none,all)",
+    "reuse": "which earlier tasks' weights the mask may read: all, none (free weights only), "
+    "similar (tasks whose features a probe on this task's data finds useful) or auto (none while "
+    "the layer's free weights hold the budget, else all); one per layer (none,all)",
 }
 
 
@@ -258,8 +260,11 @@ class TaskConfig:
     boost_strength_factor: float = 0.9
     duty_cycle_period: int = 1000
     seed: int = 0
-    # all by default: PackNet's reading of every earlier weight, as before the choice existed
-    reuse: ReuseValue = "all"
+    # auto by default: a task reads no earlier task's weight while a layer's free weights
+    # hold its budget, all of them once they do not; reading every earlier weight (all,
+    # PackNet's, the default until 2026-12-01) cost Permuted MNIST's later tasks up to 2
+    # points and helped on none of five data sets (benchmarks/RESULTS.md, issue 17)
+    reuse: ReuseValue = "auto"
 
     def __post_init__(self) -> None:
         problems = [p for s in SETTINGS.values() if (p := s.problem(getattr(self, s.name)))]

@@ -97,10 +97,9 @@ def _learned_as(value: Any) -> LearnedAs:
 
 
 def config_from_dict(data: dict[str, Any]) -> TaskConfig:
-    """A TaskConfig from its ``dataclasses.asdict`` form (k lists become tuples)."""
-    values = dict(data)
-    if isinstance(values.get("k"), list):
-        values["k"] = tuple(values["k"])
+    """A TaskConfig from its ``dataclasses.asdict`` form (lists, per-layer k and reuse,
+    become tuples)."""
+    values: dict[str, Any] = {n: tuple(v) if isinstance(v, list) else v for n, v in data.items()}
     return TaskConfig(**values)
 
 

@@ -15,7 +15,9 @@ from client.launch import Server
 from sparse_engine.mnist import Mnist
 
 TINY = "mlp:784-64-64"
-FAST = dict(density=0.1, k=0.25, epochs=1, retrain_epochs=1, batch_size=64, lr=3e-3)
+# reuse all: these tests were written for tasks that read earlier tasks' weights (the
+# default until reuse auto); test_reuse_auto covers the default
+FAST = dict(density=0.1, k=0.25, epochs=1, retrain_epochs=1, batch_size=64, lr=3e-3, reuse="all")
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -240,7 +240,7 @@ def test_add_task_reuse_per_layer_reads_no_earlier_weight_where_none(
         np.savez(files / f"{name}.npz", x=x, y=y)
     server = ServerProcess(tmp_path_factory.mktemp("reuse")).start()
     try:
-        options = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items()]
+        options = [f"--{k.replace('_', '-')}={v}" for k, v in FAST.items() if k != "reuse"]
         for name, reuse in (("a", "all"), ("b", "none,all")):
             done = sparsecl(
                 *("add-task", name, "--train", str(files / f"{name}.npz"), "--quiet"),

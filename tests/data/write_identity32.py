@@ -25,7 +25,10 @@ from sparse_engine.state import dumps
 from sparse_engine.taskfree import IdentityBank, fit_identity
 from tests.serving import TINY, digits
 
-CONFIG = TaskConfig(density=0.1, k=0.25, epochs=1, retrain_epochs=1, batch_size=64, lr=3e-3)
+# reuse all: written for tasks that read earlier tasks' weights (the default until auto)
+CONFIG = TaskConfig(
+    density=0.1, k=0.25, epochs=1, retrain_epochs=1, batch_size=64, lr=3e-3, reuse="all"
+)
 
 
 def main(out: Path) -> None:

@@ -25,11 +25,12 @@ SLOW = {**FAST, "epochs": 1000}  # trains for minutes unless cancelled
 
 
 def upload_requests(name: str, x: np.ndarray, y: np.ndarray, **hp: float) -> list[object]:
-    """A header with ``hp`` (k as a fraction) and one chunk of training examples."""
+    """A header with ``hp`` (k as a fraction, reuse one choice) and one chunk of training
+    examples."""
     k = [pb.KSize(fraction=hp.pop("k"))] if "k" in hp else []
-    head = pb.AddTaskRequest(
-        header=pb.AddTaskHeader(name=name, hyper_parameters=pb.HyperParameters(k=k, **hp))
-    )
+    reuse = [hp.pop("reuse")] if "reuse" in hp else []
+    hyper_parameters = pb.HyperParameters(k=k, reuse=reuse, **hp)
+    head = pb.AddTaskRequest(header=pb.AddTaskHeader(name=name, hyper_parameters=hyper_parameters))
     body = pb.AddTaskRequest(chunk=pb.ExampleChunk(split=pb.SPLIT_TRAIN, x=tensor(x), y=tensor(y)))
     return [head, body]
 

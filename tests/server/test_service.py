@@ -256,7 +256,7 @@ def test_k_larger_than_a_layer_is_invalid(served: Served) -> None:
     ("reuse", "message"),
     [
         (("none", "all", "none"), "reuse gives 3 values for a backbone of 2 hidden layers"),
-        (("none", "most"), "reuse must be one of ('all', 'none', 'similar')"),
+        (("none", "most"), "reuse must be one of ('all', 'none', 'similar', 'auto')"),
     ],
 )
 def test_a_bad_reuse_choice_is_invalid(

@@ -9,7 +9,11 @@ from sparse_engine.data import TaskData
 from sparse_engine.mnist import Mnist, digits_task
 
 TINY = "mlp:784-64-64"
-FAST = TaskConfig(density=0.1, k=0.25, epochs=1, retrain_epochs=1, batch_size=64, lr=3e-3)
+# reuse all: these tests were written for tasks that read earlier tasks' weights (the
+# default until reuse auto); test_reuse_auto covers the default
+FAST = TaskConfig(
+    density=0.1, k=0.25, epochs=1, retrain_epochs=1, batch_size=64, lr=3e-3, reuse="all"
+)
 
 
 def task_of(mnist: Mnist, digits: list[int], limit: int = 300) -> TaskData:

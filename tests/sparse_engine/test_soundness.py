@@ -15,7 +15,10 @@ from sparse_engine.model import SparseCL
 from sparse_engine.soundness import check_sound
 from sparse_engine.task import Task
 
-FAST = TaskConfig(density=0.1, k=0.25, epochs=1, retrain_epochs=1, batch_size=64, lr=3e-3)
+# reuse all: written for tasks that read earlier tasks' weights (the default until auto)
+FAST = TaskConfig(
+    density=0.1, k=0.25, epochs=1, retrain_epochs=1, batch_size=64, lr=3e-3, reuse="all"
+)
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,10 @@ from .conftest import TINY
 
 OLD_BLOBS = Path(__file__).resolve().parent.parent / "data" / "identity32.npz"
 
-CONFIG = TaskConfig(density=0.1, k=0.25, epochs=2, retrain_epochs=2, batch_size=64, lr=3e-3)
+# reuse all: written for tasks that read earlier tasks' weights (the default until auto)
+CONFIG = TaskConfig(
+    density=0.1, k=0.25, epochs=2, retrain_epochs=2, batch_size=64, lr=3e-3, reuse="all"
+)
 
 
 @pytest.fixture(scope="module")
