@@ -43,7 +43,16 @@ RESULTS = ROOT / "benchmarks" / "results"
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.sizes import machine as cpu_name  # noqa: E402
-from sparse_engine.config import AUTO, DEVICES, Device, Epochs, KValue, TaskConfig  # noqa: E402
+from sparse_engine.config import (  # noqa: E402
+    AUTO,
+    DEVICES,
+    REUSES,
+    Device,
+    Epochs,
+    KValue,
+    Reuse,
+    TaskConfig,
+)
 from sparse_engine.data import TaskData  # noqa: E402
 from sparse_engine.mnist import (  # noqa: E402
     Mnist,
@@ -79,6 +88,7 @@ class Settings:
     lr: float = 1e-3
     seed: int = 0
     device: Device = "cpu"  # where tasks train (auto: a CUDA GPU when torch sees one)
+    reuse: Reuse = "auto"  # TaskConfig.reuse; the rows of 2026-12-01 morning used "all"
     label: str = "full"
 
 
@@ -105,7 +115,7 @@ def config(s: Settings) -> TaskConfig:
         retrain_epochs=s.retrain_epochs,
         lr=s.lr,
         seed=s.seed,
-        reuse="all",  # the default its rows were measured with (now auto)
+        reuse=s.reuse,
     )
 
 
@@ -327,6 +337,9 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, Path]:
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=DEVICES, help="where tasks train (default cpu)")
+    p.add_argument(
+        "--reuse", choices=REUSES, help="which earlier weights a task reads (default auto)"
+    )
     p.add_argument("--label", help="the run's key in the results file")
     p.add_argument("--out", type=Path, default=RESULTS / "capacity.json")
     args = p.parse_args(argv)
@@ -341,6 +354,7 @@ def parse(argv: list[str] | None = None) -> tuple[Settings, Path]:
         "lr",
         "seed",
         "device",
+        "reuse",
     ):
         if getattr(args, name) is not None:
             given[name] = getattr(args, name)
