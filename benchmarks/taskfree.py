@@ -275,8 +275,14 @@ def main(argv: list[str] | None = None) -> int:
     out = args.json or ROOT / "benchmarks" / "results" / (
         "taskfree-quick.json" if args.quick else "taskfree.json"
     )
+    write_rows(out, args, started, rows)
+    return 0
+
+
+def write_rows(out: Path, args: argparse.Namespace, started: float, rows: list[Any]) -> None:
+    """Write a run's rows to ``out`` with its date, machine, settings and seconds."""
     result = {
-        "date": time.strftime("%Y-%m-%d"),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "seconds": time.perf_counter() - started,
@@ -284,7 +290,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out} ({result['seconds']:.0f}s)")
-    return 0
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.continual import machine  # noqa: E402
-from benchmarks.taskfree import concat, learn  # noqa: E402
+from benchmarks.taskfree import concat, learn, write_rows  # noqa: E402
 from sparse_engine import SparseCL, TaskConfig  # noqa: E402
 from sparse_engine.mnist import StreamTask, load_mnist, permuted_mnist, split_mnist  # noqa: E402
 from sparse_engine.taskfree import TEMPERATURE, expected_calibration_error  # noqa: E402
@@ -161,15 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.json or ROOT / "benchmarks" / "results" / (
         "taskfree-temperature-quick.json" if args.quick else "taskfree-temperature.json"
     )
-    result = {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": machine(),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "seconds": time.perf_counter() - started,
-        "rows": rows,
-    }
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {out} ({result['seconds']:.0f}s)")
+    write_rows(out, args, started, rows)
     return 0
 
 
