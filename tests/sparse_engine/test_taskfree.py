@@ -129,7 +129,12 @@ def test_float16_rounds_the_means_and_directions_only(mnist: Mnist) -> None:
 
 
 def test_float32_identities_stored_by_earlier_releases_score_as_before() -> None:
-    """tests/data/identity32.npz: blobs and scores written by the release before float16."""
+    """tests/data/identity32.npz: blobs and scores written by the release before float16.
+
+    The scores come from float32 matrix products, whose last bits depend on the BLAS
+    kernels torch picks for the CPU model (the file was written on an AMD EPYC; an Intel
+    Xeon with the same vector flags differs by 2e-7 relative), so they are compared to
+    float32 rounding, and the task each probe is assigned to must not change."""
     with np.load(OLD_BLOBS) as old:
         tasks = [loads(old[name].tobytes()) for name in ("low", "high")]
         probe, want = old["probe"], old["scores"]
@@ -137,7 +142,8 @@ def test_float32_identities_stored_by_earlier_releases_score_as_before() -> None
     assert all(i is not None and i.basis.dtype == torch.float32 for i in identities)
     x = SparseCL(TINY).check_inputs(probe)
     got = IdentityBank([i for i in identities if i is not None]).scores(x)
-    assert got.numpy().tobytes() == want.tobytes()
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6, atol=0)
+    assert (got.numpy().argmax(1) == want.argmax(1)).all()
     # a bank of an old float32 task beside a float16 one scores each as it would alone
     low = identities[0]
     assert low is not None
