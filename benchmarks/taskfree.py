@@ -157,10 +157,10 @@ def task_aware(model: SparseCL, stream: list[StreamTask], limit: int | None) -> 
     return correct / sum(len(t.test.y[:limit]) for t in stream)
 
 
-def sparsecl_rows(
-    stream_name: str, stream: list[StreamTask], args: argparse.Namespace
-) -> dict[str, Any]:
-    config = TaskConfig(
+def run_config(args: argparse.Namespace, **overrides: Any) -> TaskConfig:
+    """The task settings of both task-free benchmarks (10 % density and k, fixed epochs from
+    ``run_parser``'s options), with ``overrides``."""
+    return TaskConfig(
         density=0.1,
         k=0.1,
         epochs=args.epochs,
@@ -168,9 +168,15 @@ def sparsecl_rows(
         batch_size=128,
         lr=1e-3,
         seed=args.seed,
-        reuse="all",  # the default its rows were measured with (now auto)
+        **overrides,
     )
-    model, seconds = learn(stream, args.backbone, config)
+
+
+def sparsecl_rows(
+    stream_name: str, stream: list[StreamTask], args: argparse.Namespace
+) -> dict[str, Any]:
+    # reuse all: the default its rows were measured with (now auto)
+    model, seconds = learn(stream, args.backbone, run_config(args, reuse="all"))
     x, y, tid = concat(stream, "test", args.test_limit)
     vx, vy, vtid = concat(stream, "val", args.test_limit)
     row = {
@@ -246,15 +252,21 @@ def baseline_row(method: str, stream: list[StreamTask], args: argparse.Namespace
     return row
 
 
-def main(argv: list[str] | None = None) -> int:
+def run_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options both task-free benchmarks take: ``--quick``, the epochs and the seed."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="fewer training examples")
-    parser.add_argument("--backbone", default="mlp:784-1000-1000")
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--retrain-epochs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = run_parser(__doc__)
+    parser.add_argument("--backbone", default="mlp:784-1000-1000")
     parser.add_argument("--test-limit", type=int, default=None, help="test examples per task")
     parser.add_argument("--baselines", default=",".join(BASELINES))
     parser.add_argument(

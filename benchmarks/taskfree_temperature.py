@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.continual import machine  # noqa: E402
-from benchmarks.taskfree import concat, learn, write_rows  # noqa: E402
-from sparse_engine import SparseCL, TaskConfig  # noqa: E402
+from benchmarks.taskfree import concat, learn, run_config, run_parser, write_rows  # noqa: E402
+from sparse_engine import SparseCL  # noqa: E402
 from sparse_engine.mnist import StreamTask, load_mnist, permuted_mnist, split_mnist  # noqa: E402
 from sparse_engine.taskfree import TEMPERATURE, expected_calibration_error  # noqa: E402
 
@@ -93,16 +93,7 @@ def learn_time(model: SparseCL, stream: list[StreamTask]) -> tuple[float, list[f
 
 
 def row(name: str, stream: list[StreamTask], backbone: str, args: argparse.Namespace) -> dict:
-    config = TaskConfig(
-        density=0.1,
-        k=0.1,
-        epochs=args.epochs,
-        retrain_epochs=args.retrain_epochs,
-        batch_size=128,
-        lr=1e-3,
-        seed=args.seed,
-    )
-    model, seconds = learn(stream, backbone, config)
+    model, seconds = learn(stream, backbone, run_config(args))
     tasks = len(stream)
     test = scored(model, *concat(stream, "test", None)[:2], tasks)
     val = scored(model, *concat(stream, "val", None)[:2], tasks)
@@ -128,15 +119,9 @@ def row(name: str, stream: list[StreamTask], backbone: str, args: argparse.Names
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--quick", action="store_true", help="fewer training examples")
+    parser = run_parser(__doc__)
     parser.add_argument("--backbones", default="mlp:784-300-300,mlp:784-1000-1000")
     parser.add_argument("--streams", default="permuted-mnist,split-mnist-class-incremental")
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--retrain-epochs", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--constants", type=lambda s: [float(t) for t in s.split(",")], default=[30.0, 45.0]
     )
